@@ -1,0 +1,286 @@
+//! Configuration: built-in defaults, an optional TOML file, then flags.
+//!
+//! [`DEFAULT_CONFIG`] is both what `wharf config default` prints and, parsed,
+//! the defaults themselves (a unit test keeps the two in step).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The commented default configuration.
+pub const DEFAULT_CONFIG: &str = r#"# Wharf configuration. Every key is optional: a missing key keeps the
+# default shown here. Flags (--socket, --root, --state-dir, --log-level)
+# override the file.
+
+# gRPC unix socket that kubelet and crictl connect to.
+socket = "/run/wharf/wharf.sock"
+
+# Persistent data: images, layers, metadata.
+root = "/var/lib/wharf"
+
+# Runtime state that must not survive a reboot.
+state_dir = "/run/wharf"
+
+# trace, debug, info, warn or error; or a tracing filter such as
+# "info,wharf::image=debug". The RUST_LOG variable, when set, wins.
+log_level = "info"
+
+[registry]
+# Per-host registry configuration in containerd's format:
+# <config_path>/<host[:port]>/hosts.toml (server, [host."URL"] mirrors with
+# capabilities, skip_verify, ca, header). A containerd certs.d works as is.
+config_path = "/etc/wharf/certs.d"
+
+# A pull that receives no byte for this many seconds is cancelled.
+stall_timeout_secs = 60
+
+# Timeout for a manifest, config or token request.
+request_timeout_secs = 30
+
+# Layers of one pull downloaded (and unpacked) at the same time.
+max_concurrent_downloads = 3
+
+[cni]
+# CNI network configuration files (.conflist, .conf, .json).
+conf_dir = "/etc/cni/net.d"
+
+# Where CNI plugin binaries are looked up, in order.
+bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+
+[runtime]
+# A runc-compatible OCI runtime binary (name looked up in PATH, or a path).
+path = "runc"
+
+# cgroupfs is the only driver so far ("systemd" is not supported yet).
+cgroup_driver = "cgroupfs"
+"#;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_level: String,
+    #[serde(default)]
+    pub registry: RegistrySection,
+    #[serde(default)]
+    pub cni: CniSection,
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySection {
+    pub config_path: PathBuf,
+    pub stall_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub max_concurrent_downloads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniSection {
+    pub conf_dir: PathBuf,
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    pub path: PathBuf,
+    pub cgroup_driver: CgroupDriver,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        Self {
+            config_path: "/etc/wharf/certs.d".into(),
+            stall_timeout_secs: 60,
+            request_timeout_secs: 30,
+            max_concurrent_downloads: 3,
+        }
+    }
+}
+
+impl Default for CniSection {
+    fn default() -> Self {
+        Self {
+            conf_dir: "/etc/cni/net.d".into(),
+            bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+        }
+    }
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self {
+            path: "runc".into(),
+            cgroup_driver: CgroupDriver::Cgroupfs,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            socket: "/run/wharf/wharf.sock".into(),
+            root: "/var/lib/wharf".into(),
+            state_dir: "/run/wharf".into(),
+            log_level: "info".into(),
+            registry: RegistrySection::default(),
+            cni: CniSection::default(),
+            runtime: RuntimeSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file; keys it leaves out keep their defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    fn parse(text: &str) -> Result<Config, String> {
+        // Merge over the defaults table so that top-level keys are optional too.
+        let mut merged: toml::Table = DEFAULT_CONFIG.parse().map_err(|e| format!("{e}"))?;
+        let overrides: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
+        merge(&mut merged, overrides);
+        let config: Config = merged.try_into().map_err(|e| format!("{e}"))?;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.registry.max_concurrent_downloads == 0 {
+            return Err(ConfigError::Invalid(
+                "registry.max_concurrent_downloads must be at least 1".into(),
+            ));
+        }
+        if self.registry.stall_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "registry.stall_timeout_secs must be at least 1".into(),
+            ));
+        }
+        for (name, path) in [
+            ("root", &self.root),
+            ("state_dir", &self.state_dir),
+            ("socket", &self.socket),
+        ] {
+            if !path.is_absolute() {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be an absolute path, got {}",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn paths(&self) -> Paths {
+        Paths {
+            root: self.root.clone(),
+            state: self.state_dir.clone(),
+        }
+    }
+
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_secs(self.registry.stall_timeout_secs)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.registry.request_timeout_secs)
+    }
+}
+
+fn merge(base: &mut toml::Table, overrides: toml::Table) {
+    for (key, value) in overrides {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_table)), toml::Value::Table(table)) => {
+                merge(base_table, table)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Every on-disk location, derived from `root` and `state_dir`, so that two
+/// instances with different roots never share a file.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub root: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Paths {
+    pub fn image_root(&self) -> PathBuf {
+        self.root.join("image")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_text_parses_to_defaults() {
+        assert_eq!(Config::parse(DEFAULT_CONFIG).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_overrides_single_keys() {
+        let config =
+            Config::parse("root = \"/tmp/w\"\n[registry]\nstall_timeout_secs = 5\n").unwrap();
+        assert_eq!(config.root, PathBuf::from("/tmp/w"));
+        assert_eq!(config.registry.stall_timeout_secs, 5);
+        assert_eq!(
+            config.registry.config_path,
+            PathBuf::from("/etc/wharf/certs.d")
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        assert!(Config::parse("sockett = \"/x\"").is_err());
+        assert!(Config::parse("[registry]\nmax_concurrent_downloads = 0").is_err());
+        assert!(Config::parse("root = \"relative\"").is_err());
+        assert!(Config::parse("[runtime]\ncgroup_driver = \"other\"").is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! Crash-safe files: every write goes to a temporary file in the same
+//! directory, is fsynced, renamed over the target, and the directory is
+//! fsynced, so a reader (or a restart after `kill -9`) sees the old or the
+//! new content, never a torn one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("decoding {path}")]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl crate::error::Classify for StoreError {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Internal
+    }
+}
+
+/// Attaches the operation and path to an `io::Error`.
+pub trait IoContext<T> {
+    fn context(self, op: &'static str, path: &Path) -> Result<T, StoreError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn context(self, op: &'static str, path: &Path) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// A name no other writer in this process or another uses at the same time.
+pub fn unique_temp_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{}-{n}-{nanos}", std::process::id())
+}
+
+/// Prefix of temporary files and directories: whatever carries it after a
+/// crash is garbage and is removed at start-up.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let temp = dir.join(unique_temp_name(TEMP_PREFIX));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .context("creating", &temp)?;
+        file.write_all(data).context("writing", &temp)?;
+        file.sync_all().context("syncing", &temp)?;
+        fs::rename(&temp, path).context("renaming into place", path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let data = serde_json::to_vec(value).map_err(|source| StoreError::Decode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_atomic(path, &data)
+}
+
+/// `Ok(None)` when the file does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
+    let data = match fs::read(path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context("reading", path),
+    };
+    serde_json::from_slice(&data)
+        .map(Some)
+        .map_err(|source| StoreError::Decode {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Makes a rename or a new entry in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context("syncing directory", dir)
+}
+
+/// Removes a directory tree by first renaming it to a temporary name, so
+/// that a crash half-way leaves garbage that start-up collects, never a
+/// half-removed entry under its real name.
+pub fn remove_dir_atomic(path: &Path) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let doomed = dir.join(unique_temp_name(TEMP_PREFIX));
+    match fs::rename(path, &doomed) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).context("renaming for removal", path),
+    }
+    sync_dir(dir)?;
+    fs::remove_dir_all(&doomed).context("removing", &doomed)
+}
+
+/// Deletes leftovers of interrupted writes in `dir`.
+pub fn remove_temporaries(dir: &Path) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).context("listing", dir),
+    };
+    for entry in entries {
+        let entry = entry.context("listing", dir)?;
+        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let result = if is_dir {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        result.context("removing leftover", &path)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+pub fn create_dir_all(path: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(path).context("creating directory", path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_json_atomic(&path, &vec![1, 2, 3]).unwrap();
+        write_json_atomic(&path, &vec![4]).unwrap();
+        assert_eq!(read_json::<Vec<i32>>(&path).unwrap(), Some(vec![4]));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(
+            read_json::<Vec<i32>>(&dir.path().join("missing")).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn leftovers_are_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join(format!("{TEMP_PREFIX}a"))).unwrap();
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}b")), b"x").unwrap();
+        fs::write(dir.path().join("keep"), b"x").unwrap();
+        assert_eq!(remove_temporaries(dir.path()).unwrap(), 2);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn remove_dir_atomic_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("layer");
+        fs::create_dir_all(victim.join("fs/etc")).unwrap();
+        remove_dir_atomic(&victim).unwrap();
+        remove_dir_atomic(&victim).unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

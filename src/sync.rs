@@ -1,0 +1,125 @@
+//! Small concurrency helpers.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+/// One async lock per key, created on demand and forgotten when nobody
+/// holds or waits for it, so that work on the same key (a blob, an image
+/// name) is serialised while different keys proceed in parallel.
+pub struct KeyedLocks<K> {
+    locks: Mutex<HashMap<K, Weak<AsyncMutex<()>>>>,
+}
+
+impl<K: Eq + Hash + Clone> Default for KeyedLocks<K> {
+    fn default() -> Self {
+        Self {
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> KeyedLocks<K> {
+    pub async fn lock(&self, key: &K) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.retain(|_, weak| weak.strong_count() > 0);
+            match locks.get(key).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(AsyncMutex::new(()));
+                    locks.insert(key.clone(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// Counted claims on keys: what is claimed must not be garbage-collected.
+pub struct Leases<K> {
+    counts: Mutex<HashMap<K, usize>>,
+}
+
+impl<K: Eq + Hash + Clone> Default for Leases<K> {
+    fn default() -> Self {
+        Self {
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Leases<K> {
+    pub fn acquire(self: &Arc<Self>, keys: impl IntoIterator<Item = K>) -> Lease<K> {
+        let keys: Vec<K> = keys.into_iter().collect();
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &keys {
+            *counts.entry(key.clone()).or_default() += 1;
+        }
+        Lease {
+            leases: Arc::clone(self),
+            keys,
+        }
+    }
+
+    /// Runs `f` with the set of leased keys held still: no lease can be
+    /// taken while `f` decides what to delete.
+    pub fn while_frozen<R>(&self, f: impl FnOnce(&dyn Fn(&K) -> bool) -> R) -> R {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        f(&|key| counts.contains_key(key))
+    }
+}
+
+pub struct Lease<K: Eq + Hash + Clone> {
+    leases: Arc<Leases<K>>,
+    keys: Vec<K>,
+}
+
+impl<K: Eq + Hash + Clone> Drop for Lease<K> {
+    fn drop(&mut self) {
+        let mut counts = self.leases.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &self.keys {
+            if let Some(count) = counts.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(key);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn same_key_is_serialised_and_forgotten() {
+        let locks = KeyedLocks::<String>::default();
+        let guard = locks.lock(&"a".to_string()).await;
+        let other = locks.lock(&"b".to_string()).await;
+        let waiter = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            locks.lock(&"a".to_string()),
+        )
+        .await;
+        assert!(waiter.is_err(), "a second lock on the same key must wait");
+        drop((guard, other));
+        let _again = locks.lock(&"a".to_string()).await;
+        assert_eq!(locks.locks.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn leases_count_and_release() {
+        let leases = Arc::new(Leases::<u32>::default());
+        let a = leases.acquire([1, 2]);
+        let b = leases.acquire([2]);
+        drop(a);
+        assert!(leases.while_frozen(|held| !held(&1) && held(&2)));
+        drop(b);
+        assert!(leases.while_frozen(|held| !held(&2)));
+    }
+}
