@@ -73,11 +73,16 @@ impl FromStr for Digest {
         if algorithm != Self::ALGORITHM {
             return Err(DigestError::UnsupportedAlgorithm(algorithm.to_string()));
         }
-        let valid = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let valid = hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid {
             return Err(DigestError::BadHex(s.to_string()));
         }
-        Ok(Digest { hex: hex.to_string() })
+        Ok(Digest {
+            hex: hex.to_string(),
+        })
     }
 }
 
@@ -149,11 +154,23 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests() {
-        assert!(matches!("abc".parse::<Digest>(), Err(DigestError::MissingAlgorithm(_))));
-        assert!(matches!("md5:abc".parse::<Digest>(), Err(DigestError::UnsupportedAlgorithm(_))));
-        assert!(matches!("sha256:abc".parse::<Digest>(), Err(DigestError::BadHex(_))));
+        assert!(matches!(
+            "abc".parse::<Digest>(),
+            Err(DigestError::MissingAlgorithm(_))
+        ));
+        assert!(matches!(
+            "md5:abc".parse::<Digest>(),
+            Err(DigestError::UnsupportedAlgorithm(_))
+        ));
+        assert!(matches!(
+            "sha256:abc".parse::<Digest>(),
+            Err(DigestError::BadHex(_))
+        ));
         let upper = format!("sha256:{}", "A".repeat(64));
-        assert!(matches!(upper.parse::<Digest>(), Err(DigestError::BadHex(_))));
+        assert!(matches!(
+            upper.parse::<Digest>(),
+            Err(DigestError::BadHex(_))
+        ));
         let traversal = format!("sha256:../{}", "a".repeat(61));
         assert!(traversal.parse::<Digest>().is_err());
     }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Install what Wharf needs on a Debian machine, build it, and start it on
+# its built-in defaults (socket /run/wharf/wharf.sock).
+#
+#   hack/setup.sh            install, build, (re)start wharf
+#   hack/setup.sh --no-start install and build only
+#
+# Under systemd it installs deploy/wharf.service and starts that; elsewhere
+# it starts wharf in the background, logging to /var/log/wharf.log.
+set -euo pipefail
+
+hack_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo_dir=$(dirname "$hack_dir")
+# shellcheck source=hack/lib.sh
+source "$hack_dir/lib.sh"
+
+start=1
+[[ ${1:-} == --no-start ]] && start=0
+
+echo "installing packages" >&2
+# runc: the OCI runtime; CNI plugins for pod networking; the rest for pulls
+# (CA certificates) and the tools README's examples use.
+apt_install ca-certificates runc containernetworking-plugins iproute2 iptables curl
+
+echo "building wharf (release)" >&2
+(cd "$repo_dir" && cargo build --release --locked --bin wharf)
+install -m 0755 "$repo_dir/target/release/wharf" /usr/local/bin/wharf
+mkdir -p /etc/wharf/certs.d
+
+((start)) || exit 0
+
+if [[ -d /run/systemd/system ]]; then
+	install -m 0644 "$repo_dir/deploy/wharf.service" /etc/systemd/system/wharf.service
+	systemctl daemon-reload
+	systemctl enable --now wharf.service
+	systemctl restart wharf.service
+else
+	pid_file=/run/wharf.pid
+	if [[ -f $pid_file ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+		kill "$(cat "$pid_file")"
+		while kill -0 "$(cat "$pid_file")" 2>/dev/null; do sleep 0.1; done
+	fi
+	nohup /usr/local/bin/wharf >>/var/log/wharf.log 2>&1 &
+	echo $! >"$pid_file"
+fi
+
+for _ in $(seq 100); do
+	[[ -S /run/wharf/wharf.sock ]] && break
+	sleep 0.1
+done
+if [[ ! -S /run/wharf/wharf.sock ]]; then
+	echo "wharf did not start; see /var/log/wharf.log" >&2
+	exit 1
+fi
+echo "wharf is serving on unix:///run/wharf/wharf.sock" >&2
