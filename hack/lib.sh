@@ -1,16 +1,23 @@
 # shellcheck shell=bash
 # Shared helpers for hack/ scripts; source it, don't run it.
 
-# apt_install PACKAGE...: install quietly, showing apt's output only on failure
-# (callers keep stdout for their result and stderr for real problems).
+# apt_install PACKAGE...: install the packages not yet installed, quietly,
+# showing apt's output only on failure (callers keep stdout for their result).
 apt_install() {
-	local log
+	local missing=() package log
+	for package in "$@"; do
+		dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' ||
+			missing+=("$package")
+	done
+	((${#missing[@]})) || return 0
 	log=$(mktemp)
 	export DEBIAN_FRONTEND=noninteractive
+	# Wait for a concurrent apt instead of failing on its lock.
+	local apt=(apt-get -qq -o DPkg::Lock::Timeout=300)
 	# A fresh machine may have never fetched package lists: update and retry.
-	if apt-get install -y -qq --no-install-recommends "$@" >"$log" 2>&1 ||
-		{ apt-get update -qq >>"$log" 2>&1 &&
-			apt-get install -y -qq --no-install-recommends "$@" >>"$log" 2>&1; }; then
+	if "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >"$log" 2>&1 ||
+		{ "${apt[@]}" update >>"$log" 2>&1 &&
+			"${apt[@]}" install -y --no-install-recommends "${missing[@]}" >>"$log" 2>&1; }; then
 		rm -f "$log"
 	else
 		cat "$log" >&2
