@@ -2,7 +2,11 @@
 """Build deterministic test images in memory and push them to a registry.
 
 usage: hack/testimages.py --registry HOST:PORT [--user USER:PASS]
-                          [--busybox PATH] push {wharf,critest,bench}
+                          [--busybox PATH] push SET [SET...]
+
+SET is "wharf" (Wharf's own test images), "critest" (stand-ins for the images
+critest pulls; needs --busybox from hack/build-busybox.sh) or "bench" (one
+big image, wharf-bench/big:latest).
 
 Images are made from files on this machine (mainly a static busybox), never
 pulled from anywhere, and pushed through the plain registry HTTP API v2. The
@@ -24,6 +28,7 @@ import hashlib
 import io
 import json
 import pathlib
+import struct
 import subprocess
 import sys
 import tarfile
@@ -53,6 +58,10 @@ def sha256_digest(data: bytes) -> str:
 
 def canonical_json(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def as_list(tags) -> list:
+    return [tags] if isinstance(tags, str) else list(tags)
 
 
 # --- Layer contents ---------------------------------------------------------
@@ -317,7 +326,7 @@ class Pusher:
         self.registry.push_manifest(repo, reference, image.media_type, image.manifest)
 
     def image(self, repo, tags, image: Image):
-        for tag in [tags] if isinstance(tags, str) else tags:
+        for tag in as_list(tags):
             self._push_image(repo, tag, image)
             ref = f"{self.registry.address}/{repo}:{tag}"
             self.digests[ref] = image.digest
@@ -330,7 +339,7 @@ class Pusher:
                 raise ValueError("Docker lists hold Docker manifests, OCI indexes OCI ones")
             self._push_image(repo, image.digest, image)
         body = index_manifest(images, docker)
-        for tag in [tags] if isinstance(tags, str) else tags:
+        for tag in as_list(tags):
             self.registry.push_manifest(repo, tag, DOCKER_LIST if docker else OCI_INDEX, body)
             ref = f"{self.registry.address}/{repo}:{tag}"
             self.digests[ref] = sha256_digest(body)
@@ -388,6 +397,16 @@ WHARF_PASSWD = BUSYBOX_PASSWD + "wharfuser:x:1234:1234:wharf test user:/home/wha
 WHARF_GROUP = BUSYBOX_GROUP + "wharfuser:x:1234:\nwharfextra:x:5678:wharfuser\n"
 
 
+def is_static_elf(binary: bytes) -> bool:
+    """True for an ELF64 little-endian executable without an interpreter
+    (PT_INTERP): one that runs in an image with no libc."""
+    if binary[:6] != b"\x7fELF\x02\x01":
+        return False
+    phoff, = struct.unpack_from("<Q", binary, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", binary, 0x36)
+    return all(struct.unpack_from("<I", binary, phoff + i * phentsize)[0] != 3 for i in range(phnum))
+
+
 def busybox_applets(busybox) -> list:
     listing = subprocess.run([busybox, "--list"], capture_output=True, check=True, text=True)
     return sorted(set(listing.stdout.split()) - {"busybox"})
@@ -398,6 +417,8 @@ def busybox_rootfs(busybox, passwd, group) -> list:
     symlinks, hiding /bin/ls (say) would hide busybox itself."""
     with open(busybox, "rb") as f:
         binary = f.read()
+    if not is_static_elf(binary):
+        raise SystemExit(f"{busybox} is not a static ELF64 binary (install busybox-static)")
     applet_paths = ["/bin/busybox"] + [f"/bin/{a}" for a in busybox_applets(busybox)]
     return hardlinked_files(applet_paths, binary) + [
         file("/etc/passwd", passwd),
@@ -410,7 +431,9 @@ def busybox_rootfs(busybox, passwd, group) -> list:
 
 
 def runtime_config(cmd=("sh",), **extra) -> dict:
-    return {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": list(cmd), "WorkingDir": "/"} | extra
+    """Config with a PATH; an empty cmd leaves Cmd out (for Entrypoint-only images)."""
+    config = {"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"} | ({"Cmd": list(cmd)} if cmd else {})
+    return config | extra
 
 
 def wharf_set(push: Pusher, busybox):
