@@ -1,1 +1,1356 @@
-//! (being written)
+//! Applies one image layer (a tar stream) to an empty directory, so that the
+//! directory can serve as an overlayfs lower layer.
+//!
+//! Layers come from registries and are untrusted. Every change goes through a
+//! directory descriptor opened beneath `dest` without following symlinks
+//! (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, else an `O_NOFOLLOW`
+//! walk), so no ordering of symlinks, hardlinks and directories can make us
+//! touch anything outside `dest`. The `tar` crate only parses.
+//!
+//! OCI whiteouts become overlayfs ones: `dir/.wh.name` → a 0:0 character device
+//! `dir/name`; `dir/.wh..wh..opq` → `trusted.overlay.opaque=y` on `dir`. Other
+//! `.wh..wh.*` names are AUFS bookkeeping and are ignored, as docker does.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{self, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::libc;
+use nix::sys::stat::{self, FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{self, Gid, Uid, UnlinkatFlags};
+use tar::EntryType;
+
+use crate::error::{Classify, Kind};
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// What follows [`WHITEOUT_PREFIX`] in `.wh..wh..opq`, the opaque-directory marker.
+const OPAQUE_MARKER: &[u8] = b".wh..opq";
+const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
+/// Besides extension bodies, the parser reads between two entries some padding,
+/// up to four 512-byte headers (long name, long link, PAX, the entry itself)
+/// and possibly GNU sparse maps; this allowance covers those.
+const HEADER_SLACK: u64 = 16 * 512;
+const COPY_BUFFER_SIZE: usize = 128 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct UnpackOptions {
+    /// Create block and character devices. Off by default: layers have no
+    /// business shipping them. Whiteouts are created either way.
+    pub allow_devices: bool,
+    /// Cap on the PAX and GNU long-name/long-link data describing one entry,
+    /// which the parser must hold in memory.
+    pub max_header_bytes: usize,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions {
+            allow_devices: false,
+            max_header_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnpackStats {
+    /// Regular-file bytes written.
+    pub bytes: u64,
+    /// Filesystem entries created (including implicit parents, hardlinks and
+    /// whiteouts).
+    pub inodes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("unpack destination {}: {source}", .dest.display())]
+    Destination {
+        dest: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("unpack destination {} is not empty", .0.display())]
+    DestinationNotEmpty(PathBuf),
+    #[error("reading layer archive (last entry {last_entry:?}): {source}")]
+    Archive {
+        last_entry: Option<String>,
+        #[source]
+        source: io::Error,
+    },
+    #[error("layer archive headers after entry {last_entry:?} exceed the {limit}-byte limit")]
+    HeaderTooLarge {
+        last_entry: Option<String>,
+        limit: usize,
+    },
+    #[error("layer entry {entry:?} rejected: {problem}")]
+    Rejected { entry: String, problem: Rejection },
+    #[error("layer entry {entry:?}: {operation}: {source}")]
+    Io {
+        entry: String,
+        operation: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why an entry of a layer is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Rejection {
+    #[error("path is absolute")]
+    AbsolutePath,
+    #[error("path has a \"..\" component")]
+    ParentComponent,
+    #[error("name contains a NUL byte")]
+    NulByte,
+    #[error("{0:?} on the way is a symlink")]
+    SymlinkInPath(String),
+    #[error("{0:?} on the way is not a directory")]
+    NotADirectory(String),
+    #[error("hardlink target {target:?}: {problem}")]
+    LinkTarget {
+        target: String,
+        problem: Box<Rejection>,
+    },
+    #[error("does not exist in this layer")]
+    NotFound,
+    #[error("is a directory")]
+    IsDirectory,
+    #[error("is the entry itself")]
+    LinksToItself,
+    #[error("symlink has no target")]
+    EmptySymlinkTarget,
+    #[error("device nodes are not allowed in image layers")]
+    DeviceNotAllowed,
+    #[error("unsupported tar entry type {:?}", char::from(*.0))]
+    UnsupportedType(u8),
+    #[error("the layer root can only be a directory")]
+    RootNotDirectory,
+    #[error("whiteout names no file")]
+    EmptyWhiteout,
+    #[error("bad {field}: {detail}")]
+    BadField { field: &'static str, detail: String },
+    #[error("extended attribute {0:?} cannot be set")]
+    BadXattr(String),
+}
+
+impl Classify for UnpackError {
+    fn kind(&self) -> Kind {
+        match self {
+            UnpackError::Rejected { .. } | UnpackError::HeaderTooLarge { .. } => {
+                Kind::InvalidArgument
+            }
+            // An OS error means reading our own blob failed; anything else
+            // (tar format, gzip or zstd data, truncation) is the layer's fault.
+            UnpackError::Archive { source, .. } if source.raw_os_error().is_none() => {
+                Kind::InvalidArgument
+            }
+            UnpackError::Archive { .. }
+            | UnpackError::Destination { .. }
+            | UnpackError::DestinationNotEmpty(_)
+            | UnpackError::Io { .. } => Kind::Internal,
+        }
+    }
+}
+
+/// Reads a (decompressed) tar stream and writes it under `dest`, which must
+/// exist and be empty. On error `dest` holds partial output for the caller to
+/// remove; nothing outside it is ever written.
+pub fn unpack_layer<R: Read>(
+    tar: R,
+    dest: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, UnpackError> {
+    let mut unpacker = Unpacker::new(dest, opts)?;
+    let budget = HeaderBudget::default();
+    let reader = Budgeted {
+        inner: tar,
+        budget: &budget,
+    };
+    let mut archive = tar::Archive::new(reader);
+    let archive_error = |last_entry, source| UnpackError::Archive { last_entry, source };
+    let mut entries = archive.entries().map_err(|e| archive_error(None, e))?;
+    let mut last_entry = None;
+    loop {
+        budget.limit(opts.max_header_bytes as u64 + HEADER_SLACK);
+        let next = entries.next();
+        budget.lift();
+        let mut entry = match next {
+            None => break,
+            Some(Ok(entry)) => entry,
+            Some(Err(_)) if budget.exceeded.get() => {
+                let limit = opts.max_header_bytes;
+                return Err(UnpackError::HeaderTooLarge { last_entry, limit });
+            }
+            Some(Err(source)) => return Err(archive_error(last_entry, source)),
+        };
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        unpacker
+            .apply(&mut entry)
+            .map_err(|failure| failure.for_entry(&name))?;
+        // Drain unread data (a symlink may claim a size) so that the budget
+        // window above only ever sees headers.
+        io::copy(&mut entry, &mut io::sink()).map_err(|e| archive_error(Some(name.clone()), e))?;
+        last_entry = Some(name);
+    }
+    unpacker.finish()
+}
+
+/// Detects gzip (1f 8b), zstd (28 b5 2f fd) or plain tar by magic bytes and
+/// returns a decompressing reader.
+pub fn decompressed<R: Read + Send + 'static>(mut r: R) -> io::Result<Box<dyn Read + Send>> {
+    let mut magic = Vec::with_capacity(4);
+    r.by_ref().take(4).read_to_end(&mut magic)?;
+    let is_gzip = magic.starts_with(&[0x1f, 0x8b]);
+    let is_zstd = magic == [0x28, 0xb5, 0x2f, 0xfd];
+    let stream = io::Cursor::new(magic).chain(r);
+    Ok(if is_gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(stream))
+    } else if is_zstd {
+        Box::new(ZstdFrames::new(stream))
+    } else {
+        Box::new(stream)
+    })
+}
+
+/// An entry's error before the entry's name is attached to it.
+enum Failure {
+    Rejected(Rejection),
+    Io {
+        operation: &'static str,
+        source: io::Error,
+    },
+    Archive(io::Error),
+}
+
+impl Failure {
+    fn for_entry(self, entry: &str) -> UnpackError {
+        let entry = entry.to_string();
+        match self {
+            Failure::Rejected(problem) => UnpackError::Rejected { entry, problem },
+            Failure::Io { operation, source } => UnpackError::Io {
+                entry,
+                operation,
+                source,
+            },
+            Failure::Archive(source) => UnpackError::Archive {
+                last_entry: Some(entry),
+                source,
+            },
+        }
+    }
+}
+
+impl From<Rejection> for Failure {
+    fn from(problem: Rejection) -> Failure {
+        Failure::Rejected(problem)
+    }
+}
+
+fn failed<E: Into<io::Error>>(operation: &'static str) -> impl FnOnce(E) -> Failure {
+    move |error| Failure::Io {
+        operation,
+        source: error.into(),
+    }
+}
+
+/// Ownership, permissions, times and xattrs of one entry.
+struct Attributes {
+    mode: Mode,
+    uid: Uid,
+    gid: Gid,
+    mtime: TimeSpec,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// What [`Unpacker::clear_slot`] found where a new entry goes.
+enum Slot {
+    Free,
+    KeptDirectory,
+    /// A whiteout from earlier in this layer was removed.
+    FreedWhiteout,
+}
+
+struct Unpacker<'a> {
+    dest: &'a Path,
+    root: OwnedFd,
+    options: &'a UnpackOptions,
+    stats: UnpackStats,
+    /// Directory mtimes, set once everything is written because creating a
+    /// child changes its parent's mtime.
+    directory_times: BTreeMap<PathBuf, TimeSpec>,
+    copy_buffer: Vec<u8>,
+}
+
+impl<'a> Unpacker<'a> {
+    fn new(dest: &'a Path, options: &'a UnpackOptions) -> Result<Unpacker<'a>, UnpackError> {
+        let destination_error = |source| UnpackError::Destination {
+            dest: dest.to_path_buf(),
+            source,
+        };
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let root =
+            fcntl::open(dest, flags, Mode::empty()).map_err(|e| destination_error(e.into()))?;
+        let mut listing = fs::read_dir(dest).map_err(destination_error)?;
+        if listing.next().is_some() {
+            return Err(UnpackError::DestinationNotEmpty(dest.to_path_buf()));
+        }
+        Ok(Unpacker {
+            dest,
+            root,
+            options,
+            stats: UnpackStats::default(),
+            directory_times: BTreeMap::new(),
+            copy_buffer: vec![0; COPY_BUFFER_SIZE],
+        })
+    }
+
+    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), Failure> {
+        let raw_path = entry.path_bytes().into_owned();
+        let typeflag = entry.header().as_old().linkflag[0];
+        let entry_type = match entry.header().entry_type() {
+            // Global PAX defaults; ignored, as containerd does.
+            EntryType::XGlobalHeader => return Ok(()),
+            // Pre-POSIX archives mark directories only with a trailing slash.
+            EntryType::Regular if typeflag == 0 && raw_path.ends_with(b"/") => EntryType::Directory,
+            other => other,
+        };
+        let path = relative_path(&raw_path)?;
+        let attributes = read_attributes(entry)?;
+        let (Some(parent_path), Some(name)) = (path.parent(), path.file_name()) else {
+            // "./" itself carries the metadata of `dest`.
+            if entry_type != EntryType::Directory {
+                return Err(Rejection::RootNotDirectory.into());
+            }
+            let dot = OsStr::new(".");
+            self.set_attributes(&self.root, dot, &path, &attributes, SFlag::S_IFDIR)?;
+            self.directory_times.insert(path, attributes.mtime);
+            return Ok(());
+        };
+        if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX) {
+            let hidden = OsStr::from_bytes(hidden);
+            return self.apply_whiteout(parent_path, hidden, &attributes);
+        }
+        let parent = self.open_directory(parent_path, true)?;
+        let file_type = match entry_type {
+            EntryType::Directory => {
+                let slot = self.clear_slot(&parent, &path, name, true)?;
+                if !matches!(slot, Slot::KeptDirectory) {
+                    stat::mkdirat(&parent, name, Mode::S_IRWXU).map_err(failed("mkdir"))?;
+                    self.stats.inodes += 1;
+                }
+                // The layer deleted the lower directory, then made a new one:
+                // in overlayfs terms, an opaque directory.
+                if matches!(slot, Slot::FreedWhiteout) {
+                    self.set_opaque(&path)?;
+                }
+                self.directory_times.insert(path.clone(), attributes.mtime);
+                SFlag::S_IFDIR
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                self.clear_slot(&parent, &path, name, false)?;
+                self.write_file(&parent, name, entry)?;
+                SFlag::S_IFREG
+            }
+            EntryType::Symlink => {
+                // The target may point anywhere: it is only ever resolved
+                // inside the container, never while unpacking.
+                let target = entry.link_name_bytes().unwrap_or_default();
+                if target.is_empty() {
+                    return Err(Rejection::EmptySymlinkTarget.into());
+                }
+                if target.contains(&0) {
+                    return Err(Rejection::NulByte.into());
+                }
+                self.clear_slot(&parent, &path, name, false)?;
+                unistd::symlinkat(OsStr::from_bytes(&target), &parent, name)
+                    .map_err(failed("creating symlink"))?;
+                self.stats.inodes += 1;
+                SFlag::S_IFLNK
+            }
+            EntryType::Link => {
+                let target = entry.link_name_bytes().unwrap_or_default();
+                self.link(&parent, &path, name, &target)?
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let (file_type, device) = self.special_file(entry)?;
+                self.clear_slot(&parent, &path, name, false)?;
+                let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+                stat::mknodat(&parent, name, file_type, mode, device).map_err(failed("mknod"))?;
+                self.stats.inodes += 1;
+                file_type
+            }
+            _ => return Err(Rejection::UnsupportedType(typeflag).into()),
+        };
+        self.set_attributes(&parent, name, &path, &attributes, file_type)
+    }
+
+    /// The file type and device number of a device or fifo entry.
+    fn special_file<R: Read>(&self, entry: &tar::Entry<R>) -> Result<(SFlag, u64), Failure> {
+        let file_type = match entry.header().entry_type() {
+            EntryType::Fifo => return Ok((SFlag::S_IFIFO, 0)),
+            EntryType::Char => SFlag::S_IFCHR,
+            _ => SFlag::S_IFBLK,
+        };
+        if !self.options.allow_devices {
+            return Err(Rejection::DeviceNotAllowed.into());
+        }
+        let number = |field, value: io::Result<Option<u32>>| match value {
+            Ok(number) => Ok(u64::from(number.unwrap_or_default())),
+            Err(error) => Err(bad_field(field, error)),
+        };
+        let major = number("device major", entry.header().device_major())?;
+        let minor = number("device minor", entry.header().device_minor())?;
+        Ok((file_type, stat::makedev(major, minor)))
+    }
+
+    fn write_file(
+        &mut self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        data: &mut impl Read,
+    ) -> Result<(), Failure> {
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+        let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+        let fd = fcntl::openat(parent, name, flags | OFlag::O_CLOEXEC, mode)
+            .map_err(failed("creating file"))?;
+        let mut file = File::from(fd);
+        self.stats.inodes += 1;
+        loop {
+            let read = match data.read(&mut self.copy_buffer) {
+                Ok(0) => return Ok(()),
+                Ok(read) => read,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Failure::Archive(e)),
+            };
+            file.write_all(&self.copy_buffer[..read])
+                .map_err(failed("writing file"))?;
+            self.stats.bytes += read as u64;
+        }
+    }
+
+    /// Creates hardlink `name` to `target`, which must name a non-directory
+    /// this layer created, reached without symlinks. Returns its file type.
+    fn link(
+        &mut self,
+        parent: &OwnedFd,
+        path: &Path,
+        name: &OsStr,
+        target: &[u8],
+    ) -> Result<SFlag, Failure> {
+        let reject = |problem| Rejection::LinkTarget {
+            target: String::from_utf8_lossy(target).into_owned(),
+            problem: Box::new(problem),
+        };
+        let target_path = relative_path(target).map_err(reject)?;
+        if target_path == path {
+            return Err(reject(Rejection::LinksToItself).into());
+        }
+        let (Some(target_parent_path), Some(target_name)) =
+            (target_path.parent(), target_path.file_name())
+        else {
+            return Err(reject(Rejection::IsDirectory).into());
+        };
+        // Clear first: what is replaced may have contained the target.
+        self.clear_slot(parent, path, name, false)?;
+        let target_parent = match self.open_directory(target_parent_path, false) {
+            Err(Failure::Rejected(problem)) => return Err(reject(problem).into()),
+            other => other?,
+        };
+        let no_follow = AtFlags::AT_SYMLINK_NOFOLLOW;
+        let file_type = match stat::fstatat(&target_parent, target_name, no_follow) {
+            Ok(target_stat) => file_type(target_stat.st_mode),
+            Err(Errno::ENOENT) => return Err(reject(Rejection::NotFound).into()),
+            Err(errno) => return Err(failed("inspecting hardlink target")(errno)),
+        };
+        if file_type == SFlag::S_IFDIR {
+            return Err(reject(Rejection::IsDirectory).into());
+        }
+        // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
+        unistd::linkat(&target_parent, target_name, parent, name, AtFlags::empty())
+            .map_err(failed("creating hardlink"))?;
+        self.stats.inodes += 1;
+        Ok(file_type)
+    }
+
+    fn apply_whiteout(
+        &mut self,
+        parent_path: &Path,
+        hidden: &OsStr,
+        attributes: &Attributes,
+    ) -> Result<(), Failure> {
+        let parent = self.open_directory(parent_path, true)?;
+        match hidden.as_bytes() {
+            OPAQUE_MARKER => return self.set_opaque(parent_path),
+            aufs if aufs.starts_with(WHITEOUT_PREFIX) => {
+                tracing::debug!(dir = %parent_path.display(), "ignoring AUFS metadata {hidden:?}");
+                return Ok(());
+            }
+            b"" | b"." | b".." => return Err(Rejection::EmptyWhiteout.into()),
+            _ => {}
+        }
+        // OCI: a whiteout hides lower layers only, never its own layer's
+        // entries; over a directory of this layer that means "opaque".
+        match stat::fstatat(&parent, hidden, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(existing) if file_type(existing.st_mode) == SFlag::S_IFDIR => {
+                return self.set_opaque(&parent_path.join(hidden));
+            }
+            Ok(_) => return Ok(()),
+            Err(Errno::ENOENT) => {}
+            Err(errno) => return Err(failed("inspecting whiteout target")(errno)),
+        }
+        let whiteout = stat::makedev(0, 0);
+        stat::mknodat(&parent, hidden, SFlag::S_IFCHR, Mode::empty(), whiteout)
+            .map_err(failed("creating whiteout device"))?;
+        let (uid, gid) = (Some(attributes.uid), Some(attributes.gid));
+        unistd::fchownat(&parent, hidden, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(failed("chown"))?;
+        self.stats.inodes += 1;
+        Ok(())
+    }
+
+    fn set_opaque(&self, directory: &Path) -> Result<(), Failure> {
+        lsetxattr(&self.dest.join(directory), OVERLAY_OPAQUE_XATTR, b"y")
+            .map_err(failed("marking directory opaque"))
+    }
+
+    /// Opens the directory at `relative` beneath `dest`, refusing symlinks
+    /// anywhere on the way and creating missing directories (mode 0755) if asked.
+    fn open_directory(
+        &mut self,
+        relative: &Path,
+        create_missing: bool,
+    ) -> Result<OwnedFd, Failure> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let resolve = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS;
+        let how = OpenHow::new().flags(flags).resolve(resolve);
+        let relative_or_dot = if relative.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            relative
+        };
+        // One syscall in the common case. On any failure (missing directory,
+        // symlink, a kernel or sandbox without openat2) the walk below decides.
+        if let Ok(directory) = fcntl::openat2(&self.root, relative_or_dot, how) {
+            return Ok(directory);
+        }
+        let mut directory = self.root.try_clone().map_err(failed("dup"))?;
+        let mut walked = PathBuf::new();
+        for component in relative {
+            walked.push(component);
+            let open_child = |directory: &OwnedFd| {
+                fcntl::openat(
+                    directory,
+                    component,
+                    flags | OFlag::O_NOFOLLOW,
+                    Mode::empty(),
+                )
+            };
+            directory = match open_child(&directory) {
+                Ok(child) => child,
+                Err(Errno::ENOENT) if create_missing => {
+                    let mode = Mode::from_bits_truncate(0o755);
+                    stat::mkdirat(&directory, component, mode).map_err(failed("mkdir"))?;
+                    // Set the mode explicitly: mkdir's is filtered by the umask.
+                    stat::fchmodat(&directory, component, mode, FchmodatFlags::FollowSymlink)
+                        .map_err(failed("chmod"))?;
+                    self.stats.inodes += 1;
+                    open_child(&directory).map_err(failed("opening directory"))?
+                }
+                Err(Errno::ENOENT) => return Err(Rejection::NotFound.into()),
+                // O_NOFOLLOW | O_DIRECTORY gives ENOTDIR for a symlink, too.
+                Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                    let walked = walked.display().to_string();
+                    let found = stat::fstatat(&directory, component, AtFlags::AT_SYMLINK_NOFOLLOW);
+                    return Err(match found.map(|found| file_type(found.st_mode)) {
+                        Ok(SFlag::S_IFLNK) => Rejection::SymlinkInPath(walked),
+                        _ => Rejection::NotADirectory(walked),
+                    }
+                    .into());
+                }
+                Err(errno) => return Err(failed("opening directory")(errno)),
+            };
+        }
+        Ok(directory)
+    }
+
+    /// Makes room for a new entry: later entries replace earlier ones. A
+    /// directory is kept (for its metadata to be updated) if `keep_directory`.
+    fn clear_slot(
+        &mut self,
+        parent: &OwnedFd,
+        path: &Path,
+        name: &OsStr,
+        keep_directory: bool,
+    ) -> Result<Slot, Failure> {
+        let existing = match stat::fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(existing) => existing,
+            Err(Errno::ENOENT) => return Ok(Slot::Free),
+            Err(errno) => return Err(failed("inspecting replaced entry")(errno)),
+        };
+        match file_type(existing.st_mode) {
+            SFlag::S_IFDIR if keep_directory => Ok(Slot::KeptDirectory),
+            SFlag::S_IFDIR => {
+                // std's remove_dir_all never follows symlinks inside the tree,
+                // and the path to it was just walked without any.
+                fs::remove_dir_all(self.dest.join(path))
+                    .map_err(failed("removing replaced directory"))?;
+                self.directory_times.retain(|dir, _| !dir.starts_with(path));
+                Ok(Slot::Free)
+            }
+            replaced => {
+                unistd::unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
+                    .map_err(failed("removing replaced entry"))?;
+                let whiteout = replaced == SFlag::S_IFCHR && existing.st_rdev == 0;
+                Ok(if whiteout {
+                    Slot::FreedWhiteout
+                } else {
+                    Slot::Free
+                })
+            }
+        }
+    }
+
+    /// Applies ownership, then mode (chown clears setuid bits), then xattrs
+    /// (chown also clears `security.capability`), then mtime except for
+    /// directories, whose times are set in [`Unpacker::finish`].
+    fn set_attributes(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        path: &Path,
+        attributes: &Attributes,
+        file_type: SFlag,
+    ) -> Result<(), Failure> {
+        let (uid, gid) = (Some(attributes.uid), Some(attributes.gid));
+        unistd::fchownat(parent, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(failed("chown"))?;
+        // Symlinks have no mode of their own on Linux.
+        if file_type != SFlag::S_IFLNK {
+            stat::fchmodat(parent, name, attributes.mode, FchmodatFlags::FollowSymlink)
+                .map_err(failed("chmod"))?;
+        }
+        for (key, value) in &attributes.xattrs {
+            if !xattr_is_wanted(key, file_type) {
+                tracing::debug!(path = %path.display(), "skipping extended attribute {key:?}");
+                continue;
+            }
+            match lsetxattr(&self.dest.join(path), key, value) {
+                Ok(()) => {}
+                Err(Errno::EOPNOTSUPP) => {
+                    tracing::warn!(path = %path.display(), "extended attribute {key:?} unsupported here; skipped");
+                }
+                Err(Errno::EINVAL | Errno::ERANGE | Errno::E2BIG) => {
+                    return Err(Rejection::BadXattr(key.clone()).into())
+                }
+                Err(errno) => return Err(failed("setting extended attribute")(errno)),
+            }
+        }
+        if file_type != SFlag::S_IFDIR {
+            let mtime = &attributes.mtime;
+            stat::utimensat(parent, name, mtime, mtime, UtimensatFlags::NoFollowSymlink)
+                .map_err(failed("setting modification time"))?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<UnpackStats, UnpackError> {
+        let directory_times = std::mem::take(&mut self.directory_times);
+        // Children sort after their parents: in reverse, the deepest go first.
+        for (path, mtime) in directory_times.iter().rev() {
+            self.set_directory_time(path, mtime)
+                .map_err(|failure| failure.for_entry(&path.display().to_string()))?;
+        }
+        Ok(self.stats)
+    }
+
+    fn set_directory_time(&mut self, path: &Path, mtime: &TimeSpec) -> Result<(), Failure> {
+        let parent = self.open_directory(path.parent().unwrap_or(path), false)?;
+        let name = path.file_name().unwrap_or(OsStr::new("."));
+        stat::utimensat(&parent, name, mtime, mtime, UtimensatFlags::NoFollowSymlink)
+            .map_err(failed("setting directory modification time"))
+    }
+}
+
+/// The entry's path relative to the layer root ("" for the root itself),
+/// refusing anything that could leave it.
+fn relative_path(raw: &[u8]) -> Result<PathBuf, Rejection> {
+    if raw.contains(&0) {
+        return Err(Rejection::NulByte);
+    }
+    let mut relative = PathBuf::new();
+    for component in Path::new(OsStr::from_bytes(raw)).components() {
+        match component {
+            Component::Normal(part) => relative.push(part),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return Err(Rejection::AbsolutePath),
+            Component::ParentDir => return Err(Rejection::ParentComponent),
+        }
+    }
+    Ok(relative)
+}
+
+fn read_attributes<R: Read>(entry: &mut tar::Entry<R>) -> Result<Attributes, Rejection> {
+    let header = entry.header();
+    let mode = header.mode().map_err(|e| bad_field("mode", e))?;
+    let id = |field, value: io::Result<u64>| {
+        let value = value.map_err(|e| bad_field(field, e))?;
+        // u32::MAX is chown's "leave unchanged", not an ID.
+        let valid = u32::try_from(value).ok().filter(|&id| id != u32::MAX);
+        valid.ok_or_else(|| bad_field(field, format!("{value} is out of range")))
+    };
+    let uid = Uid::from_raw(id("uid", header.uid())?);
+    let gid = Gid::from_raw(id("gid", header.gid())?);
+    let seconds = header.mtime().map_err(|e| bad_field("mtime", e))?;
+    let mut mtime = TimeSpec::new(i64::try_from(seconds).unwrap_or(i64::MAX), 0);
+    let mut xattrs = Vec::new();
+    let extensions = entry
+        .pax_extensions()
+        .map_err(|e| bad_field("PAX header", e))?;
+    for extension in extensions.into_iter().flatten() {
+        let extension = extension.map_err(|e| bad_field("PAX header", e))?;
+        let key = extension.key().map_err(|e| bad_field("PAX key", e))?;
+        let value = extension.value_bytes();
+        if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
+            xattrs.push((name.to_string(), value.to_vec()));
+        } else if key == "mtime" {
+            let detail = || bad_field("PAX mtime", String::from_utf8_lossy(value));
+            mtime = parse_pax_time(value).ok_or_else(detail)?;
+        }
+    }
+    Ok(Attributes {
+        mode: Mode::from_bits_truncate(mode & 0o7777),
+        uid,
+        gid,
+        mtime,
+        xattrs,
+    })
+}
+
+fn bad_field(field: &'static str, error: impl ToString) -> Rejection {
+    let detail = error.to_string();
+    Rejection::BadField { field, detail }
+}
+
+/// `seconds[.fraction]`, possibly negative, as PAX writes times.
+fn parse_pax_time(value: &[u8]) -> Option<TimeSpec> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (seconds, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let whole_seconds: i64 = seconds.parse().ok()?;
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanoseconds: i64 = format!("{fraction:0<9}")[..9].parse().ok()?;
+    // "-1.25" is 1.25 s before the epoch: -2 s plus 0.75 s.
+    Some(if seconds.starts_with('-') && nanoseconds > 0 {
+        TimeSpec::new(whole_seconds - 1, 1_000_000_000 - nanoseconds)
+    } else {
+        TimeSpec::new(whole_seconds, nanoseconds)
+    })
+}
+
+fn file_type(mode: libc::mode_t) -> SFlag {
+    SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits())
+}
+
+/// Which extended attributes from a layer we set. `trusted.*` is refused
+/// because overlayfs itself reads it (a layer could forge opaque directories
+/// or redirects); other `security.*` labels belong to the host's LSM policy.
+fn xattr_is_wanted(name: &str, file_type: SFlag) -> bool {
+    match name {
+        "security.capability" | "system.posix_acl_access" | "system.posix_acl_default" => true,
+        // The kernel allows user.* only on regular files and directories.
+        _ if name.starts_with("user.") => matches!(file_type, SFlag::S_IFREG | SFlag::S_IFDIR),
+        _ => false,
+    }
+}
+
+/// nix has no xattr calls, so this calls libc directly. It takes a path, as
+/// Linux has no `*at` form before 6.13; that is sound here because the path
+/// lies beneath `dest`, whose directories were just walked without symlinks,
+/// and nothing else writes into `dest` while we unpack.
+#[allow(unsafe_code)]
+fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> Result<(), Errno> {
+    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    let (value, size) = (value.as_ptr().cast(), value.len());
+    // SAFETY: `path` and `name` are NUL-terminated strings that outlive the
+    // call, and `value` and `size` describe one live slice; the kernel only
+    // reads from all three.
+    let result = unsafe { libc::lsetxattr(path.as_ptr(), name.as_ptr(), value, size, 0) };
+    Errno::result(result).map(drop)
+}
+
+/// Bounds what the tar parser may read while producing the next entry. The
+/// `tar` crate buffers PAX and GNU long-name bodies whole before yielding the
+/// entry they describe, so unbounded they would let a layer exhaust memory.
+struct HeaderBudget {
+    remaining: Cell<u64>,
+    exceeded: Cell<bool>,
+}
+
+impl Default for HeaderBudget {
+    fn default() -> Self {
+        HeaderBudget {
+            remaining: Cell::new(u64::MAX),
+            exceeded: Cell::new(false),
+        }
+    }
+}
+
+impl HeaderBudget {
+    fn limit(&self, bytes: u64) {
+        self.remaining.set(bytes);
+    }
+
+    /// No limit while entry data is read: that is streamed, never buffered.
+    fn lift(&self) {
+        self.remaining.set(u64::MAX);
+    }
+}
+
+struct Budgeted<'b, R> {
+    inner: R,
+    budget: &'b HeaderBudget,
+}
+
+impl<R: Read> Read for Budgeted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let remaining = self.budget.remaining.get();
+        if remaining == 0 && !buf.is_empty() {
+            self.budget.exceeded.set(true);
+            return Err(io::Error::other("tar extension headers exceed the limit"));
+        }
+        let allowed = usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let read = self.inner.read(&mut buf[..allowed])?;
+        self.budget.remaining.set(remaining - read as u64);
+        Ok(read)
+    }
+}
+
+/// Decodes a zstd stream of any number of frames, skipping skippable ones
+/// (`ruzstd::StreamingDecoder` stops after the first frame).
+struct ZstdFrames<R: Read> {
+    source: io::BufReader<R>,
+    decoder: ruzstd::decoding::FrameDecoder,
+    in_frame: bool,
+}
+
+impl<R: Read> ZstdFrames<R> {
+    fn new(source: R) -> Self {
+        ZstdFrames {
+            source: io::BufReader::new(source),
+            decoder: ruzstd::decoding::FrameDecoder::new(),
+            in_frame: false,
+        }
+    }
+}
+
+impl<R: Read> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        use ruzstd::decoding::BlockDecodingStrategy;
+        use std::io::BufRead;
+
+        let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.in_frame {
+                while self.decoder.can_collect() < buf.len() && !self.decoder.is_finished() {
+                    let wanted =
+                        BlockDecodingStrategy::UptoBytes(buf.len() - self.decoder.can_collect());
+                    self.decoder
+                        .decode_blocks(&mut self.source, wanted)
+                        .map_err(invalid)?;
+                }
+                match self.decoder.read(buf)? {
+                    0 => self.in_frame = false,
+                    read => return Ok(read),
+                }
+            }
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            match self.decoder.init(&mut self.source) {
+                Ok(()) => self.in_frame = true,
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    let mut frame = (&mut self.source).take(length.into());
+                    if io::copy(&mut frame, &mut io::sink())? < u64::from(length) {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                Err(e) => return Err(invalid(e)),
+            }
+        }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::Rejection::*;
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use tar::{Builder, Header};
+
+    const MTIME: u64 = 1_500_000_000;
+
+    /// Builds layers entry by entry, writing names raw so that hostile ones
+    /// (which `tar::Header::set_path` refuses) survive.
+    struct Layer(Builder<Vec<u8>>);
+
+    fn layer() -> Layer {
+        Layer(Builder::new(Vec::new()))
+    }
+
+    impl Layer {
+        fn raw(
+            mut self,
+            kind: EntryType,
+            name: &str,
+            link: &str,
+            data: &[u8],
+            tweak: impl FnOnce(&mut Header),
+        ) -> Layer {
+            let mut header = Header::new_ustar();
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            header.set_entry_type(kind);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(MTIME);
+            header.set_size(data.len() as u64);
+            tweak(&mut header);
+            header.set_cksum();
+            self.0.append(&header, data).unwrap();
+            self
+        }
+
+        fn file(self, name: &str, data: &[u8]) -> Layer {
+            self.raw(EntryType::Regular, name, "", data, |_| {})
+        }
+
+        fn dir(self, name: &str, mode: u32) -> Layer {
+            self.raw(EntryType::Directory, name, "", b"", |h| h.set_mode(mode))
+        }
+
+        fn symlink(self, name: &str, target: &str) -> Layer {
+            self.raw(EntryType::Symlink, name, target, b"", |_| {})
+        }
+
+        fn hardlink(self, name: &str, target: &str) -> Layer {
+            self.raw(EntryType::Link, name, target, b"", |_| {})
+        }
+
+        /// A PAX extended header for the entry that follows.
+        fn pax(self, records: &[(&str, &[u8])]) -> Layer {
+            let mut body = Vec::new();
+            for (key, value) in records {
+                // "<length> key=value\n", where the length counts its own digits.
+                let rest = key.len() + value.len() + 3;
+                let mut len = rest + 1;
+                while len != rest + len.to_string().len() {
+                    len = rest + len.to_string().len();
+                }
+                body.extend([format!("{len} {key}=").as_bytes(), value, b"\n"].concat());
+            }
+            self.raw(EntryType::XHeader, "PaxHeaders/x", "", &body, |_| {})
+        }
+
+        fn bytes(self) -> Vec<u8> {
+            self.0.into_inner().unwrap()
+        }
+    }
+
+    /// A scratch directory holding `dest` and, beside it, `outside`, which no
+    /// layer may touch.
+    struct Sandbox(tempfile::TempDir);
+
+    impl Sandbox {
+        fn new() -> Sandbox {
+            let sandbox = Sandbox(tempfile::TempDir::new().unwrap());
+            fs::create_dir(sandbox.dest()).unwrap();
+            fs::create_dir(sandbox.outside()).unwrap();
+            sandbox
+        }
+
+        fn dest(&self) -> PathBuf {
+            self.0.path().join("dest")
+        }
+
+        fn outside(&self) -> PathBuf {
+            self.0.path().join("outside")
+        }
+
+        fn unpack(
+            &self,
+            layer: Layer,
+            options: &UnpackOptions,
+        ) -> Result<UnpackStats, UnpackError> {
+            unpack_layer(&layer.bytes()[..], &self.dest(), options)
+        }
+
+        fn meta(&self, path: &str) -> fs::Metadata {
+            fs::symlink_metadata(self.dest().join(path)).unwrap()
+        }
+
+        fn read(&self, path: &str) -> Vec<u8> {
+            fs::read(self.dest().join(path)).unwrap()
+        }
+
+        #[allow(unsafe_code)]
+        fn xattr(&self, path: &str, name: &str) -> Option<Vec<u8>> {
+            let path = CString::new(self.dest().join(path).as_os_str().as_bytes()).unwrap();
+            let name = CString::new(name).unwrap();
+            let mut value = vec![0u8; 256];
+            let (buffer, size) = (value.as_mut_ptr().cast(), value.len());
+            // SAFETY: NUL-terminated strings and a writable buffer of `size`
+            // bytes, all alive for the duration of the call.
+            let len = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buffer, size) };
+            value.truncate(usize::try_from(len).ok()?);
+            Some(value)
+        }
+    }
+
+    fn unpacked(layer: Layer) -> Sandbox {
+        let sandbox = Sandbox::new();
+        sandbox.unpack(layer, &UnpackOptions::default()).unwrap();
+        sandbox
+    }
+
+    #[test]
+    fn preserves_entries_and_metadata() {
+        let layer = layer()
+            .dir("./", 0o750)
+            .raw(EntryType::Directory, "./bin/", "", b"", |h| {
+                h.set_mode(0o755);
+                h.set_uid(1);
+                h.set_gid(2);
+                h.set_mtime(MTIME - 100);
+            })
+            .pax(&[
+                ("SCHILY.xattr.user.origin", b"layer"),
+                ("SCHILY.xattr.trusted.overlay.redirect", b"/x"),
+                ("mtime", b"1600000000.5"),
+            ])
+            .raw(EntryType::Regular, "./bin/tool", "", b"hello", |h| {
+                h.set_mode(0o4755);
+                h.set_uid(3);
+                h.set_gid(4);
+            })
+            .raw(EntryType::Symlink, "bin/sh", "/bin/tool", b"", |h| {
+                h.set_uid(5)
+            })
+            .file("lib/data", b"1234")
+            .hardlink("lib/alias", "lib/data")
+            .raw(EntryType::Fifo, "run/pipe", "", b"", |h| h.set_mode(0o600));
+        let sandbox = Sandbox::new();
+        let stats = sandbox.unpack(layer, &UnpackOptions::default()).unwrap();
+        // bin, tool, sh, lib (implicit), data, alias, run (implicit), pipe.
+        assert_eq!(
+            stats,
+            UnpackStats {
+                bytes: 9,
+                inodes: 8
+            }
+        );
+
+        let mode = |path| sandbox.meta(path).mode() & 0o7777;
+        let owner = |path| (sandbox.meta(path).uid(), sandbox.meta(path).gid());
+        assert_eq!((mode(""), sandbox.meta("").mtime()), (0o750, MTIME as i64));
+        assert_eq!((mode("bin"), owner("bin")), (0o755, (1, 2)));
+        assert_eq!(
+            sandbox.meta("bin").mtime(),
+            MTIME as i64 - 100,
+            "set after its children"
+        );
+        assert_eq!(sandbox.read("bin/tool"), b"hello");
+        assert_eq!((mode("bin/tool"), owner("bin/tool")), (0o4755, (3, 4)));
+        let tool = sandbox.meta("bin/tool");
+        assert_eq!(
+            (tool.mtime(), tool.mtime_nsec()),
+            (1_600_000_000, 500_000_000)
+        );
+        assert_eq!(
+            sandbox.xattr("bin/tool", "user.origin"),
+            Some(b"layer".to_vec())
+        );
+        assert_eq!(sandbox.xattr("bin/tool", "trusted.overlay.redirect"), None);
+        assert!(sandbox.meta("bin/sh").file_type().is_symlink());
+        assert_eq!(
+            fs::read_link(sandbox.dest().join("bin/sh")).unwrap(),
+            Path::new("/bin/tool")
+        );
+        assert_eq!(owner("bin/sh"), (5, 0));
+        let (alias, data) = (sandbox.meta("lib/alias"), sandbox.meta("lib/data"));
+        assert_eq!((alias.ino(), alias.nlink()), (data.ino(), 2));
+        assert_eq!(mode("run"), 0o755);
+        assert!(sandbox.meta("run/pipe").file_type().is_fifo());
+        assert_eq!(mode("run/pipe"), 0o600);
+    }
+
+    #[test]
+    fn later_entries_replace_earlier_ones() {
+        let sandbox = unpacked(
+            layer()
+                .file("a", b"file")
+                .dir("a/", 0o700)
+                .file("a/inner", b"kept")
+                .dir("a/", 0o711)
+                .dir("d/", 0o755)
+                .file("d/f", b"gone")
+                .file("d", b"now a file")
+                .symlink("s", "/etc")
+                .file("s", b"not written through the link"),
+        );
+        assert!(sandbox.meta("a").is_dir());
+        assert_eq!(sandbox.meta("a").mode() & 0o7777, 0o711);
+        assert_eq!(sandbox.read("a/inner"), b"kept");
+        assert_eq!(sandbox.read("d"), b"now a file");
+        assert!(sandbox.meta("s").is_file());
+    }
+
+    #[test]
+    fn converts_whiteouts_to_overlay_format() {
+        let sandbox = unpacked(
+            layer()
+                .file("etc/.wh.passwd", b"")
+                .file("var/.wh..wh..opq", b"")
+                .file(".wh..wh.plnk", b"")
+                .dir("kept/", 0o755)
+                .file(".wh.kept", b"")
+                .file("usr/.wh.lib", b"")
+                .dir("usr/lib/", 0o755)
+                .file("home/f", b"mine")
+                .file("home/.wh.f", b""),
+        );
+        let passwd = sandbox.meta("etc/passwd");
+        assert!(passwd.file_type().is_char_device());
+        assert_eq!(passwd.rdev(), 0);
+        let opaque = |path| sandbox.xattr(path, OVERLAY_OPAQUE_XATTR);
+        assert_eq!(opaque("var"), Some(b"y".to_vec()));
+        // A whiteout hides lower layers only: over this layer's directory, or
+        // followed by one, it makes that directory opaque.
+        assert_eq!(opaque("kept"), Some(b"y".to_vec()));
+        assert_eq!(opaque("usr/lib"), Some(b"y".to_vec()));
+        assert_eq!(opaque("etc"), None);
+        assert_eq!(sandbox.read("home/f"), b"mine");
+        for name in fs::read_dir(sandbox.dest()).unwrap() {
+            let name = name.unwrap().file_name();
+            assert!(!name.as_bytes().starts_with(WHITEOUT_PREFIX), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_hostile_entries_without_escaping() {
+        let out = Sandbox::new().outside().display().to_string();
+        let linked = |problem| LinkTarget {
+            target: String::new(),
+            problem: Box::new(problem),
+        };
+        let symlink_in = |path: &str| SymlinkInPath(path.to_string());
+        let absolute_escape = "/wharf-unpack-test-escaped";
+        #[rustfmt::skip]
+        let cases = [
+            (layer().file("../escaped", b""), ParentComponent),
+            (layer().file("a/../../escaped", b""), ParentComponent),
+            (layer().file(absolute_escape, b""), AbsolutePath),
+            (layer().symlink("l", &out).file("l/escaped", b""), symlink_in("l")),
+            (layer().symlink("up", "..").file("up/escaped", b""), symlink_in("up")),
+            (layer().symlink("a", &out).dir("a/b/c/", 0o755), symlink_in("a")),
+            (layer().symlink("l", &out).file("l/.wh..wh..opq", b""), symlink_in("l")),
+            (layer().symlink("l", &out).file("l/.wh.escaped", b""), symlink_in("l")),
+            (layer().hardlink("h", "../../etc/passwd"), linked(ParentComponent)),
+            (layer().hardlink("h", "/etc/passwd"), linked(AbsolutePath)),
+            (layer().symlink("etc", "/etc").hardlink("h", "etc/passwd"), linked(symlink_in("etc"))),
+            (layer().hardlink("h", "missing"), linked(NotFound)),
+            (layer().dir("d/", 0o755).hardlink("h", "d"), linked(IsDirectory)),
+            (layer().file("h", b"").hardlink("h", "h"), linked(LinksToItself)),
+            (layer().raw(EntryType::Block, "sda", "", b"", |_| {}), DeviceNotAllowed),
+            (layer().raw(EntryType::Char, "mem", "", b"", |_| {}), DeviceNotAllowed),
+            (layer().file("f", b"").file("f/g", b""), NotADirectory("f".into())),
+            (layer().file(".", b""), RootNotDirectory),
+            (layer().raw(EntryType::new(b'V'), "v", "", b"", |_| {}), UnsupportedType(b'V')),
+            (layer().pax(&[("path", b"a\0b")]).file("x", b""), NulByte),
+            (layer().symlink("empty", ""), EmptySymlinkTarget),
+            (layer().file("dir/.wh..", b""), EmptyWhiteout),
+            (layer().pax(&[("mtime", b"soon")]).file("x", b""), bad_field("PAX mtime", "soon")),
+        ];
+        for (layer, expected) in cases {
+            let sandbox = Sandbox::new();
+            let error = sandbox
+                .unpack(layer, &UnpackOptions::default())
+                .unwrap_err();
+            assert_eq!(error.kind(), Kind::InvalidArgument, "{error}");
+            let UnpackError::Rejected { problem, .. } = error else {
+                panic!("{error}")
+            };
+            // Hardlink rejections are compared by problem only.
+            let problem = match problem {
+                LinkTarget { problem, .. } => linked(*problem),
+                other => other,
+            };
+            assert_eq!(problem, expected);
+            assert_eq!(
+                fs::read_dir(sandbox.outside()).unwrap().count(),
+                0,
+                "{expected:?}"
+            );
+            assert!(!sandbox.0.path().join("escaped").exists(), "{expected:?}");
+        }
+        assert!(!Path::new(absolute_escape).exists());
+    }
+
+    #[test]
+    fn creates_devices_only_when_allowed() {
+        let layer = || {
+            layer().raw(EntryType::Block, "dev/sda1", "", b"", |h| {
+                h.set_device_major(8).unwrap();
+                h.set_device_minor(1).unwrap();
+            })
+        };
+        let allow = UnpackOptions {
+            allow_devices: true,
+            ..UnpackOptions::default()
+        };
+        let sandbox = Sandbox::new();
+        sandbox.unpack(layer(), &allow).unwrap();
+        let device = sandbox.meta("dev/sda1");
+        assert!(device.file_type().is_block_device());
+        assert_eq!(device.rdev(), stat::makedev(8, 1));
+        assert!(Sandbox::new()
+            .unpack(layer(), &UnpackOptions::default())
+            .is_err());
+    }
+
+    #[test]
+    fn bounds_extension_headers() {
+        let options = UnpackOptions {
+            max_header_bytes: 64 * 1024,
+            ..UnpackOptions::default()
+        };
+        let huge = vec![b'a'; 128 * 1024];
+        let huge_pax = layer()
+            .file("ok", b"")
+            .pax(&[("comment", &huge)])
+            .file("f", b"");
+        let long_name = EntryType::GNULongName;
+        let huge_long_name = layer()
+            .raw(long_name, "././@LongLink", "", &huge, |_| {})
+            .file("f", b"");
+        for layer in [huge_pax, huge_long_name] {
+            let error = Sandbox::new().unpack(layer, &options).unwrap_err();
+            assert!(
+                matches!(&error, UnpackError::HeaderTooLarge { limit: 65536, .. }),
+                "{error}"
+            );
+            assert_eq!(error.kind(), Kind::InvalidArgument);
+        }
+        // Long names within the limit work.
+        let long_path = format!("{}/{}", "d".repeat(200), "f".repeat(200));
+        let sandbox = Sandbox::new();
+        let layer = layer()
+            .pax(&[("path", long_path.as_bytes())])
+            .file("short", b"x");
+        sandbox.unpack(layer, &options).unwrap();
+        assert_eq!(sandbox.read(&long_path), b"x");
+    }
+
+    #[test]
+    fn detects_gzip_zstd_and_plain_tar() {
+        use std::process::{Command, Stdio};
+        let tar = layer().file("hello", b"world").bytes();
+        let zstd = |data: &[u8]| {
+            let (input, output) = (Stdio::piped(), Stdio::piped());
+            let mut child = Command::new("zstd")
+                .arg("-qc")
+                .stdin(input)
+                .stdout(output)
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(data).unwrap();
+            child.wait_with_output().unwrap().stdout
+        };
+        let gzip = |data: &[u8]| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+            encoder.write_all(data).unwrap();
+            encoder.finish().unwrap()
+        };
+        let (head, tail) = tar.split_at(700);
+        let skippable_frame = [
+            &0x184D_2A50u32.to_le_bytes()[..],
+            &3u32.to_le_bytes(),
+            b"abc",
+        ]
+        .concat();
+        let streams = [
+            tar.clone(),
+            gzip(&tar),
+            [gzip(head), gzip(tail)].concat(),
+            zstd(&tar),
+            [zstd(head), skippable_frame, zstd(tail)].concat(),
+        ];
+        for (index, stream) in streams.into_iter().enumerate() {
+            let mut plain = Vec::new();
+            decompressed(io::Cursor::new(stream))
+                .unwrap()
+                .read_to_end(&mut plain)
+                .unwrap();
+            assert!(plain == tar, "stream {index} decodes differently");
+        }
+        let sandbox = Sandbox::new();
+        let options = UnpackOptions::default();
+        unpack_layer(
+            decompressed(io::Cursor::new(zstd(&tar))).unwrap(),
+            &sandbox.dest(),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(sandbox.read("hello"), b"world");
+        let corrupt =
+            decompressed(io::Cursor::new([&gzip(&tar)[..20], &[0xff; 64]].concat())).unwrap();
+        let error = unpack_layer(corrupt, &Sandbox::new().dest(), &options).unwrap_err();
+        assert!(matches!(error, UnpackError::Archive { .. }), "{error}");
+        assert_eq!(error.kind(), Kind::InvalidArgument);
+    }
+
+    #[test]
+    fn requires_an_empty_destination() {
+        let sandbox = Sandbox::new();
+        fs::write(sandbox.dest().join("existing"), b"").unwrap();
+        let error = sandbox
+            .unpack(layer(), &UnpackOptions::default())
+            .unwrap_err();
+        assert!(
+            matches!(error, UnpackError::DestinationNotEmpty(_)),
+            "{error}"
+        );
+        let missing = sandbox.0.path().join("missing");
+        let error = unpack_layer(&b""[..], &missing, &UnpackOptions::default()).unwrap_err();
+        assert!(matches!(error, UnpackError::Destination { .. }), "{error}");
+        assert_eq!(error.kind(), Kind::Internal);
+    }
+
+    #[test]
+    fn parses_pax_times() {
+        let parse = |s: &str| parse_pax_time(s.as_bytes()).map(|t| (t.tv_sec(), t.tv_nsec()));
+        assert_eq!(parse("1600000000"), Some((1_600_000_000, 0)));
+        assert_eq!(parse("1.000000001999"), Some((1, 1)));
+        assert_eq!(parse("-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(parse("1.5x"), None);
+        assert_eq!(parse(""), None);
+    }
+}
