@@ -17,6 +17,7 @@ use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
+use super::base64;
 use super::body::{error_detail, read_capped};
 use super::RegistryError;
 use crate::image::digest::Digest;
@@ -89,7 +90,7 @@ impl Credentials {
         }
         let invalid = |reason| RegistryError::InvalidCredentials { reason };
         let decoded =
-            decode_base64(auth.trim()).ok_or_else(|| invalid("auth is not valid base64"))?;
+            base64::decode(auth.trim()).ok_or_else(|| invalid("auth is not valid base64"))?;
         let decoded = String::from_utf8(decoded)
             .map_err(|_| invalid("auth does not decode to UTF-8 text"))?;
         let (username, password) = decoded
@@ -188,7 +189,7 @@ impl<'a> Cursor<'a> {
 
     /// An RFC 7230 token, possibly empty.
     fn token(&mut self) -> &'a str {
-        let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~/".contains(c);
+        let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
         let end = self.rest.find(|c| !is_tchar(c)).unwrap_or(self.rest.len());
         let (token, rest) = self.rest.split_at(end);
         self.rest = rest;
@@ -358,9 +359,13 @@ impl Authenticator {
         };
         lock(&self.cache.schemes).insert(origin.to_string(), scheme.clone());
         match scheme {
-            AuthScheme::Basic => {
-                rejected.is_none() && matches!(self.credentials, Credentials::Basic { .. })
-            }
+            // Retrying helps if we have a password and it was not just refused.
+            AuthScheme::Basic => match &self.credentials {
+                Credentials::Basic { username, password } => {
+                    rejected != Some(&basic_header(username, password))
+                }
+                _ => false,
+            },
             AuthScheme::Bearer { .. } => {
                 if let Some(rejected) = rejected {
                     // Revoked or expired early: fetch a fresh one.
@@ -440,7 +445,12 @@ impl Authenticator {
             .await
             .map_err(|e| RegistryError::from_transport(realm_text, self.request_timeout, e))?;
         let status = response.status();
-        tracing::debug!(realm = %realm, scope = %self.scope, status = status.as_u16(), "token request");
+        tracing::debug!(
+            realm = %realm,
+            scope = %self.scope,
+            status = status.as_u16(),
+            "token request"
+        );
         if !status.is_success() {
             let detail = error_detail(response, self.request_timeout).await;
             let url = realm_text.to_string();
@@ -511,85 +521,16 @@ fn bearer_header(token: &str) -> Option<HeaderValue> {
 }
 
 fn basic_header(username: &str, password: &str) -> HeaderValue {
-    let encoded = encode_base64(format!("{username}:{password}").as_bytes());
+    let encoded = base64::encode(format!("{username}:{password}").as_bytes());
     let mut value =
         HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is a valid header value");
     value.set_sensitive(true);
     value
 }
 
-const BASE64_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding (RFC 4648 §4).
-fn encode_base64(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let bytes = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let group = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(BASE64_ALPHABET[(group >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Standard base64, padding optional (Docker config files are not
-/// consistent about it).
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    let unpadded = text
-        .strip_suffix("==")
-        .or_else(|| text.strip_suffix('='))
-        .unwrap_or(text);
-    if unpadded.len() % 4 == 1 || (unpadded.len() != text.len() && !text.len().is_multiple_of(4)) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(unpadded.len() * 3 / 4);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for byte in unpadded.bytes() {
-        let value = BASE64_ALPHABET.iter().position(|&b| b == byte)? as u32;
-        buffer = (buffer << 6) | value;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-            buffer &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trips() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("user:pa$$:w0rd", "dXNlcjpwYSQkOncwcmQ="),
-        ] {
-            assert_eq!(encode_base64(plain.as_bytes()), encoded);
-            assert_eq!(decode_base64(encoded).unwrap(), plain.as_bytes());
-        }
-        assert_eq!(decode_base64("Zg").unwrap(), b"f", "padding is optional");
-        let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(decode_base64(&encode_base64(&all)).unwrap(), all);
-        for bad in ["Z", "Zg=", "Z===", "a*bc", "Zm9v\n"] {
-            assert_eq!(decode_base64(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn credentials_from_cri() {
@@ -730,6 +671,47 @@ mod tests {
         );
         assert_eq!(choose_scheme(&[bad_bearer]), None);
         assert_eq!(choose_scheme(&[]), None);
+    }
+
+    #[tokio::test]
+    async fn basic_challenges_are_learnt_per_origin() {
+        let cache = Arc::new(AuthCache::default());
+        let timeout = Duration::from_secs(1);
+        let credentials = Credentials::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let auth = Authenticator::new(cache.clone(), credentials, "app", timeout);
+        let client = reqwest::Client::new();
+        let origin = "http://registry.example";
+        assert_eq!(auth.authorization(&client, origin).await.unwrap(), None);
+
+        let mut challenge = HeaderMap::new();
+        challenge.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"r\""),
+        );
+        assert!(auth.learn_challenge(origin, &challenge, None));
+        let sent = auth.authorization(&client, origin).await.unwrap();
+        assert_eq!(sent, Some(basic_header("u", "p")));
+        assert!(
+            !auth.learn_challenge(origin, &challenge, sent.as_ref()),
+            "sending the refused password again is pointless"
+        );
+        assert_eq!(
+            auth.authorization(&client, "http://other.example")
+                .await
+                .unwrap(),
+            None
+        );
+
+        let anonymous = Authenticator::new(cache, Credentials::None, "app", timeout);
+        assert_eq!(
+            anonymous.authorization(&client, origin).await.unwrap(),
+            None
+        );
+        assert!(!anonymous.learn_challenge(origin, &challenge, None));
+        assert!(!anonymous.learn_challenge(origin, &HeaderMap::new(), None));
     }
 
     #[test]

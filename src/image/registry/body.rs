@@ -124,21 +124,16 @@ pub(crate) async fn read_capped(
             limit,
         });
     }
+    let timed_out = || RegistryError::Timeout {
+        url: url.to_string(),
+        timeout: idle_timeout,
+    };
     let mut body = BytesMut::new();
     loop {
         let chunk = match tokio::time::timeout(idle_timeout, response.chunk()).await {
-            Err(_) => {
-                return Err(RegistryError::Timeout {
-                    url: url.to_string(),
-                    timeout: idle_timeout,
-                })
-            }
-            Ok(Err(source)) if source.is_timeout() => {
-                return Err(RegistryError::Timeout {
-                    url: url.to_string(),
-                    timeout: idle_timeout,
-                })
-            }
+            Err(_) => return Err(timed_out()),
+            // The request's own deadline, for requests that have one.
+            Ok(Err(source)) if source.is_timeout() => return Err(timed_out()),
             Ok(Err(source)) => {
                 return Err(RegistryError::Body {
                     url: url.to_string(),

@@ -29,6 +29,7 @@ use super::RegistryError;
 
 const HOSTS_FILE: &str = "hosts.toml";
 pub(super) const DEFAULT_NAMESPACE_DIR: &str = "_default";
+
 /// Parsed `hosts.toml` files (and cert directories) per registry host,
 /// reloaded when the file changes.
 pub(crate) struct HostsCache {
@@ -79,7 +80,13 @@ impl HostsCache {
             source,
         })?;
         let endpoints: Arc<[Endpoint]> = parse_hosts_file(&text, &file, domain)?.into();
-        tracing::debug!(%domain, file = %file.display(), endpoints = endpoints.len(), "loaded registry hosts");
+        let count = endpoints.len();
+        tracing::debug!(
+            %domain,
+            file = %file.display(),
+            endpoints = count,
+            "loaded registry hosts"
+        );
         let loaded = LoadedHosts {
             file,
             modified,
@@ -147,7 +154,8 @@ fn docker_cert_dir(dir: &Path, domain: &str) -> Result<Vec<Endpoint>, RegistryEr
         match path.extension().and_then(|e| e.to_str()) {
             Some("crt") => ca_files.push(path),
             Some("cert" | "key") => {
-                tracing::warn!(file = %path.display(), "client certificates are not supported; ignoring")
+                let file = path.display();
+                tracing::warn!(%file, "client certificates are not supported; ignoring")
             }
             _ => {}
         }
@@ -391,7 +399,8 @@ struct EndpointSettings {
 
 fn endpoint_settings(fields: &EndpointFields, host_dir: &Path) -> Result<EndpointSettings, String> {
     if fields.client.is_some() {
-        tracing::warn!(dir = %host_dir.display(), "client certificates in hosts.toml are not supported; ignoring `client`");
+        let dir = host_dir.display();
+        tracing::warn!(%dir, "hosts.toml: client certificates are not supported; ignoring");
     }
     let ca_files = fields
         .ca

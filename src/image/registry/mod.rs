@@ -21,6 +21,7 @@
 //! failures are classified.
 
 mod auth;
+mod base64;
 mod body;
 mod endpoint;
 mod error;
@@ -33,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Response, StatusCode, Url};
 
@@ -209,20 +211,10 @@ impl Repository {
         } else {
             Operation::Resolve
         };
-        let candidates = self.candidates(operation)?;
-        let mut failure = None;
-        for (index, connected) in candidates.iter().enumerate() {
-            match self
-                .fetch_manifest_from(connected, object, expected.as_ref())
-                .await
-            {
-                Ok(manifest) => return Ok(manifest),
-                Err(error) => {
-                    failure = Some(self.fall_back(connected, error, index + 1 < candidates.len()))
-                }
-            }
-        }
-        Err(failure.expect("candidates are never empty"))
+        self.first_success(operation, |connected| {
+            Box::pin(self.fetch_manifest_from(connected, object, expected.as_ref()))
+        })
+        .await
     }
 
     /// `GET /v2/<path>/blobs/<digest>` as a stream of chunks, following
@@ -235,17 +227,10 @@ impl Repository {
         digest: &Digest,
         expected_size: u64,
     ) -> Result<BlobStream, RegistryError> {
-        let candidates = self.candidates(Operation::Pull)?;
-        let mut failure = None;
-        for (index, connected) in candidates.iter().enumerate() {
-            match self.open_blob(connected, digest, expected_size).await {
-                Ok(stream) => return Ok(stream),
-                Err(error) => {
-                    failure = Some(self.fall_back(connected, error, index + 1 < candidates.len()))
-                }
-            }
-        }
-        Err(failure.expect("candidates are never empty"))
+        self.first_success(Operation::Pull, |connected| {
+            Box::pin(self.open_blob(connected, digest, expected_size))
+        })
+        .await
     }
 
     /// A small blob (an image config) fetched whole, at most `max` bytes, its
@@ -255,50 +240,45 @@ impl Repository {
         digest: &Digest,
         max: u64,
     ) -> Result<Bytes, RegistryError> {
-        let candidates = self.candidates(Operation::Pull)?;
-        let mut failure = None;
-        for (index, connected) in candidates.iter().enumerate() {
-            match self.fetch_small_blob_from(connected, digest, max).await {
-                Ok(bytes) => return Ok(bytes),
-                Err(error) => {
-                    failure = Some(self.fall_back(connected, error, index + 1 < candidates.len()))
-                }
-            }
-        }
-        Err(failure.expect("candidates are never empty"))
+        self.first_success(Operation::Pull, |connected| {
+            Box::pin(self.fetch_small_blob_from(connected, digest, max))
+        })
+        .await
     }
 
-    fn candidates(&self, operation: Operation) -> Result<Vec<&Connected>, RegistryError> {
-        let allowed: Vec<&Connected> = self
-            .endpoints
-            .iter()
-            .filter(|c| c.endpoint.capabilities.allow(operation))
-            .collect();
-        if allowed.is_empty() {
+    /// Runs `attempt` on each endpoint allowed to do `operation`, in order,
+    /// until one succeeds; otherwise returns the last endpoint's error.
+    async fn first_success<'a, T>(
+        &'a self,
+        operation: Operation,
+        attempt: impl Fn(&'a Connected) -> BoxFuture<'a, Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        let candidates = self.candidates(operation);
+        let Some((last, earlier)) = candidates.split_last() else {
             return Err(RegistryError::NoEndpoint {
                 domain: self.domain.clone(),
                 operation: operation.name(),
             });
+        };
+        for connected in earlier {
+            match attempt(connected).await {
+                Ok(value) => return Ok(value),
+                Err(error) => tracing::warn!(
+                    endpoint = %connected.endpoint,
+                    repository = %self.path,
+                    error = %crate::error::chain(&error),
+                    "registry endpoint failed; trying the next one"
+                ),
+            }
         }
-        Ok(allowed)
+        attempt(last).await
     }
 
-    /// Logs a failed endpoint when another one is left to try.
-    fn fall_back(
-        &self,
-        connected: &Connected,
-        error: RegistryError,
-        more_to_try: bool,
-    ) -> RegistryError {
-        if more_to_try {
-            tracing::warn!(
-                endpoint = %connected.endpoint,
-                repository = %self.path,
-                error = %crate::error::chain(&error),
-                "registry endpoint failed; trying the next one"
-            );
-        }
-        error
+    fn candidates(&self, operation: Operation) -> Vec<&Connected> {
+        self.endpoints
+            .iter()
+            .filter(|c| c.endpoint.capabilities.allow(operation))
+            .collect()
     }
 
     async fn fetch_manifest_from(
@@ -635,6 +615,59 @@ mod tests {
         }
     }
 
+    /// Pulls run on a multi-threaded runtime and share these across tasks.
+    #[test]
+    fn handles_and_futures_cross_threads() {
+        fn send<T: Send>(_: &T) {}
+        fn shared<T: Send + Sync>() {}
+        fn stream<T: futures_util::Stream + Send + Unpin>() {}
+        shared::<Resolver>();
+        shared::<Repository>();
+        stream::<BlobStream>();
+        let resolver = Resolver::new(RegistryConfig {
+            config_path: PathBuf::from("/nonexistent"),
+            request_timeout: Duration::from_secs(5),
+        });
+        let repository = resolver
+            .repository("registry.example", "app", Credentials::None)
+            .unwrap();
+        let digest = Digest::of(b"");
+        send(&repository.fetch_manifest("latest"));
+        send(&repository.fetch_blob(&digest, 0));
+        send(&repository.fetch_small_blob(&digest, 0));
+    }
+
+    #[tokio::test]
+    async fn an_operation_no_endpoint_may_do_fails_before_any_request() {
+        let config = tempfile::tempdir().unwrap();
+        let dir = config.path().join("pull-only.example");
+        std::fs::create_dir(&dir).unwrap();
+        let hosts = "server = \"https://pull-only.example\"\ncapabilities = [\"pull\"]\n";
+        std::fs::write(dir.join("hosts.toml"), hosts).unwrap();
+        let resolver = Resolver::new(RegistryConfig {
+            config_path: config.path().to_path_buf(),
+            request_timeout: Duration::from_secs(5),
+        });
+        let repository = resolver
+            .repository("pull-only.example", "app", Credentials::None)
+            .unwrap();
+        let error = repository.fetch_manifest("latest").await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                RegistryError::NoEndpoint {
+                    operation: "resolve",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            crate::error::Classify::kind(&error),
+            crate::error::Kind::FailedPrecondition
+        );
+    }
+
     #[test]
     fn resolver_builds_repositories_and_refuses_bad_input() {
         let config = tempfile::tempdir().unwrap();
@@ -680,7 +713,6 @@ mod tests {
         let roots = |op| -> Vec<String> {
             repository
                 .candidates(op)
-                .unwrap()
                 .iter()
                 .map(|c| c.endpoint.api_root.clone())
                 .collect()
