@@ -1,0 +1,256 @@
+//! `wharf-monitor`: one small process per container that outlives the
+//! daemon. It runs `runtime create` with stdio it keeps, writes the
+//! container's output to the CRI log, reaps the init (it is the
+//! subreaper of everything the container leaves behind), records the
+//! exit atomically in `exit.json`, and serves the control socket.
+//!
+//! No async runtime and no threads: a single poll loop ([`supervise`])
+//! over the output pipes, a SIGCHLD signalfd and the control socket keeps
+//! the resident set small. The protocol with the daemon lives in
+//! [`crate::runtime::protocol`].
+
+mod control;
+mod create;
+pub mod log;
+mod oom;
+mod supervise;
+mod sys;
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::runtime::protocol::{files, ExitStatus, MonitorArgs, SyncMessage};
+use crate::store::{self, StoreError};
+use control::ControlServer;
+use log::CriLogWriter;
+use oom::OomProbe;
+use supervise::Supervisor;
+
+/// How long leftover children get to die once the exit is recorded.
+const REAP_LIMIT: Duration = Duration::from_secs(5);
+/// Longest path a unix socket address can hold.
+const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{op}")]
+    Sys {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("starting the runtime {runtime}")]
+    SpawnRuntime {
+        runtime: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The runtime failed; the message is its own.
+    #[error("{message}")]
+    Runtime { message: String },
+    #[error("terminal: {0}")]
+    Terminal(String),
+    #[error("socket path {0} is longer than 107 bytes")]
+    SocketPath(PathBuf),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl MonitorError {
+    fn io(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| MonitorError::Io { op, path, source }
+    }
+
+    fn sys(op: &'static str) -> impl FnOnce(io::Error) -> Self {
+        move |source| MonitorError::Sys { op, source }
+    }
+
+    fn errno(op: &'static str) -> impl FnOnce(nix::Error) -> Self {
+        move |errno| MonitorError::Sys {
+            op,
+            source: io::Error::from(errno),
+        }
+    }
+
+    /// The text for the sync line: the runtime's message as it is, so
+    /// the daemon can classify it; the whole chain otherwise.
+    fn sync_text(&self) -> String {
+        match self {
+            MonitorError::Runtime { message } => message.clone(),
+            other => crate::error::chain(other),
+        }
+    }
+}
+
+fn check_socket_path(path: &Path) -> Result<(), MonitorError> {
+    if path.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(MonitorError::SocketPath(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Entry point of the `wharf-monitor` binary; `args` excludes the
+/// program name.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let parsed = MonitorArgs::parse(args)
+        .map_err(|e| e.to_string())
+        .and_then(|args| absolute_paths(args).map_err(|e| format!("resolving paths: {e}")));
+    let args = match parsed {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("wharf-monitor: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let sync = match sys::adopt_inherited_fd(args.sync_fd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("wharf-monitor: --sync-fd {}: {e}", args.sync_fd);
+            return ExitCode::from(2);
+        }
+    };
+    let supervisor = match start(&args) {
+        Ok(supervisor) => supervisor,
+        Err(e) => {
+            report(
+                sync,
+                &SyncMessage::Failed {
+                    error: e.sync_text(),
+                },
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    report(
+        sync,
+        &SyncMessage::Created {
+            container_pid: supervisor.init_pid(),
+        },
+    );
+    redirect_diagnostics(&args.state_file(files::MONITOR_LOG));
+    let status = supervisor.run();
+    finish(&args, &status)
+}
+
+/// The paths stay valid after the monitor leaves its working directory.
+fn absolute_paths(mut args: MonitorArgs) -> io::Result<MonitorArgs> {
+    for path in [
+        &mut args.bundle,
+        &mut args.state_dir,
+        &mut args.log_path,
+        &mut args.runtime_root,
+    ] {
+        *path = std::path::absolute(&*path)?;
+    }
+    // A bare runtime name is looked up in PATH, as the daemon would.
+    if args.runtime.components().count() > 1 {
+        args.runtime = std::path::absolute(&args.runtime)?;
+    }
+    Ok(args)
+}
+
+/// Detaches from the daemon, then creates the container.
+fn start(args: &MonitorArgs) -> Result<Supervisor, MonitorError> {
+    let signals = detach(args)?;
+    store::write_atomic(
+        &args.state_file(files::MONITOR_PID),
+        std::process::id().to_string().as_bytes(),
+    )?;
+    let log = CriLogWriter::open(&args.log_path).map_err(MonitorError::io(
+        "opening the container log",
+        &args.log_path,
+    ))?;
+    let socket = args.state_file(files::CONTROL_SOCKET);
+    // Bound before the container exists, so failing here leaves nothing.
+    let control = ControlServer::bind(&socket)?;
+    let container = create::create(args)?;
+    let oom = OomProbe::resolve(&args.bundle, container.pid)
+        .map_err(|e| eprintln!("wharf-monitor: OOM detection is off: {e}"))
+        .ok();
+    Ok(Supervisor::new(container, log, signals, control, oom))
+}
+
+/// Survives the daemon: own session (no SIGHUP or terminal signals from
+/// the daemon's), subreaper of the container's orphans, no inherited
+/// descriptors, and SIGCHLD delivered through a descriptor. Signal
+/// actions are reset to default, and std clears the signal mask for the
+/// children it spawns, so the runtime and the container start clean.
+fn detach(args: &MonitorArgs) -> Result<SignalFd, MonitorError> {
+    sys::close_inherited_fds(args.sync_fd)
+        .map_err(MonitorError::sys("closing inherited descriptors"))?;
+    sys::reset_signal_dispositions();
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(MonitorError::errno("becoming child subreaper"))?;
+    // Fails only if already a group leader, i.e. detached on purpose.
+    let _ = nix::unistd::setsid();
+    let _ = nix::unistd::chdir("/");
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGCHLD);
+    blocked.add(Signal::SIGHUP);
+    blocked
+        .thread_block()
+        .map_err(MonitorError::errno("blocking signals"))?;
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    SignalFd::with_flags(&chld, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(MonitorError::errno("creating the SIGCHLD signalfd"))
+}
+
+/// Writes the sync line and closes the sync descriptor (a standard one is
+/// pointed at /dev/null instead, so it stays taken). A daemon that died
+/// meanwhile finds the container when it recovers.
+fn report(sync: OwnedFd, message: &SyncMessage) {
+    let mut line = serde_json::to_vec(message).unwrap_or_default();
+    line.push(b'\n');
+    let mut file = File::from(sync);
+    let _ = file.write_all(&line);
+    if file.as_raw_fd() <= 2 {
+        let mut standard = OwnedFd::from(file);
+        if let Ok(null) = File::open("/dev/null") {
+            let _ = nix::unistd::dup2(&null, &mut standard);
+        }
+        let _ = standard.into_raw_fd();
+    }
+}
+
+/// From now on diagnostics go to the state directory, not to the
+/// daemon, which may be gone.
+fn redirect_diagnostics(path: &Path) {
+    let opened = OpenOptions::new().create(true).append(true).open(path);
+    if let Ok(file) = opened {
+        let _ = nix::unistd::dup2_stderr(&file);
+    }
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
+}
+
+/// Records the exit, then leaves nothing behind.
+fn finish(args: &MonitorArgs, status: &ExitStatus) -> ExitCode {
+    let exit_path = args.state_file(files::EXIT);
+    let recorded = store::write_json_atomic(&exit_path, status);
+    sys::kill_and_reap_children(REAP_LIMIT);
+    match recorded {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wharf-monitor: {}", crate::error::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
