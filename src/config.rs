@@ -56,7 +56,7 @@ path = "runc"
 cgroup_driver = "cgroupfs"
 "#;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub socket: PathBuf,
@@ -71,7 +71,7 @@ pub struct Config {
     pub runtime: RuntimeSection,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrySection {
     pub config_path: PathBuf,
@@ -80,21 +80,21 @@ pub struct RegistrySection {
     pub max_concurrent_downloads: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CniSection {
     pub conf_dir: PathBuf,
     pub bin_dirs: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupDriver {
     Cgroupfs,
     Systemd,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeSection {
     pub path: PathBuf,

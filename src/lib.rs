@@ -2,14 +2,24 @@
 //!
 //! Layers, top to bottom (imports point downward only):
 //! - edges: `cri` (gRPC);
-//! - services: [`image`];
-//! - resources: [`store`], `image::{registry, content, layers, unpack}`;
-//! - leaves any layer may use: [`config`], [`error`], [`sync`].
+//! - services: [`image`], [`sandbox`], [`container`];
+//! - resources: [`store`], [`runtime`], [`network`], [`cgroup`],
+//!   `image::{registry, content, layers, unpack}`;
+//! - the per-container [`monitor`] uses only `runtime`, `cgroup` and `store`;
+//! - leaves any layer may use: [`api`], [`config`], [`error`], [`sync`].
 
 #![deny(unsafe_code)]
 
+pub mod api;
+pub mod cgroup;
 pub mod config;
+pub mod container;
+pub mod cri;
 pub mod error;
 pub mod image;
+pub mod monitor;
+pub mod network;
+pub mod runtime;
+pub mod sandbox;
 pub mod store;
 pub mod sync;

@@ -1,1 +1,163 @@
-fn main() {}
+//! `wharf`: the CRI daemon, and its helper commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use wharf::config::{Config, DEFAULT_CONFIG};
+use wharf::cri::{self, Services};
+use wharf::image::registry::RegistryConfig;
+use wharf::image::unpack::UnpackOptions;
+use wharf::image::{ImageService, PullOptions};
+
+#[derive(Parser)]
+#[command(name = "wharf", version, about = "A Kubernetes CRI container runtime")]
+struct Cli {
+    /// TOML configuration file; without it the built-in defaults apply.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// gRPC unix socket (overrides the config file).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Directory for persistent data (overrides the config file).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Directory for runtime state (overrides the config file).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Log filter: trace, debug, info, warn, error, or a tracing directive.
+    #[arg(long)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the default configuration, commented.
+    Default,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Config {
+            action: ConfigAction::Default,
+        }) => {
+            print!("{DEFAULT_CONFIG}");
+            ExitCode::SUCCESS
+        }
+        None => match run_daemon(cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                tracing::error!("{message}");
+                eprintln!("wharf: {message}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path).map_err(|e| wharf::error::chain(&e))?,
+        None => Config::default(),
+    };
+    if let Some(socket) = &cli.socket {
+        config.socket = socket.clone();
+    }
+    if let Some(root) = &cli.root {
+        config.root = root.clone();
+    }
+    if let Some(state_dir) = &cli.state_dir {
+        config.state_dir = state_dir.clone();
+    }
+    if let Some(level) = &cli.log_level {
+        config.log_level = level.clone();
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn init_logging(level: &str) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(from_env) if !from_env.is_empty() => EnvFilter::new(from_env),
+        _ => EnvFilter::try_new(level).map_err(|e| format!("invalid log level {level:?}: {e}"))?,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+fn run_daemon(cli: Cli) -> Result<(), String> {
+    let config = load_config(&cli)?;
+    init_logging(&config.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting async runtime: {e}"))?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let paths = config.paths();
+    let registry = RegistryConfig {
+        config_path: config.registry.config_path.clone(),
+        request_timeout: config.request_timeout(),
+    };
+    let options = PullOptions {
+        stall_timeout: config.stall_timeout(),
+        max_concurrent_downloads: config.registry.max_concurrent_downloads,
+        unpack: UnpackOptions::default(),
+    };
+    let images = ImageService::open(paths.image_root(), registry, options)
+        .map_err(|e| format!("opening image store: {}", wharf::error::chain(&e)))?;
+    std::fs::create_dir_all(&paths.state)
+        .map_err(|e| format!("creating state dir {}: {e}", paths.state.display()))?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        root = %config.root.display(),
+        state = %config.state_dir.display(),
+        "wharf starting"
+    );
+    let socket = config.socket.clone();
+    let services = Services {
+        config: Arc::new(config),
+        images: Arc::new(images),
+    };
+    cri::serve(&socket, services, shutdown_signal())
+        .await
+        .map_err(|e| wharf::error::chain(&e))?;
+    tracing::info!("wharf stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop wharf with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+    }
+}

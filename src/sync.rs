@@ -123,3 +123,79 @@ mod tests {
         assert!(leases.while_frozen(|held| !held(&2)));
     }
 }
+
+/// Unique names, reserved before the object they name exists and released
+/// if creating it fails (kubelet retries with the same name).
+#[derive(Default)]
+pub struct Registrar {
+    names: Mutex<HashMap<String, String>>,
+}
+
+/// The name is taken by another object.
+#[derive(Debug, thiserror::Error)]
+#[error("name {name:?} is reserved for {holder}")]
+pub struct NameTaken {
+    pub name: String,
+    pub holder: String,
+}
+
+impl Registrar {
+    pub fn reserve(&self, name: &str, id: &str) -> Result<(), NameTaken> {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        match names.get(name) {
+            Some(holder) if holder != id => Err(NameTaken {
+                name: name.to_string(),
+                holder: holder.clone(),
+            }),
+            _ => {
+                names.insert(name.to_string(), id.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    pub fn release(&self, name: &str) {
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+}
+
+/// A random 64-hex-character ID, as containerd and CRI-O make them.
+pub fn new_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        // Unreachable on Linux; still unique enough for IDs (not secrets).
+        use sha2::Digest;
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        bytes = sha2::Sha256::digest(seed.as_bytes()).into();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod registrar_tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_until_released() {
+        let registrar = Registrar::default();
+        registrar.reserve("pod_ns_uid_0", "a").unwrap();
+        registrar.reserve("pod_ns_uid_0", "a").unwrap();
+        let taken = registrar.reserve("pod_ns_uid_0", "b").unwrap_err();
+        assert_eq!(taken.holder, "a");
+        registrar.release("pod_ns_uid_0");
+        registrar.reserve("pod_ns_uid_0", "b").unwrap();
+    }
+
+    #[test]
+    fn ids_are_64_hex_and_distinct() {
+        let (a, b) = (new_id(), new_id());
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,4 @@
+//! (being written)
+pub mod seccomp;
+pub mod spec;
+pub mod user;

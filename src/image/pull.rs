@@ -1,0 +1,381 @@
+//! Pulling an image: resolve the manifest for this platform, fetch the
+//! config, stream every missing layer through digest verification straight
+//! into its unpacked directory, then publish the image record.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::digest::{Digest, DigestWriter};
+use super::layers::{LayerUsage, PendingLayer};
+use super::manifest::{self, Descriptor, Manifest, Parsed, Platform};
+use super::metadata::ImageRecord;
+use super::reference::Reference;
+use super::registry::{Credentials, Repository};
+use super::unpack::{self, UnpackOptions};
+use super::{ImageError, ImageService};
+
+/// What the pull needs from the image config.
+#[derive(Deserialize)]
+struct ConfigProbe {
+    #[serde(default)]
+    config: Option<ConfigSection>,
+    rootfs: RootFs,
+}
+
+#[derive(Deserialize)]
+struct ConfigSection {
+    #[serde(rename = "User", default)]
+    user: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<Digest>,
+}
+
+/// Byte and layer counters of one pull, read by the progress reporter.
+struct Progress {
+    reference: String,
+    total_bytes: u64,
+    total_layers: usize,
+    bytes: AtomicU64,
+    layers: AtomicUsize,
+}
+
+impl Progress {
+    fn log(&self, started: Instant) {
+        tracing::info!(
+            image = %self.reference,
+            layers = format!("{}/{}", self.layers.load(Ordering::Relaxed), self.total_layers),
+            mib = format!(
+                "{:.1}/{:.1}",
+                self.bytes.load(Ordering::Relaxed) as f64 / 1048576.0,
+                self.total_bytes as f64 / 1048576.0
+            ),
+            elapsed_s = started.elapsed().as_secs(),
+            "pulling"
+        );
+    }
+}
+
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// Channel depth between the download and the unpacker: enough to keep the
+/// network busy while a large file is written, small enough to bound memory.
+const CHUNKS_IN_FLIGHT: usize = 32;
+
+impl ImageService {
+    /// Pulls `reference` and returns the image ID.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        credentials: Credentials,
+    ) -> Result<Digest, ImageError> {
+        let reference = Reference::parse(reference).map_err(ImageError::InvalidReference)?;
+        // A second pull of the same name waits and then finds the layers in
+        // place: each blob is fetched once.
+        let _same_name = self.pull_locks.lock(&reference.to_string()).await;
+        let repository =
+            self.resolver
+                .repository(reference.domain(), reference.path(), credentials)?;
+
+        let started = Instant::now();
+        let top = repository.fetch_manifest(&reference.object()).await?;
+        let (platform_manifest, index) = match manifest::parse(&top.media_type, &top.bytes)? {
+            Parsed::Manifest(_) => (top, None),
+            Parsed::Index(entries) => {
+                let chosen = manifest::select_platform(&entries, &Platform::host())?;
+                let fetched = repository
+                    .fetch_manifest(&chosen.digest.to_string())
+                    .await?;
+                (fetched, Some((top.digest, top.bytes)))
+            }
+        };
+        let manifest_digest = platform_manifest.digest;
+        let manifest_bytes = platform_manifest.bytes;
+        let Parsed::Manifest(manifest) =
+            manifest::parse(&platform_manifest.media_type, &manifest_bytes)?
+        else {
+            return Err(ImageError::NestedIndex);
+        };
+        let config_bytes = repository
+            .fetch_small_blob(&manifest.config.digest, manifest::MAX_CONFIG_BYTES)
+            .await?;
+        let config: ConfigProbe =
+            serde_json::from_slice(&config_bytes).map_err(ImageError::BadConfig)?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(ImageError::LayerCountMismatch {
+                manifest: manifest.layers.len(),
+                config: config.rootfs.diff_ids.len(),
+            });
+        }
+
+        let diff_ids = config.rootfs.diff_ids.clone();
+        // Claimed before looking at what is on disk, so a concurrent removal
+        // cannot collect a layer or blob this pull decided to reuse.
+        let claimed = diff_ids
+            .iter()
+            .cloned()
+            .chain([manifest_digest.clone(), manifest.config.digest.clone()]);
+        let _lease = self
+            .leases
+            .acquire(claimed.chain(index.as_ref().map(|(d, _)| d.clone())));
+        let progress = Arc::new(Progress {
+            reference: reference.to_string(),
+            total_bytes: manifest.layers.iter().map(|l| l.size).sum(),
+            total_layers: manifest.layers.len(),
+            bytes: AtomicU64::new(0),
+            layers: AtomicUsize::new(0),
+        });
+        let fetch_layers = self.fetch_layers(&repository, &manifest, &diff_ids, &progress);
+        tokio::select! {
+            result = fetch_layers => result?,
+            stalled = self.watch_progress(&progress, started) => return Err(stalled),
+        }
+
+        let top_digest = index
+            .as_ref()
+            .map(|(d, _)| d.clone())
+            .unwrap_or_else(|| manifest_digest.clone());
+        let mut blobs = vec![
+            (manifest_digest.clone(), manifest_bytes),
+            (manifest.config.digest.clone(), config_bytes),
+        ];
+        blobs.extend(index);
+        for (digest, bytes) in &blobs {
+            self.content.put(digest, bytes)?;
+        }
+        let record = ImageRecord {
+            id: manifest.config.digest.clone(),
+            repo_tags: reference.tagged().into_iter().collect(),
+            repo_digests: vec![reference.with_digest(&top_digest)],
+            manifest: manifest_digest,
+            blobs: blobs.into_iter().map(|(d, _)| d).collect(),
+            layers: diff_ids,
+            size: manifest.config.size + progress.total_bytes,
+            user: config.config.and_then(|c| c.user).unwrap_or_default(),
+            pinned: false,
+        };
+        let id = record.id.clone();
+        self.commit(|index| index.add(record)).await?;
+        tracing::info!(
+            image = %reference,
+            id = %id,
+            mib = format!("{:.1}", progress.total_bytes as f64 / 1048576.0),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "pulled"
+        );
+        Ok(id)
+    }
+
+    async fn fetch_layers(
+        &self,
+        repository: &Repository,
+        manifest: &Manifest,
+        diff_ids: &[Digest],
+        progress: &Progress,
+    ) -> Result<(), ImageError> {
+        // Built up front: a closure inside the stream type trips the
+        // compiler's Send inference for the calling RPC future.
+        let fetches: Vec<_> = manifest
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(descriptor, diff_id)| {
+                self.fetch_layer(repository, descriptor, diff_id, progress)
+            })
+            .collect();
+        stream::iter(fetches)
+            .buffer_unordered(self.options.max_concurrent_downloads)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn fetch_layer(
+        &self,
+        repository: &Repository,
+        descriptor: &Descriptor,
+        diff_id: &Digest,
+        progress: &Progress,
+    ) -> Result<(), ImageError> {
+        let _same_layer = self.layer_locks.lock(diff_id).await;
+        if self.layers.contains(diff_id) {
+            progress.bytes.fetch_add(descriptor.size, Ordering::Relaxed);
+            progress.layers.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let pending = self.layers.begin()?;
+        let (chunks, receiver) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+        let unpacker = spawn_unpacker(receiver, &pending, self.options.unpack.clone());
+
+        let downloaded = self
+            .download(repository, descriptor, chunks, progress)
+            .await;
+        // The unpacker sees the end of the stream once `chunks` is dropped by
+        // `download`; wait for it either way so no thread writes on.
+        let unpacked = unpacker
+            .await
+            .map_err(|e| ImageError::Task(e.to_string()))?;
+        downloaded?;
+        let (usage, actual_diff_id) = unpacked?;
+        if &actual_diff_id != diff_id {
+            return Err(ImageError::DiffIdMismatch {
+                layer: descriptor.digest.clone(),
+                expected: diff_id.clone(),
+                actual: actual_diff_id,
+            });
+        }
+        self.layers.commit(pending, diff_id, usage)?;
+        progress.layers.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Streams one blob into `chunks`, verifying size and digest.
+    async fn download(
+        &self,
+        repository: &Repository,
+        descriptor: &Descriptor,
+        chunks: mpsc::Sender<Bytes>,
+        progress: &Progress,
+    ) -> Result<(), ImageError> {
+        let mut blob = repository
+            .fetch_blob(&descriptor.digest, descriptor.size)
+            .await?;
+        let mut digest = DigestWriter::default();
+        while let Some(chunk) = blob.next().await {
+            let chunk = chunk?;
+            digest.update(&chunk);
+            if digest.len() > descriptor.size {
+                return Err(ImageError::BlobSize {
+                    digest: descriptor.digest.clone(),
+                    expected: descriptor.size,
+                    actual: digest.len(),
+                });
+            }
+            progress
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.bytes_received
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if chunks.send(chunk).await.is_err() {
+                // The unpacker stopped early: its error is the one to report.
+                return Ok(());
+            }
+        }
+        if digest.len() != descriptor.size {
+            return Err(ImageError::BlobSize {
+                digest: descriptor.digest.clone(),
+                expected: descriptor.size,
+                actual: digest.len(),
+            });
+        }
+        let actual = digest.finish();
+        if actual != descriptor.digest {
+            return Err(ImageError::BlobDigest {
+                expected: descriptor.digest.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Logs progress, and resolves (with an error) only when no byte has
+    /// arrived for the stall timeout. Bytes received by any pull count, so
+    /// a pull waiting for a layer another pull is fetching is not stalled.
+    async fn watch_progress(&self, progress: &Progress, started: Instant) -> ImageError {
+        let tick = PROGRESS_INTERVAL
+            .min(self.options.stall_timeout / 2)
+            .max(Duration::from_millis(100));
+        let mut last_bytes = self.bytes_received.load(Ordering::Relaxed);
+        let mut last_change = Instant::now();
+        let mut last_log = Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            let bytes = self.bytes_received.load(Ordering::Relaxed);
+            if bytes != last_bytes {
+                last_bytes = bytes;
+                last_change = Instant::now();
+            } else if last_change.elapsed() >= self.options.stall_timeout {
+                return ImageError::Stalled {
+                    reference: progress.reference.clone(),
+                    timeout: self.options.stall_timeout,
+                };
+            }
+            if last_log.elapsed() >= PROGRESS_INTERVAL {
+                progress.log(started);
+                last_log = Instant::now();
+            }
+        }
+    }
+}
+
+type UnpackResult = Result<(LayerUsage, Digest), ImageError>;
+
+/// Unpacks the chunks arriving on `receiver` on a blocking thread, hashing
+/// the uncompressed stream to check the layer's diff ID.
+fn spawn_unpacker(
+    receiver: mpsc::Receiver<Bytes>,
+    pending: &PendingLayer,
+    options: UnpackOptions,
+) -> tokio::task::JoinHandle<UnpackResult> {
+    let dest = pending.fs_dir();
+    tokio::task::spawn_blocking(move || {
+        let compressed = ChannelReader {
+            receiver,
+            current: Bytes::new(),
+        };
+        let decompressed = unpack::decompressed(compressed).map_err(ImageError::Decompress)?;
+        let mut hashing = HashingReader {
+            inner: decompressed,
+            digest: DigestWriter::default(),
+        };
+        let stats = unpack::unpack_layer(&mut hashing, &dest, &options)?;
+        // Tar readers stop at the end-of-archive marker; the diff ID covers
+        // every byte, padding included.
+        std::io::copy(&mut hashing, &mut std::io::sink()).map_err(ImageError::Decompress)?;
+        let usage = LayerUsage {
+            bytes: stats.bytes,
+            inodes: stats.inodes,
+        };
+        Ok((usage, hashing.digest.finish()))
+    })
+}
+
+/// Blocking `Read` over chunks from an async channel.
+struct ChannelReader {
+    receiver: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    digest: DigestWriter,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digest.update(&buf[..n]);
+        Ok(n)
+    }
+}

@@ -1,0 +1,315 @@
+//! Test harness: a real registry with the `wharf` image set, and real wharf
+//! daemons on their own sockets and roots, driven through the independent
+//! `k8s-cri` client.
+
+#![allow(dead_code)]
+
+pub mod fake_registry;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub const AUTH_USER: &str = "wharf";
+pub const AUTH_PASSWORD: &str = "s3cret-pass";
+
+/// A registry started by `hack/start-registry.sh` with the test images
+/// pushed. One per state directory; reused across test binaries and runs
+/// (the script reuses a running registry and the images are reproducible).
+pub struct TestRegistry {
+    pub addr: String,
+    pub state_dir: PathBuf,
+    digests: HashMap<String, String>,
+}
+
+impl TestRegistry {
+    /// `repo:tag` (or `repo:tag#config`, `repo:tag#linux/amd64#config`) → digest.
+    pub fn digest(&self, key: &str) -> String {
+        let full = format!("{}/{key}", self.addr);
+        self.digests
+            .get(&full)
+            .unwrap_or_else(|| panic!("no digest for {full} in the pushed set"))
+            .clone()
+    }
+
+    pub fn image(&self, repo_tag: &str) -> String {
+        format!("{}/{repo_tag}", self.addr)
+    }
+
+    /// Lines of the registry's access log that fetch `digest`'s blob.
+    pub fn blob_fetches(&self, digest: &str) -> usize {
+        let log = std::fs::read_to_string(self.state_dir.join("registry.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("\"GET /v2/") && l.contains(&format!("/blobs/{digest} ")))
+            .count()
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn start_registry(state_dir: &Path, auth: Option<&str>) -> TestRegistry {
+    let mut start = Command::new(repo_root().join("hack/start-registry.sh"));
+    if let Some(auth) = auth {
+        start.args(["--auth", auth]);
+    }
+    let output = start
+        .arg(state_dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running start-registry.sh");
+    assert!(output.status.success(), "start-registry.sh failed");
+    let addr = String::from_utf8(output.stdout).unwrap().trim().to_string();
+
+    let mut push = Command::new(repo_root().join("hack/testimages.py"));
+    push.args(["--registry", &addr]);
+    if let Some(auth) = auth {
+        push.args(["--user", auth]);
+    }
+    let output = push
+        .args(["push", "wharf"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running testimages.py");
+    assert!(output.status.success(), "pushing test images failed");
+    let digests = serde_json::from_slice(&output.stdout).expect("testimages.py prints JSON");
+    TestRegistry {
+        addr,
+        state_dir: state_dir.to_path_buf(),
+        digests,
+    }
+}
+
+fn state_base() -> PathBuf {
+    std::env::var_os("WHARF_TEST_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/tmp/wharf-test".into())
+}
+
+/// The open registry with the `wharf` set.
+pub fn registry() -> &'static TestRegistry {
+    static REGISTRY: OnceLock<TestRegistry> = OnceLock::new();
+    REGISTRY.get_or_init(|| start_registry(&state_base().join("registry"), None))
+}
+
+/// A registry that demands basic auth (htpasswd).
+pub fn auth_registry() -> &'static TestRegistry {
+    static REGISTRY: OnceLock<TestRegistry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        start_registry(
+            &state_base().join("registry-auth"),
+            Some(&format!("{AUTH_USER}:{AUTH_PASSWORD}")),
+        )
+    })
+}
+
+/// A wharf daemon with its own socket, root, state and registry config.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    extra_config: String,
+}
+
+impl Daemon {
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("wharf.sock")
+    }
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    pub fn certs_d(&self) -> PathBuf {
+        self.dir.path().join("certs.d")
+    }
+    pub fn cni_dir(&self) -> PathBuf {
+        self.dir.path().join("cni")
+    }
+    pub fn layers_dir(&self) -> PathBuf {
+        self.root().join("image/layers")
+    }
+
+    /// Starts a daemon; `extra_config` is appended to its config file.
+    pub async fn start(extra_config: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("wharf-daemon-")
+            .tempdir()
+            .unwrap();
+        let mut daemon = Daemon {
+            dir,
+            child: None,
+            extra_config: extra_config.to_string(),
+        };
+        std::fs::create_dir_all(daemon.certs_d()).unwrap();
+        std::fs::create_dir_all(daemon.cni_dir()).unwrap();
+        daemon.spawn().await;
+        daemon
+    }
+
+    fn config_text(&self) -> String {
+        format!(
+            "socket = {:?}\nroot = {:?}\nstate_dir = {:?}\nlog_level = \"info,wharf=debug\"\n{}\n\n[registry]\nconfig_path = {:?}\n\n[cni]\nconf_dir = {:?}\n",
+            self.socket(),
+            self.root(),
+            self.dir.path().join("state"),
+            self.extra_config,
+            self.certs_d(),
+            self.cni_dir(),
+        )
+    }
+
+    /// (Re)starts the process on the same directories.
+    pub async fn spawn(&mut self) {
+        let config = self.dir.path().join("wharf.toml");
+        let text = self.config_text();
+        // A [registry] table in extra_config would clash: merge by hand.
+        let text = merge_registry_section(&text);
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("wharf.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting wharf");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::UnixStream::connect(self.socket())
+            .await
+            .is_err()
+        {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("wharf exited with {status}; log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wharf did not open its socket; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("wharf.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the daemon with SIGTERM; waits without blocking the test's
+    /// runtime, which must keep serving its client connections meanwhile.
+    pub async fn sigterm(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        let socket = self.socket();
+        Endpoint::try_from("http://wharf.invalid")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connecting to wharf")
+    }
+
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel().await)
+    }
+
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel().await)
+    }
+
+    /// Writes `<certs.d>/<host>/hosts.toml`.
+    pub fn write_hosts_toml(&self, host: &str, text: &str) {
+        let dir = self.certs_d().join(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts.toml"), text).unwrap();
+    }
+
+    /// Entries of the layer store, temporaries included.
+    pub fn layer_entries(&self) -> Vec<String> {
+        match std::fs::read_dir(self.layers_dir()) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => vec![],
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Moves `key = value` lines given before `[registry]` under it when they
+/// are registry keys, so tests can pass `stall_timeout_secs = 2`.
+fn merge_registry_section(text: &str) -> String {
+    let registry_keys = [
+        "stall_timeout_secs",
+        "request_timeout_secs",
+        "max_concurrent_downloads",
+    ];
+    let (mut top, mut registry_extra) = (String::new(), String::new());
+    for line in text.lines() {
+        if registry_keys
+            .iter()
+            .any(|k| line.trim_start().starts_with(k))
+        {
+            registry_extra.push_str(line);
+            registry_extra.push('\n');
+        } else {
+            top.push_str(line);
+            top.push('\n');
+        }
+    }
+    top.replace("[registry]\n", &format!("[registry]\n{registry_extra}"))
+}
+
+/// Shorthand for a pull request.
+pub fn pull_request(
+    image: &str,
+    auth: Option<k8s_cri::v1::AuthConfig>,
+) -> k8s_cri::v1::PullImageRequest {
+    k8s_cri::v1::PullImageRequest {
+        image: Some(image_spec(image)),
+        auth,
+        sandbox_config: None,
+    }
+}
+
+pub fn image_spec(image: &str) -> k8s_cri::v1::ImageSpec {
+    k8s_cri::v1::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    }
+}
