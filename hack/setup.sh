@@ -22,10 +22,24 @@ echo "installing packages" >&2
 # (CA certificates) and the tools README's examples use.
 apt_install ca-certificates runc containernetworking-plugins iproute2 iptables curl
 
-echo "building wharf (release)" >&2
-(cd "$repo_dir" && cargo build --release --locked --bin wharf)
+echo "building wharf and wharf-monitor (release)" >&2
+(
+	cd "$repo_dir"
+	cargo build --release --locked --bin wharf
+	# One monitor runs per container: linked statically it maps no shared
+	# libraries, which keeps its resident memory under 2 MiB.
+	cargo rustc --release --locked --bin wharf-monitor -- -C target-feature=+crt-static
+)
 install -m 0755 "$repo_dir/target/release/wharf" /usr/local/bin/wharf
+install -m 0755 "$repo_dir/target/release/wharf-monitor" /usr/local/bin/wharf-monitor
 mkdir -p /etc/wharf/certs.d
+
+# A default pod network when the host has none yet.
+mkdir -p /etc/cni/net.d
+if ! ls /etc/cni/net.d/*.conflist /etc/cni/net.d/*.conf /etc/cni/net.d/*.json >/dev/null 2>&1; then
+	/usr/local/bin/wharf config cni >/etc/cni/net.d/10-wharf.conflist
+	echo "installed the default CNI network /etc/cni/net.d/10-wharf.conflist" >&2
+fi
 
 ((start)) || exit 0
 

@@ -54,6 +54,10 @@ path = "runc"
 
 # cgroupfs is the only driver so far ("systemd" is not supported yet).
 cgroup_driver = "cgroupfs"
+
+# The per-container monitor; by default the wharf-monitor installed next
+# to the wharf binary.
+# monitor_path = "/usr/local/bin/wharf-monitor"
 "#;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -99,6 +103,7 @@ pub enum CgroupDriver {
 pub struct RuntimeSection {
     pub path: PathBuf,
     pub cgroup_driver: CgroupDriver,
+    pub monitor_path: Option<PathBuf>,
 }
 
 impl Default for RegistrySection {
@@ -126,6 +131,7 @@ impl Default for RuntimeSection {
         Self {
             path: "runc".into(),
             cgroup_driver: CgroupDriver::Cgroupfs,
+            monitor_path: None,
         }
     }
 }

@@ -23,3 +23,4 @@ pub mod runtime;
 pub mod sandbox;
 pub mod store;
 pub mod sync;
+pub mod sys;

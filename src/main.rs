@@ -8,10 +8,15 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use wharf::config::{Config, DEFAULT_CONFIG};
+use wharf::container::spec::HostFeatures;
+use wharf::container::{ContainerOptions, ContainerService};
 use wharf::cri::{self, Services};
 use wharf::image::registry::RegistryConfig;
 use wharf::image::unpack::UnpackOptions;
 use wharf::image::{ImageService, PullOptions};
+use wharf::network::{Cni, CniConfig};
+use wharf::runtime::{default_monitor_binary, OciRuntime};
+use wharf::sandbox::SandboxService;
 
 #[derive(Parser)]
 #[command(name = "wharf", version, about = "A Kubernetes CRI container runtime")]
@@ -48,15 +53,19 @@ enum Command {
 enum ConfigAction {
     /// Print the default configuration, commented.
     Default,
+    /// Print Wharf's default CNI network (bridge, host-local, portmap), for
+    /// /etc/cni/net.d/10-wharf.conflist.
+    Cni,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Config {
-            action: ConfigAction::Default,
-        }) => {
-            print!("{DEFAULT_CONFIG}");
+        Some(Command::Config { action }) => {
+            match action {
+                ConfigAction::Default => print!("{DEFAULT_CONFIG}"),
+                ConfigAction::Cni => println!("{}", wharf::network::DEFAULT_CONFLIST.trim_end()),
+            }
             ExitCode::SUCCESS
         }
         None => match run_daemon(cli) {
@@ -124,10 +133,51 @@ async fn serve(config: Config) -> Result<(), String> {
         max_concurrent_downloads: config.registry.max_concurrent_downloads,
         unpack: UnpackOptions::default(),
     };
-    let images = ImageService::open(paths.image_root(), registry, options)
-        .map_err(|e| format!("opening image store: {}", wharf::error::chain(&e)))?;
+    let images = Arc::new(
+        ImageService::open(paths.image_root(), registry, options)
+            .map_err(|e| format!("opening image store: {}", wharf::error::chain(&e)))?,
+    );
     std::fs::create_dir_all(&paths.state)
         .map_err(|e| format!("creating state dir {}: {e}", paths.state.display()))?;
+
+    let cni = Arc::new(Cni::new(CniConfig {
+        conf_dir: config.cni.conf_dir.clone(),
+        bin_dirs: config.cni.bin_dirs.clone(),
+        cache_dir: paths.root.join("cni-cache"),
+    }));
+    if cni.portmap_needs_host_setup() {
+        if let Err(e) = wharf::network::prepare_host_for_hostport_on_localhost() {
+            tracing::warn!(error = %wharf::error::chain(&e), "hostPort on 127.0.0.1 will not work");
+        }
+    }
+    let sandboxes = Arc::new(
+        SandboxService::new(paths.root.clone(), paths.state.clone(), Arc::clone(&cni))
+            .map_err(|e| format!("recovering sandboxes: {}", wharf::error::chain(&e)))?,
+    );
+    let monitor_binary = match &config.runtime.monitor_path {
+        Some(path) => path.clone(),
+        None => default_monitor_binary().map_err(|e| format!("locating wharf-monitor: {e}"))?,
+    };
+    let container_options = ContainerOptions {
+        runtime: OciRuntime::new(config.runtime.path.clone(), paths.state.join("runc")),
+        monitor_binary,
+        host: HostFeatures::detect(),
+    };
+    let containers = Arc::new(
+        ContainerService::new(
+            paths.root.clone(),
+            paths.state.clone(),
+            container_options,
+            Arc::clone(&images),
+            sandboxes,
+        )
+        .await
+        .map_err(|e| format!("recovering containers: {}", wharf::error::chain(&e)))?,
+    );
+    // Only now do containers hold the layers they use.
+    images
+        .collect_garbage()
+        .map_err(|e| format!("collecting unused image data: {}", wharf::error::chain(&e)))?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         root = %config.root.display(),
@@ -137,7 +187,9 @@ async fn serve(config: Config) -> Result<(), String> {
     let socket = config.socket.clone();
     let services = Services {
         config: Arc::new(config),
-        images: Arc::new(images),
+        images,
+        containers,
+        cni,
     };
     cri::serve(&socket, services, shutdown_signal())
         .await

@@ -155,6 +155,62 @@ pub fn remove_temporaries(dir: &Path) -> Result<usize, StoreError> {
     Ok(removed)
 }
 
+/// Name of the file holding the CRI config an object was made from,
+/// protobuf-encoded exactly as kubelet sent it.
+const CONFIG_FILE: &str = "config.pb";
+
+/// Saves an object's record as `dir/<record_file>`; with `config`, first the
+/// CRI config it was made from (it never changes). The config goes first:
+/// a record without its config is incomplete and dropped at start-up.
+pub fn save_record<T: Serialize, C: prost::Message>(
+    dir: &Path,
+    record_file: &str,
+    record: &T,
+    config: Option<&C>,
+) -> Result<(), StoreError> {
+    create_dir_all(dir)?;
+    if let Some(config) = config {
+        write_atomic(&dir.join(CONFIG_FILE), &config.encode_to_vec())?;
+    }
+    write_json_atomic(&dir.join(record_file), record)
+}
+
+/// Loads what [`save_record`] wrote; `Ok(None)` when incomplete.
+pub fn load_record<T: DeserializeOwned, C: prost::Message + Default>(
+    dir: &Path,
+    record_file: &str,
+) -> Result<Option<(T, C)>, StoreError> {
+    let Some(record) = read_json::<T>(&dir.join(record_file))? else {
+        return Ok(None);
+    };
+    let config_path = dir.join(CONFIG_FILE);
+    let bytes = match fs::read(&config_path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context("reading", &config_path),
+    };
+    match C::decode(bytes.as_slice()) {
+        Ok(config) => Ok(Some((record, config))),
+        Err(e) => {
+            tracing::warn!(path = %config_path.display(), error = %e, "undecodable CRI config");
+            Ok(None)
+        }
+    }
+}
+
+/// The subdirectories of `dir` (one per object), temporaries excluded.
+pub fn list_subdirs(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut dirs = Vec::new();
+    for entry in fs::read_dir(dir).context("listing", dir)? {
+        let entry = entry.context("listing", dir)?;
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir && !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            dirs.push(entry.path());
+        }
+    }
+    Ok(dirs)
+}
+
 pub fn create_dir_all(path: &Path) -> Result<(), StoreError> {
     fs::create_dir_all(path).context("creating directory", path)
 }

@@ -162,6 +162,64 @@ impl Registrar {
     }
 }
 
+/// Steps to undo, run in reverse unless the operation completes.
+#[derive(Default)]
+pub struct Undo<'a> {
+    steps: Vec<(&'static str, UndoStep<'a>)>,
+}
+
+type UndoStep<'a> = Box<dyn FnOnce() -> Result<(), String> + Send + 'a>;
+
+impl<'a> Undo<'a> {
+    pub fn push(
+        &mut self,
+        what: &'static str,
+        step: impl FnOnce() -> Result<(), String> + Send + 'a,
+    ) {
+        self.steps.push((what, Box::new(step)));
+    }
+
+    pub fn disarm(mut self) {
+        self.steps.clear();
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        while let Some((what, step)) = self.steps.pop() {
+            if let Err(e) = step() {
+                tracing::error!(step = what, error = %e, "cleaning up after a failed operation");
+            }
+        }
+    }
+}
+
+/// Why [`by_id_or_prefix`] found nothing.
+pub enum LookupMiss {
+    NotFound,
+    /// A prefix that fits more than one ID.
+    Ambiguous,
+}
+
+/// The object with ID `key`, or the only one whose ID starts with it (as
+/// crictl shows truncated IDs).
+pub fn by_id_or_prefix<T>(
+    objects: &HashMap<String, Arc<T>>,
+    key: &str,
+) -> Result<Arc<T>, LookupMiss> {
+    if let Some(object) = objects.get(key) {
+        return Ok(Arc::clone(object));
+    }
+    let mut matches = objects
+        .iter()
+        .filter(|(id, _)| !key.is_empty() && id.starts_with(key));
+    match (matches.next(), matches.next()) {
+        (Some((_, object)), None) => Ok(Arc::clone(object)),
+        (Some(_), Some(_)) => Err(LookupMiss::Ambiguous),
+        (None, _) => Err(LookupMiss::NotFound),
+    }
+}
+
 /// A random 64-hex-character ID, as containerd and CRI-O make them.
 pub fn new_id() -> String {
     use std::io::Read;

@@ -581,6 +581,17 @@ fn parse_signal(text: &str) -> Result<Signal, SpecError> {
 
 /// Creates missing bind-mount sources as directories (mode 0755), as
 /// kubelet's runtimes do, so that `runc create` finds them.
+/// The resources of an UpdateContainerResources call, as OCI ones (no
+/// device rules: those are fixed at creation).
+pub fn update_resources(
+    requested: Option<&api::LinuxContainerResources>,
+    host: &HostFeatures,
+) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    let mut resources = linux::resources(requested, host, Vec::new())?;
+    resources.set_devices(None);
+    Ok(resources)
+}
+
 pub fn prepare_host_paths(config: &api::ContainerConfig) -> Result<(), SpecError> {
     for mount in &config.mounts {
         if mount

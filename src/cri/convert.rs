@@ -81,3 +81,173 @@ mod tests {
         assert_eq!(none.spec.unwrap().image, Digest::of(b"config").to_string());
     }
 }
+
+pub mod runtime {
+    //! Pods and containers as CRI messages.
+
+    use crate::api;
+    use crate::container::{Container, ContainerState};
+    use crate::sandbox::{Sandbox, SandboxState};
+
+    pub fn sandbox_state(state: SandboxState) -> api::PodSandboxState {
+        match state {
+            SandboxState::Ready => api::PodSandboxState::SandboxReady,
+            SandboxState::NotReady => api::PodSandboxState::SandboxNotready,
+        }
+    }
+
+    pub fn sandbox(sandbox: &Sandbox) -> api::PodSandbox {
+        api::PodSandbox {
+            id: sandbox.id.clone(),
+            metadata: Some(sandbox.metadata()),
+            state: sandbox_state(sandbox.state) as i32,
+            created_at: sandbox.created_at_ns,
+            labels: sandbox.config.labels.clone(),
+            annotations: sandbox.config.annotations.clone(),
+            runtime_handler: String::new(),
+        }
+    }
+
+    pub fn sandbox_status(sandbox: &Sandbox) -> api::PodSandboxStatus {
+        let mode = |host: bool| {
+            if host {
+                api::NamespaceMode::Node as i32
+            } else {
+                api::NamespaceMode::Pod as i32
+            }
+        };
+        let pid = if sandbox.modes.host_pid {
+            api::NamespaceMode::Node
+        } else if sandbox.modes.pod_pid {
+            api::NamespaceMode::Pod
+        } else {
+            api::NamespaceMode::Container
+        };
+        let mut ips = sandbox.ips.iter();
+        api::PodSandboxStatus {
+            id: sandbox.id.clone(),
+            metadata: Some(sandbox.metadata()),
+            state: sandbox_state(sandbox.state) as i32,
+            created_at: sandbox.created_at_ns,
+            network: Some(api::PodSandboxNetworkStatus {
+                ip: ips.next().cloned().unwrap_or_default(),
+                additional_ips: ips.map(|ip| api::PodIp { ip: ip.clone() }).collect(),
+            }),
+            linux: Some(api::LinuxPodSandboxStatus {
+                namespaces: Some(api::Namespace {
+                    options: Some(api::NamespaceOption {
+                        network: mode(sandbox.modes.host_network),
+                        pid: pid as i32,
+                        ipc: mode(sandbox.modes.host_ipc),
+                        ..Default::default()
+                    }),
+                }),
+            }),
+            labels: sandbox.config.labels.clone(),
+            annotations: sandbox.config.annotations.clone(),
+            runtime_handler: String::new(),
+        }
+    }
+
+    pub fn container_state(state: ContainerState) -> api::ContainerState {
+        match state {
+            ContainerState::Created => api::ContainerState::ContainerCreated,
+            ContainerState::Running => api::ContainerState::ContainerRunning,
+            ContainerState::Exited => api::ContainerState::ContainerExited,
+            ContainerState::Unknown => api::ContainerState::ContainerUnknown,
+        }
+    }
+
+    pub fn container_state_from(value: i32) -> Option<ContainerState> {
+        Some(match api::ContainerState::try_from(value).ok()? {
+            api::ContainerState::ContainerCreated => ContainerState::Created,
+            api::ContainerState::ContainerRunning => ContainerState::Running,
+            api::ContainerState::ContainerExited => ContainerState::Exited,
+            api::ContainerState::ContainerUnknown => ContainerState::Unknown,
+        })
+    }
+
+    fn image_spec(container: &Container) -> api::ImageSpec {
+        api::ImageSpec {
+            image: container.image_name.clone(),
+            ..Default::default()
+        }
+    }
+
+    pub fn container(container: &Container) -> api::Container {
+        api::Container {
+            id: container.id.clone(),
+            pod_sandbox_id: container.sandbox_id.clone(),
+            metadata: Some(container.metadata()),
+            image: Some(image_spec(container)),
+            image_ref: container.image_ref.clone(),
+            state: container_state(container.state()) as i32,
+            created_at: container.created_at_ns,
+            labels: container.config.labels.clone(),
+            annotations: container.config.annotations.clone(),
+            image_id: container.image_id.clone(),
+        }
+    }
+
+    /// `Completed`/`Error`/`OOMKilled` as kubelet expects, with the exit
+    /// code; a container whose monitor vanished reports 255.
+    pub fn container_status(container: &Container) -> api::ContainerStatus {
+        let (exit_code, finished_at, reason, message) = match (&container.exit, &container.failure)
+        {
+            (Some(exit), _) => {
+                let reason = if exit.oom_killed {
+                    "OOMKilled"
+                } else if exit.exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                };
+                (
+                    exit.exit_code,
+                    exit.exited_at_ns,
+                    reason.to_string(),
+                    String::new(),
+                )
+            }
+            (None, Some(failure)) => (
+                255,
+                container.created_at_ns,
+                "Error".to_string(),
+                failure.clone(),
+            ),
+            (None, None) => (0, 0, String::new(), String::new()),
+        };
+        api::ContainerStatus {
+            id: container.id.clone(),
+            metadata: Some(container.metadata()),
+            state: container_state(container.state()) as i32,
+            created_at: container.created_at_ns,
+            started_at: container.started_at_ns.unwrap_or(0),
+            finished_at,
+            exit_code,
+            image: Some(image_spec(container)),
+            image_ref: container.image_ref.clone(),
+            reason,
+            message,
+            labels: container.config.labels.clone(),
+            annotations: container.config.annotations.clone(),
+            mounts: container.config.mounts.clone(),
+            log_path: container
+                .log_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            resources: container
+                .config
+                .linux
+                .as_ref()
+                .map(|l| api::ContainerResources {
+                    linux: l.resources.clone(),
+                    ..Default::default()
+                }),
+            image_id: container.image_id.clone(),
+            user: None,
+            stop_signal: 0,
+        }
+    }
+}

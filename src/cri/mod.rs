@@ -3,8 +3,10 @@
 //! services below. Every call goes through [`handle`], which logs it with
 //! its duration and maps library errors to gRPC codes in one place.
 
+mod containers;
 mod convert;
 mod image;
+mod pods;
 mod runtime;
 
 use std::future::Future;
@@ -17,8 +19,10 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Code, Response, Status};
 
 use crate::config::Config;
+use crate::container::ContainerService;
 use crate::error::{chain, Classify, Kind};
 use crate::image::ImageService;
+use crate::network::Cni;
 
 use crate::api as proto;
 
@@ -29,6 +33,8 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 pub struct Services {
     pub config: Arc<Config>,
     pub images: Arc<ImageService>,
+    pub containers: Arc<ContainerService>,
+    pub cni: Arc<Cni>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::runtime_service_server::RuntimeService;
 use super::proto::*;
-use super::{handle, not_yet, Services};
+use super::{containers, handle, not_yet, pods, Services};
 use crate::config::CgroupDriver as ConfiguredDriver;
 
 pub struct Runtime {
@@ -26,6 +26,21 @@ const RUNTIME_NAME: &str = "wharf";
 const CRI_VERSION: &str = "v1";
 /// The kubelet API version field is historical and fixed at 0.1.0.
 const KUBELET_API_VERSION: &str = "0.1.0";
+
+/// Items per message of the `Stream*` list RPCs.
+const ITEMS_PER_MESSAGE: usize = 500;
+
+/// A list as a stream of messages of at most [`ITEMS_PER_MESSAGE`] items.
+fn chunked<I: Clone + Send + 'static, M: Send + 'static>(
+    items: Vec<I>,
+    message: impl Fn(Vec<I>) -> M,
+) -> StreamOf<M> {
+    let messages: Vec<Result<M, Status>> = items
+        .chunks(ITEMS_PER_MESSAGE)
+        .map(|c| Ok(message(c.to_vec())))
+        .collect();
+    Box::pin(tokio_stream::iter(messages))
+}
 
 type StreamOf<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
@@ -68,7 +83,10 @@ implemented {
         handle("Status", async {
             let config = &self.services.config;
             let runtime_ready = runtime_condition(&config.runtime.path);
-            let network_ready = network_condition(&config.cni.conf_dir);
+            let network_ready = condition(
+                "NetworkReady",
+                self.services.cni.ready().map_err(|message| ("NetworkPluginNotReady", message)),
+            );
             let mut info = HashMap::new();
             if request.get_ref().verbose {
                 let config_json = serde_json::to_string(config.as_ref())
@@ -111,24 +129,105 @@ implemented {
     type StreamPodSandboxStatsStream = StreamOf<StreamPodSandboxStatsResponse>;
     type GetContainerEventsStream = StreamOf<ContainerEventResponse>;
     type StreamPodSandboxMetricsStream = StreamOf<StreamPodSandboxMetricsResponse>;
+
+    async fn run_pod_sandbox(&self, request: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
+        handle("RunPodSandbox", pods::run(&self.services, request.into_inner())).await
+    }
+
+    async fn stop_pod_sandbox(&self, request: Request<StopPodSandboxRequest>) -> Result<Response<StopPodSandboxResponse>, Status> {
+        handle("StopPodSandbox", pods::stop(&self.services, request.into_inner())).await
+    }
+
+    async fn remove_pod_sandbox(&self, request: Request<RemovePodSandboxRequest>) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        handle("RemovePodSandbox", pods::remove(&self.services, request.into_inner())).await
+    }
+
+    async fn pod_sandbox_status(&self, request: Request<PodSandboxStatusRequest>) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        handle("PodSandboxStatus", pods::status(&self.services, request.into_inner())).await
+    }
+
+    async fn list_pod_sandbox(&self, request: Request<ListPodSandboxRequest>) -> Result<Response<ListPodSandboxResponse>, Status> {
+        handle("ListPodSandbox", async {
+            let items = pods::list(&self.services, request.get_ref().filter.as_ref());
+            Ok(ListPodSandboxResponse { items })
+        })
+        .await
+    }
+
+    async fn stream_pod_sandboxes(&self, request: Request<StreamPodSandboxesRequest>) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        handle("StreamPodSandboxes", async {
+            let items = pods::list(&self.services, request.get_ref().filter.as_ref());
+            Ok(chunked(items, |pod_sandboxes| StreamPodSandboxesResponse { pod_sandboxes }))
+        })
+        .await
+    }
+
+    async fn create_container(&self, request: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
+        handle("CreateContainer", containers::create(&self.services, request.into_inner())).await
+    }
+
+    async fn start_container(&self, request: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
+        handle("StartContainer", containers::start(&self.services, request.into_inner())).await
+    }
+
+    async fn stop_container(&self, request: Request<StopContainerRequest>) -> Result<Response<StopContainerResponse>, Status> {
+        handle("StopContainer", containers::stop(&self.services, request.into_inner())).await
+    }
+
+    async fn remove_container(&self, request: Request<RemoveContainerRequest>) -> Result<Response<RemoveContainerResponse>, Status> {
+        handle("RemoveContainer", containers::remove(&self.services, request.into_inner())).await
+    }
+
+    async fn list_containers(&self, request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
+        handle("ListContainers", async {
+            let containers = containers::list(&self.services, request.get_ref().filter.as_ref());
+            Ok(ListContainersResponse { containers })
+        })
+        .await
+    }
+
+    async fn stream_containers(&self, request: Request<StreamContainersRequest>) -> Result<Response<Self::StreamContainersStream>, Status> {
+        handle("StreamContainers", async {
+            let items = containers::list(&self.services, request.get_ref().filter.as_ref());
+            Ok(chunked(items, |containers| StreamContainersResponse { containers }))
+        })
+        .await
+    }
+
+    async fn container_status(&self, request: Request<ContainerStatusRequest>) -> Result<Response<ContainerStatusResponse>, Status> {
+        handle("ContainerStatus", containers::status(&self.services, request.into_inner())).await
+    }
+
+    async fn update_container_resources(&self, request: Request<UpdateContainerResourcesRequest>) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        handle("UpdateContainerResources", containers::update_resources(&self.services, request.into_inner())).await
+    }
+
+    async fn reopen_container_log(&self, request: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        handle("ReopenContainerLog", containers::reopen_log(&self.services, request.into_inner())).await
+    }
+
+    async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
+        handle("ExecSync", containers::exec_sync(&self.services, request.into_inner())).await
+    }
+
+    async fn update_runtime_config(&self, request: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+        handle("UpdateRuntimeConfig", async {
+            let cidr = request
+                .get_ref()
+                .runtime_config
+                .as_ref()
+                .and_then(|c| c.network_config.as_ref())
+                .map(|n| n.pod_cidr.as_str())
+                .unwrap_or("");
+            if !cidr.is_empty() {
+                self.services.cni.set_pod_cidr(cidr).map_err(super::status_of)?;
+            }
+            Ok(UpdateRuntimeConfigResponse {})
+        })
+        .await
+    }
 }
     not_yet {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox";
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox";
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox";
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus";
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox";
-        stream_pod_sandboxes(StreamPodSandboxesRequest) -> Self::StreamPodSandboxesStream = "StreamPodSandboxes";
-        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
-        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
-        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
-        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers";
-        stream_containers(StreamContainersRequest) -> Self::StreamContainersStream = "StreamContainers";
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus";
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
@@ -138,7 +237,6 @@ implemented {
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
         list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
         stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> Self::StreamPodSandboxStatsStream = "StreamPodSandboxStats";
-        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse = "UpdateRuntimeConfig";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
         get_container_events(GetEventsRequest) -> Self::GetContainerEventsStream = "GetContainerEvents";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
@@ -185,49 +283,9 @@ fn runtime_condition(runtime: &Path) -> RuntimeCondition {
     condition("RuntimeReady", ready)
 }
 
-/// Ready when a CNI network configuration exists, as kubelet expects from
-/// containerd and CRI-O.
-fn network_condition(conf_dir: &Path) -> RuntimeCondition {
-    let has_config = std::fs::read_dir(conf_dir)
-        .map(|entries| {
-            entries.flatten().any(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                [".conflist", ".conf", ".json"]
-                    .iter()
-                    .any(|ext| name.ends_with(ext))
-            })
-        })
-        .unwrap_or(false);
-    let ready = if has_config {
-        Ok(())
-    } else {
-        Err((
-            "NetworkPluginNotReady",
-            format!(
-                "no CNI network configuration found in {}",
-                conf_dir.display()
-            ),
-        ))
-    };
-    condition("NetworkReady", ready)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn network_is_ready_only_with_a_cni_config() {
-        let dir = tempfile::tempdir().unwrap();
-        let not_ready = network_condition(dir.path());
-        assert!(!not_ready.status);
-        assert_eq!(not_ready.reason, "NetworkPluginNotReady");
-        std::fs::write(dir.path().join("README"), b"").unwrap();
-        assert!(!network_condition(dir.path()).status);
-        std::fs::write(dir.path().join("10-bridge.conflist"), b"{}").unwrap();
-        assert!(network_condition(dir.path()).status);
-    }
 
     #[test]
     fn runtime_is_ready_only_when_its_binary_exists() {

@@ -130,12 +130,17 @@ pub struct ImageService {
     layer_locks: KeyedLocks<Digest>,
     leases: Arc<Leases<Digest>>,
     bytes_received: AtomicU64,
+    /// Layers containers are built on, by container ID: kept even when
+    /// their image is removed, until the container goes.
+    held_layers: std::sync::Mutex<std::collections::HashMap<String, Vec<Digest>>>,
     options: PullOptions,
 }
 
 impl ImageService {
-    /// Opens the store under `root`, removing whatever an interrupted pull
-    /// or removal left behind.
+    /// Opens the store under `root`. Call [`ImageService::collect_garbage`]
+    /// once containers have claimed the layers they use (see
+    /// [`ImageService::hold_layers`]), to remove what an interrupted pull or
+    /// removal left behind.
     pub fn open(
         root: PathBuf,
         registry: RegistryConfig,
@@ -155,10 +160,10 @@ impl ImageService {
             layer_locks: KeyedLocks::default(),
             leases: Arc::new(Leases::default()),
             bytes_received: AtomicU64::new(0),
+            held_layers: Default::default(),
             options,
             root,
         };
-        service.collect_garbage()?;
         Ok(service)
     }
 
@@ -215,6 +220,37 @@ impl ImageService {
         .await
     }
 
+    /// The overlayfs lower dirs of an image, top layer first.
+    pub fn lower_dirs(&self, image: &ImageRecord) -> Vec<PathBuf> {
+        image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.layers.lower_dir(l))
+            .collect()
+    }
+
+    /// Keeps `layers` on disk for `owner` (a container) until released.
+    pub fn hold_layers(&self, owner: &str, layers: Vec<Digest>) {
+        self.held_layers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(owner.to_string(), layers);
+    }
+
+    /// Lets go of what `owner` held, collecting layers no one needs now.
+    pub fn release_layers(&self, owner: &str) -> Result<(), ImageError> {
+        let released = self
+            .held_layers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(owner);
+        if released.is_some() {
+            self.collect_garbage()?;
+        }
+        Ok(())
+    }
+
     pub fn fs_usage(&self) -> Result<FsUsage, ImageError> {
         let mut usage = FsUsage {
             used_bytes: 0,
@@ -259,9 +295,17 @@ impl ImageService {
     /// Removes layers and blobs that no image record points at and no pull
     /// in progress has claimed. They leave the store under the lease lock
     /// (a rename or unlink each); the slow deletion of trees happens after.
-    fn collect_garbage(&self) -> Result<(), ImageError> {
+    pub fn collect_garbage(&self) -> Result<(), ImageError> {
         let index = self.snapshot();
-        let (used_layers, used_blobs) = index.referenced();
+        let (mut used_layers, used_blobs) = index.referenced();
+        used_layers.extend(
+            self.held_layers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .flatten()
+                .cloned(),
+        );
         let stored_layers = self.layers.list()?;
         let stored_blobs = self.content.list()?;
         let detached = self

@@ -1,1 +1,455 @@
-//! Pod sandboxes (being written).
+//! Pod sandboxes: the namespaces, files and network a pod's containers
+//! share. There is no pause container: the namespaces are pinned by bind
+//! mounts (see [`namespaces`]), so they outlive any process and the daemon.
+//!
+//! Records live under `<root>/sandboxes/<id>` (`sandbox.json`, and the CRI
+//! config as `config.pb`); runtime state (namespace pins, `/dev/shm`,
+//! resolv.conf, hosts) under `<state>/sandboxes/<id>`, which a reboot
+//! clears — a pod found without it after a restart is reported NotReady.
+
+pub mod files;
+pub mod namespaces;
+mod record;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::api;
+use crate::error::{Classify, Kind};
+use crate::network::{Cni, CniError, PodNetwork, PortMapping, Protocol};
+use crate::store::StoreError;
+use crate::sync::{by_id_or_prefix, new_id, LookupMiss, NameTaken, Registrar, Undo};
+
+use namespaces::{NamespaceError, NamespaceKind, PinRequest, PinnedNamespaces};
+pub use record::{Sandbox, SandboxState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("runtime handler {0:?} is not supported (only the default handler)")]
+    UnknownHandler(String),
+    #[error("pod sandbox {0} not found")]
+    NotFound(String),
+    #[error("pod sandbox ID prefix {0:?} matches more than one sandbox")]
+    Ambiguous(String),
+    #[error(transparent)]
+    NameTaken(#[from] NameTaken),
+    #[error("pinning namespaces: {0}")]
+    Namespaces(#[from] NamespaceError),
+    #[error("pod files: {0}")]
+    Files(#[from] files::FilesError),
+    #[error("pod network: {0}")]
+    Network(#[from] CniError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Classify for SandboxError {
+    fn kind(&self) -> Kind {
+        match self {
+            SandboxError::Missing(_)
+            | SandboxError::Invalid { .. }
+            | SandboxError::Ambiguous(_) => Kind::InvalidArgument,
+            SandboxError::UnknownHandler(_) | SandboxError::NotFound(_) => Kind::NotFound,
+            SandboxError::NameTaken(_) => Kind::AlreadyExists,
+            SandboxError::Namespaces(e) => e.kind(),
+            SandboxError::Files(e) => e.kind(),
+            SandboxError::Network(e) => e.kind(),
+            SandboxError::Store(_) => Kind::Internal,
+        }
+    }
+}
+
+/// One sandbox: `op` serialises lifecycle operations (which may wait on
+/// CNI plugins), while `record` is only held for a moment, so listing never
+/// waits behind a slow stop.
+pub struct Entry {
+    pub op: tokio::sync::Mutex<()>,
+    record: RwLock<Sandbox>,
+}
+
+impl Entry {
+    pub fn get(&self) -> Sandbox {
+        self.record
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Sandbox)) -> Sandbox {
+        let mut record = self.record.write().unwrap_or_else(|e| e.into_inner());
+        change(&mut record);
+        record.clone()
+    }
+}
+
+pub struct SandboxService {
+    root: PathBuf,
+    state: PathBuf,
+    cni: Arc<Cni>,
+    sandboxes: RwLock<HashMap<String, Arc<Entry>>>,
+    names: Registrar,
+}
+
+impl SandboxService {
+    pub fn new(
+        root: PathBuf,
+        state: PathBuf,
+        cni: Arc<Cni>,
+    ) -> Result<SandboxService, SandboxError> {
+        let root = root.join("sandboxes");
+        let state = state.join("sandboxes");
+        crate::store::create_dir_all(&root)?;
+        crate::store::create_dir_all(&state)?;
+        let service = SandboxService {
+            root,
+            state,
+            cni,
+            sandboxes: RwLock::new(HashMap::new()),
+            names: Registrar::default(),
+        };
+        service.recover()?;
+        Ok(service)
+    }
+
+    fn record_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    fn state_dir(&self, id: &str) -> PathBuf {
+        self.state.join(id)
+    }
+
+    /// Loads every sandbox record; drops what is unreadable and state left
+    /// by a RunPodSandbox that never completed.
+    fn recover(&self) -> Result<(), SandboxError> {
+        let mut recovered = HashMap::new();
+        for dir in crate::store::list_subdirs(&self.root)? {
+            let id = dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            match record::load(&dir) {
+                Ok(Some(mut sandbox)) => {
+                    if sandbox.state == SandboxState::Ready && !sandbox.pins_intact() {
+                        tracing::warn!(id = %sandbox.id, "namespaces gone (reboot?): sandbox is not ready");
+                        sandbox.state = SandboxState::NotReady;
+                    }
+                    self.names.reserve(&sandbox.name, &sandbox.id).ok();
+                    recovered.insert(
+                        id,
+                        Arc::new(Entry {
+                            op: Default::default(),
+                            record: RwLock::new(sandbox),
+                        }),
+                    );
+                }
+                Ok(None) | Err(_) => {
+                    tracing::warn!(id = %id, "removing incomplete sandbox record");
+                    self.clean_state(&id);
+                    crate::store::remove_dir_atomic(&dir)?;
+                }
+            }
+        }
+        for dir in crate::store::list_subdirs(&self.state)? {
+            let id = dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if !recovered.contains_key(&id) {
+                tracing::warn!(id = %id, "removing state of an unknown sandbox");
+                self.clean_state(&id);
+            }
+        }
+        tracing::info!(sandboxes = recovered.len(), "sandboxes recovered");
+        *self.sandboxes.write().unwrap_or_else(|e| e.into_inner()) = recovered;
+        Ok(())
+    }
+
+    /// Unpins and unmounts whatever a sandbox's state dir holds; best effort.
+    fn clean_state(&self, id: &str) {
+        let dir = self.state_dir(id);
+        if let Err(e) = namespaces::unpin(&dir.join("ns")) {
+            tracing::warn!(id, error = %e, "unpinning namespaces");
+        }
+        if let Err(e) = files::unmount_shm(&dir) {
+            tracing::warn!(id, error = %e, "unmounting shm");
+        }
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(id, error = %e, "removing sandbox state");
+            }
+        }
+    }
+
+    pub fn get(&self, id_or_prefix: &str) -> Result<Arc<Entry>, SandboxError> {
+        let sandboxes = self.sandboxes.read().unwrap_or_else(|e| e.into_inner());
+        by_id_or_prefix(&sandboxes, id_or_prefix).map_err(|miss| match miss {
+            LookupMiss::NotFound => SandboxError::NotFound(id_or_prefix.to_string()),
+            LookupMiss::Ambiguous => SandboxError::Ambiguous(id_or_prefix.to_string()),
+        })
+    }
+
+    pub fn list(&self) -> Vec<Sandbox> {
+        let sandboxes = self.sandboxes.read().unwrap_or_else(|e| e.into_inner());
+        sandboxes.values().map(|e| e.get()).collect()
+    }
+
+    /// RunPodSandbox: everything is created or nothing is left behind.
+    pub async fn run(
+        &self,
+        config: api::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<Sandbox, SandboxError> {
+        if !runtime_handler.is_empty() && runtime_handler != "runc" {
+            return Err(SandboxError::UnknownHandler(runtime_handler.to_string()));
+        }
+        let metadata = config
+            .metadata
+            .as_ref()
+            .ok_or(SandboxError::Missing("config.metadata"))?;
+        for (field, value) in [
+            ("metadata.name", &metadata.name),
+            ("metadata.namespace", &metadata.namespace),
+            ("metadata.uid", &metadata.uid),
+        ] {
+            if value.is_empty() {
+                return Err(SandboxError::Missing(field));
+            }
+            if value.contains('/') || value.contains('\0') {
+                return Err(SandboxError::Invalid {
+                    field,
+                    reason: format!("{value:?} contains '/' or NUL"),
+                });
+            }
+        }
+        let modes = record::NamespaceModes::from_config(&config);
+        let id = new_id();
+        let name = format!(
+            "{}_{}_{}_{}",
+            metadata.name, metadata.namespace, metadata.uid, metadata.attempt
+        );
+        self.names.reserve(&name, &id)?;
+        let mut undo = Undo::default();
+        let release_name = name.clone();
+        undo.push("releasing the sandbox name", move || {
+            self.names.release(&release_name);
+            Ok(())
+        });
+
+        let state_dir = self.state_dir(&id);
+        crate::store::create_dir_all(&state_dir)?;
+        {
+            let dir = state_dir.clone();
+            undo.push("removing sandbox state", move || {
+                std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())
+            });
+        }
+
+        let hostname = if modes.host_network {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else if config.hostname.is_empty() {
+            metadata.name.clone()
+        } else {
+            config.hostname.clone()
+        };
+        let mut kinds = Vec::new();
+        if !modes.host_network {
+            kinds.extend([NamespaceKind::Net, NamespaceKind::Uts]);
+        }
+        if !modes.host_ipc {
+            kinds.push(NamespaceKind::Ipc);
+        }
+        let sysctls: Vec<(String, String)> = config
+            .linux
+            .as_ref()
+            .map(|l| {
+                l.sysctls
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ns_dir = state_dir.join("ns");
+        let pinned = if kinds.is_empty() && sysctls.is_empty() {
+            PinnedNamespaces::default()
+        } else {
+            let request = PinRequest {
+                dir: &ns_dir,
+                kinds: &kinds,
+                hostname: (!modes.host_network).then_some(hostname.as_str()),
+                sysctls: &sysctls,
+            };
+            let pinned = namespaces::pin(&request)?;
+            let dir = ns_dir.clone();
+            undo.push("unpinning namespaces", move || {
+                namespaces::unpin(&dir).map_err(|e| e.to_string())
+            });
+            pinned
+        };
+
+        let resolv_conf = files::write_resolv_conf(&state_dir, config.dns_config.as_ref())?;
+        let hostname_file = files::write_hostname(&state_dir, &hostname)?;
+        let shm = if modes.host_ipc {
+            None
+        } else {
+            let shm = files::mount_shm(&state_dir, files::DEFAULT_SHM_SIZE)?;
+            let dir = state_dir.clone();
+            undo.push("unmounting shm", move || {
+                files::unmount_shm(&dir).map_err(|e| e.to_string())
+            });
+            Some(shm)
+        };
+
+        // Last: the one step whose undo is asynchronous.
+        let mut network = None;
+        if let Some(netns) = &pinned.net {
+            let pod = pod_network(&id, &config, netns);
+            // Run to completion even if the caller goes away: a half-done
+            // ADD is undone by `setup` itself only if it finishes.
+            let cni = Arc::clone(&self.cni);
+            let status =
+                tokio::spawn(async move { cni.setup(&pod).await.map(|status| (status, pod)) })
+                    .await
+                    .map_err(|e| SandboxError::Invalid {
+                        field: "network",
+                        reason: e.to_string(),
+                    })??;
+            network = Some(status);
+        }
+        let ips: Vec<IpAddr> = network
+            .as_ref()
+            .map(|(status, _)| status.ips.clone())
+            .unwrap_or_default();
+        let finish = || -> Result<Sandbox, SandboxError> {
+            let hosts = files::write_hosts(&state_dir, &hostname, &ips, modes.host_network)?;
+            let sandbox = Sandbox {
+                id: id.clone(),
+                name: name.clone(),
+                created_at_ns: now_nanos(),
+                state: SandboxState::Ready,
+                modes,
+                namespaces: pinned.clone(),
+                ips: ips.iter().map(ToString::to_string).collect(),
+                hostname: hostname.clone(),
+                state_dir: state_dir.clone(),
+                resolv_conf: resolv_conf.clone(),
+                hosts,
+                hostname_file: hostname_file.clone(),
+                shm: shm.clone(),
+                config: config.clone(),
+            };
+            record::save(&self.record_dir(&id), &sandbox, true)?;
+            Ok(sandbox)
+        };
+        let sandbox = match finish() {
+            Ok(sandbox) => sandbox,
+            Err(error) => {
+                if let Some((_, pod)) = &network {
+                    if let Err(e) = self.cni.teardown(pod).await {
+                        tracing::error!(id = %id, error = %e, "tearing down the network of a failed sandbox");
+                    }
+                }
+                return Err(error);
+            }
+        };
+        undo.disarm();
+        let entry = Arc::new(Entry {
+            op: Default::default(),
+            record: RwLock::new(sandbox.clone()),
+        });
+        self.sandboxes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, entry);
+        Ok(sandbox)
+    }
+
+    /// Tears the network down and releases the namespaces and `/dev/shm`;
+    /// the record stays, NotReady. The caller holds `entry.op` and has
+    /// stopped the containers. Repeating it is harmless.
+    pub async fn stop(&self, entry: &Entry) -> Result<(), SandboxError> {
+        let sandbox = entry.get();
+        if let Some(netns) = &sandbox.namespaces.net {
+            let pod = pod_network(&sandbox.id, &sandbox.config, netns);
+            let cni = Arc::clone(&self.cni);
+            tokio::spawn(async move { cni.teardown(&pod).await })
+                .await
+                .map_err(|e| SandboxError::Invalid {
+                    field: "network",
+                    reason: e.to_string(),
+                })??;
+        }
+        namespaces::unpin(&sandbox.state_dir.join("ns"))?;
+        files::unmount_shm(&sandbox.state_dir)?;
+        if sandbox.state != SandboxState::NotReady {
+            let stopped = entry.update(|s| s.state = SandboxState::NotReady);
+            record::save(&self.record_dir(&stopped.id), &stopped, false)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a stopped sandbox's record and state. The caller holds
+    /// `entry.op` and has removed the containers.
+    pub async fn remove(&self, entry: &Entry) -> Result<(), SandboxError> {
+        self.stop(entry).await?;
+        let sandbox = entry.get();
+        crate::store::remove_dir_atomic(&self.record_dir(&sandbox.id))?;
+        self.clean_state(&sandbox.id);
+        self.names.release(&sandbox.name);
+        self.sandboxes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sandbox.id);
+        Ok(())
+    }
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn pod_network(id: &str, config: &api::PodSandboxConfig, netns: &Path) -> PodNetwork {
+    let metadata = config.metadata.clone().unwrap_or_default();
+    PodNetwork {
+        id: id.to_string(),
+        name: metadata.name,
+        namespace: metadata.namespace,
+        uid: metadata.uid,
+        netns: netns.to_path_buf(),
+        port_mappings: config
+            .port_mappings
+            .iter()
+            .filter_map(|p| {
+                let protocol = match api::Protocol::try_from(p.protocol).ok()? {
+                    api::Protocol::Tcp => Protocol::Tcp,
+                    api::Protocol::Udp => Protocol::Udp,
+                    api::Protocol::Sctp => Protocol::Sctp,
+                };
+                Some(PortMapping {
+                    protocol,
+                    container_port: u16::try_from(p.container_port).ok()?,
+                    host_port: u16::try_from(p.host_port).ok()?,
+                    host_ip: p.host_ip.clone(),
+                })
+            })
+            .collect(),
+        annotations: config
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}

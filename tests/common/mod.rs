@@ -116,6 +116,9 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     extra_config: String,
+    /// Run inside this network namespace, so that pod
+    /// networks never touch the machine's own.
+    netns: Option<String>,
 }
 
 impl Daemon {
@@ -128,6 +131,11 @@ impl Daemon {
     pub fn certs_d(&self) -> PathBuf {
         self.dir.path().join("certs.d")
     }
+    /// Short on purpose: monitor sockets live below it and a unix socket
+    /// path has at most 107 bytes.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("s")
+    }
     pub fn cni_dir(&self) -> PathBuf {
         self.dir.path().join("cni")
     }
@@ -137,14 +145,12 @@ impl Daemon {
 
     /// Starts a daemon; `extra_config` is appended to its config file.
     pub async fn start(extra_config: &str) -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("wharf-daemon-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("w").tempdir().unwrap();
         let mut daemon = Daemon {
             dir,
             child: None,
             extra_config: extra_config.to_string(),
+            netns: None,
         };
         std::fs::create_dir_all(daemon.certs_d()).unwrap();
         std::fs::create_dir_all(daemon.cni_dir()).unwrap();
@@ -157,7 +163,7 @@ impl Daemon {
             "socket = {:?}\nroot = {:?}\nstate_dir = {:?}\nlog_level = \"info,wharf=debug\"\n{}\n\n[registry]\nconfig_path = {:?}\n\n[cni]\nconf_dir = {:?}\n",
             self.socket(),
             self.root(),
-            self.dir.path().join("state"),
+            self.state_dir(),
             self.extra_config,
             self.certs_d(),
             self.cni_dir(),
@@ -176,7 +182,19 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("wharf.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        let mut command = match &self.netns {
+            // nsenter enters the network namespace only; `ip netns exec`
+            // would also remount /sys and hide the cgroup hierarchies.
+            Some(netns) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net=/run/netns/{netns}"))
+                    .arg(env!("CARGO_BIN_EXE_wharf"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_wharf")),
+        };
+        let child = command
             .arg("--config")
             .arg(&config)
             .stdout(log.try_clone().unwrap())
@@ -199,6 +217,11 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// From now on (re)start inside the network namespace `netns`.
+    pub fn set_netns(&mut self, netns: &str) {
+        self.netns = Some(netns.to_string());
     }
 
     pub fn log(&self) -> String {
@@ -311,5 +334,56 @@ pub fn image_spec(image: &str) -> k8s_cri::v1::ImageSpec {
     k8s_cri::v1::ImageSpec {
         image: image.to_string(),
         ..Default::default()
+    }
+}
+
+/// A network namespace made for one test, deleted on drop.
+pub struct TestNetns {
+    pub name: String,
+}
+
+impl TestNetns {
+    pub fn new(tag: &str) -> TestNetns {
+        let name = format!("wharf-t-{tag}-{}", std::process::id());
+        let ok = |args: &[&str]| {
+            let status = Command::new("ip").args(args).stderr(Stdio::null()).status();
+            status.map(|s| s.success()).unwrap_or(false)
+        };
+        // A namespace of the same name left by a killed run of this test.
+        ok(&["netns", "delete", &name]);
+        assert!(ok(&["netns", "add", &name]), "creating netns {name}");
+        assert!(ok(&["-n", &name, "link", "set", "lo", "up"]));
+        TestNetns { name }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// Connects to `addr` from inside the namespace and returns what an
+    /// HTTP GET of `/` answers.
+    pub fn http_get(&self, addr: std::net::SocketAddr) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let netns = std::fs::File::open(self.path())?;
+        std::thread::spawn(move || {
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })
+        .join()
+        .expect("http thread")
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
     }
 }

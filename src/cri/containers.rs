@@ -1,0 +1,152 @@
+//! Container RPCs: validate, translate, call the services.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::Status;
+
+use super::convert::runtime as convert;
+use super::pods::non_empty;
+use super::proto::*;
+use super::{required, status_of, Services};
+use crate::container::ContainerFilter as Filter;
+
+pub async fn create(
+    services: &Services,
+    request: CreateContainerRequest,
+) -> Result<CreateContainerResponse, Status> {
+    let sandbox_id = non_empty(&request.pod_sandbox_id, "pod_sandbox_id")?;
+    let config = request.config.ok_or_else(|| required("config"))?;
+    let container = services
+        .containers
+        .create(sandbox_id, config)
+        .await
+        .map_err(status_of)?;
+    Ok(CreateContainerResponse {
+        container_id: container.id,
+    })
+}
+
+pub async fn start(
+    services: &Services,
+    request: StartContainerRequest,
+) -> Result<StartContainerResponse, Status> {
+    let id = non_empty(&request.container_id, "container_id")?;
+    services.containers.start(id).await.map_err(status_of)?;
+    Ok(StartContainerResponse {})
+}
+
+pub async fn stop(
+    services: &Services,
+    request: StopContainerRequest,
+) -> Result<StopContainerResponse, Status> {
+    let id = non_empty(&request.container_id, "container_id")?;
+    let timeout = Duration::from_secs(request.timeout.max(0) as u64);
+    match services.containers.stop(id, timeout).await {
+        // Stopping an unknown container succeeds, as kubelet expects.
+        Err(crate::container::ContainerError::NotFound(_)) => Ok(StopContainerResponse {}),
+        result => result.map(|()| StopContainerResponse {}).map_err(status_of),
+    }
+}
+
+pub async fn remove(
+    services: &Services,
+    request: RemoveContainerRequest,
+) -> Result<RemoveContainerResponse, Status> {
+    let id = non_empty(&request.container_id, "container_id")?;
+    services.containers.remove(id).await.map_err(status_of)?;
+    Ok(RemoveContainerResponse {})
+}
+
+pub fn list(services: &Services, filter: Option<&ContainerFilter>) -> Vec<Container> {
+    let filter = Filter {
+        id: filter.map(|f| f.id.clone()).filter(|id| !id.is_empty()),
+        sandbox_id: filter
+            .map(|f| f.pod_sandbox_id.clone())
+            .filter(|id| !id.is_empty()),
+        state: filter
+            .and_then(|f| f.state.as_ref())
+            .and_then(|s| convert::container_state_from(s.state)),
+        labels: filter.map(|f| f.label_selector.clone()).unwrap_or_default(),
+    };
+    services
+        .containers
+        .list(&filter)
+        .iter()
+        .map(convert::container)
+        .collect()
+}
+
+pub async fn status(
+    services: &Services,
+    request: ContainerStatusRequest,
+) -> Result<ContainerStatusResponse, Status> {
+    let id = non_empty(&request.container_id, "container_id")?;
+    let container = services.containers.get(id).map_err(status_of)?.get();
+    let mut info = HashMap::new();
+    if request.verbose {
+        let verbose = serde_json::json!({
+            "sandboxID": container.sandbox_id,
+            "runtimeSpec": std::fs::read_to_string(container.state_dir.join("config.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()),
+            "rootfs": container.rootfs,
+            "stateDir": container.state_dir,
+        });
+        info.insert("info".to_string(), verbose.to_string());
+    }
+    Ok(ContainerStatusResponse {
+        status: Some(convert::container_status(&container)),
+        info,
+    })
+}
+
+pub async fn exec_sync(
+    services: &Services,
+    request: ExecSyncRequest,
+) -> Result<ExecSyncResponse, Status> {
+    let id = non_empty(&request.container_id, "container_id")?;
+    let timeout = (request.timeout > 0).then(|| Duration::from_secs(request.timeout as u64));
+    let output = services
+        .containers
+        .exec_sync(id, request.cmd, timeout)
+        .await
+        .map_err(status_of)?;
+    if output.timed_out {
+        return Err(Status::deadline_exceeded(format!(
+            "command timed out after {}s",
+            request.timeout
+        )));
+    }
+    Ok(ExecSyncResponse {
+        stdout: output.stdout,
+        stderr: output.stderr,
+        exit_code: output.exit_code,
+    })
+}
+
+pub async fn reopen_log(
+    services: &Services,
+    request: ReopenContainerLogRequest,
+) -> Result<ReopenContainerLogResponse, Status> {
+    let id = non_empty(&request.container_id, "container_id")?;
+    services
+        .containers
+        .reopen_log(id)
+        .await
+        .map_err(status_of)?;
+    Ok(ReopenContainerLogResponse {})
+}
+
+pub async fn update_resources(
+    services: &Services,
+    request: UpdateContainerResourcesRequest,
+) -> Result<UpdateContainerResourcesResponse, Status> {
+    let id = non_empty(&request.container_id, "container_id")?;
+    services
+        .containers
+        .update_resources(id, request.linux.as_ref())
+        .await
+        .map_err(status_of)?;
+    Ok(UpdateContainerResourcesResponse {})
+}

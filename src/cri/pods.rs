@@ -1,0 +1,114 @@
+//! Pod sandbox RPCs: validate, translate, call the services.
+
+use std::collections::HashMap;
+
+use tonic::Status;
+
+use super::convert::runtime as convert;
+use super::proto::*;
+use super::{required, status_of, Services};
+use crate::sandbox::Sandbox;
+
+pub async fn run(
+    services: &Services,
+    request: RunPodSandboxRequest,
+) -> Result<RunPodSandboxResponse, Status> {
+    let config = request.config.ok_or_else(|| required("config"))?;
+    let sandbox = services
+        .containers
+        .sandboxes()
+        .run(config, &request.runtime_handler)
+        .await
+        .map_err(status_of)?;
+    Ok(RunPodSandboxResponse {
+        pod_sandbox_id: sandbox.id,
+    })
+}
+
+pub async fn stop(
+    services: &Services,
+    request: StopPodSandboxRequest,
+) -> Result<StopPodSandboxResponse, Status> {
+    let id = non_empty(&request.pod_sandbox_id, "pod_sandbox_id")?;
+    services
+        .containers
+        .stop_sandbox(id)
+        .await
+        .map_err(status_of)?;
+    Ok(StopPodSandboxResponse {})
+}
+
+pub async fn remove(
+    services: &Services,
+    request: RemovePodSandboxRequest,
+) -> Result<RemovePodSandboxResponse, Status> {
+    let id = non_empty(&request.pod_sandbox_id, "pod_sandbox_id")?;
+    services
+        .containers
+        .remove_sandbox(id)
+        .await
+        .map_err(status_of)?;
+    Ok(RemovePodSandboxResponse {})
+}
+
+pub async fn status(
+    services: &Services,
+    request: PodSandboxStatusRequest,
+) -> Result<PodSandboxStatusResponse, Status> {
+    let id = non_empty(&request.pod_sandbox_id, "pod_sandbox_id")?;
+    let sandbox = services
+        .containers
+        .sandboxes()
+        .get(id)
+        .map_err(status_of)?
+        .get();
+    let mut info = HashMap::new();
+    if request.verbose {
+        info.insert("info".to_string(), verbose_info(&sandbox)?);
+    }
+    Ok(PodSandboxStatusResponse {
+        status: Some(convert::sandbox_status(&sandbox)),
+        info,
+        containers_statuses: vec![],
+        timestamp: 0,
+    })
+}
+
+fn verbose_info(sandbox: &Sandbox) -> Result<String, Status> {
+    let info = serde_json::json!({
+        "pid": 0,
+        "namespaces": sandbox.namespaces,
+        "hostname": sandbox.hostname,
+        "resolvConf": sandbox.resolv_conf,
+        "hosts": sandbox.hosts,
+        "shm": sandbox.shm,
+        "modes": sandbox.modes,
+        "runtimeHandler": "runc",
+    });
+    serde_json::to_string(&info)
+        .map_err(|e| Status::internal(format!("encoding sandbox info: {e}")))
+}
+
+pub fn list(services: &Services, filter: Option<&PodSandboxFilter>) -> Vec<PodSandbox> {
+    let id_prefix = filter.map(|f| f.id.as_str()).unwrap_or("");
+    let state = filter.and_then(|f| f.state.as_ref()).map(|s| s.state);
+    let labels = filter.map(|f| &f.label_selector);
+    services
+        .containers
+        .sandboxes()
+        .list()
+        .iter()
+        .filter(|s| s.id.starts_with(id_prefix))
+        .filter(|s| state.is_none_or(|wanted| convert::sandbox_state(s.state) as i32 == wanted))
+        .filter(|s| labels.is_none_or(|l| l.iter().all(|(k, v)| s.config.labels.get(k) == Some(v))))
+        .map(convert::sandbox)
+        .collect()
+}
+
+pub(super) fn non_empty<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
+    if value.is_empty() {
+        Err(required(field))
+    } else {
+        Ok(value)
+    }
+}

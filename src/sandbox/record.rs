@@ -1,0 +1,109 @@
+//! The persisted sandbox record: `sandbox.json` (what Wharf made) beside
+//! `config.pb` (kubelet's `PodSandboxConfig`, protobuf-encoded, as it came).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::namespaces::PinnedNamespaces;
+use crate::api;
+use crate::store::{self, StoreError};
+
+const RECORD_FILE: &str = "sandbox.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxState {
+    Ready,
+    NotReady,
+}
+
+/// Which namespaces the pod shares with the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceModes {
+    pub host_network: bool,
+    pub host_ipc: bool,
+    pub host_pid: bool,
+    /// All containers share one PID namespace (shareProcessNamespace).
+    pub pod_pid: bool,
+}
+
+impl NamespaceModes {
+    pub fn from_config(config: &api::PodSandboxConfig) -> NamespaceModes {
+        let options = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref());
+        let mode = |m: i32| api::NamespaceMode::try_from(m).unwrap_or(api::NamespaceMode::Pod);
+        match options {
+            None => NamespaceModes::default(),
+            Some(o) => NamespaceModes {
+                host_network: mode(o.network) == api::NamespaceMode::Node,
+                host_ipc: mode(o.ipc) == api::NamespaceMode::Node,
+                host_pid: mode(o.pid) == api::NamespaceMode::Node,
+                pod_pid: mode(o.pid) == api::NamespaceMode::Pod,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    /// `<name>_<namespace>_<uid>_<attempt>`, unique among live sandboxes.
+    pub name: String,
+    pub created_at_ns: i64,
+    pub state: SandboxState,
+    pub modes: NamespaceModes,
+    pub namespaces: PinnedNamespaces,
+    /// Primary first.
+    pub ips: Vec<String>,
+    pub hostname: String,
+    pub state_dir: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub hosts: PathBuf,
+    pub hostname_file: PathBuf,
+    /// The pod's `/dev/shm`; none when it shares the host's IPC.
+    pub shm: Option<PathBuf>,
+    #[serde(skip)]
+    pub config: api::PodSandboxConfig,
+}
+
+impl Sandbox {
+    /// Whether the namespace pins this record names still exist (they do
+    /// not after a reboot).
+    pub fn pins_intact(&self) -> bool {
+        [
+            &self.namespaces.net,
+            &self.namespaces.ipc,
+            &self.namespaces.uts,
+        ]
+        .into_iter()
+        .flatten()
+        .all(|pin| pin.exists())
+    }
+
+    pub fn metadata(&self) -> api::PodSandboxMetadata {
+        self.config.metadata.clone().unwrap_or_default()
+    }
+}
+
+/// Writes the record; with `with_config`, the CRI config too (it never
+/// changes after creation).
+pub fn save(dir: &Path, sandbox: &Sandbox, with_config: bool) -> Result<(), StoreError> {
+    store::save_record(
+        dir,
+        RECORD_FILE,
+        sandbox,
+        with_config.then_some(&sandbox.config),
+    )
+}
+
+/// `Ok(None)` when the record is incomplete.
+pub fn load(dir: &Path) -> Result<Option<Sandbox>, StoreError> {
+    let loaded = store::load_record::<Sandbox, api::PodSandboxConfig>(dir, RECORD_FILE)?;
+    Ok(loaded.map(|(mut sandbox, config)| {
+        sandbox.config = config;
+        sandbox
+    }))
+}

@@ -1,0 +1,829 @@
+//! Pods and containers through the socket, with real runc, real CNI
+//! plugins and images from the test registry.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{image_spec, pull_request, registry, Daemon, TestNetns};
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// Pod networking that touches nothing outside the pod's namespace.
+const LOOPBACK_CONFLIST: &str =
+    r#"{"cniVersion":"1.0.0","name":"wharf-test-lo","plugins":[{"type":"loopback"}]}"#;
+
+async fn daemon() -> Daemon {
+    let daemon = Daemon::start("").await;
+    std::fs::write(daemon.cni_dir().join("10-lo.conflist"), LOOPBACK_CONFLIST).unwrap();
+    let image = registry().image("wharf-test/busybox:latest");
+    daemon
+        .images()
+        .await
+        .pull_image(pull_request(&image, None))
+        .await
+        .unwrap();
+    daemon
+}
+
+fn busybox() -> String {
+    registry().image("wharf-test/busybox:latest")
+}
+
+fn pod_config(daemon: &Daemon, name: &str) -> PodSandboxConfig {
+    let log_directory = daemon.dir.path().join("logs").join(name);
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: log_directory.display().to_string(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["192.0.2.53".into()],
+            searches: vec!["svc.cluster.test".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: HashMap::from([("app".into(), name.into())]),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: "/wharf-test".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, command: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(image_spec(&busybox())),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("container".into(), name.into())]),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(client: &mut RuntimeServiceClient<Channel>, config: PodSandboxConfig) -> String {
+    let request = RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    };
+    client
+        .run_pod_sandbox(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id
+}
+
+async fn create(
+    client: &mut RuntimeServiceClient<Channel>,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    let request = CreateContainerRequest {
+        pod_sandbox_id: pod_id.into(),
+        config: Some(config),
+        sandbox_config: Some(pod.clone()),
+    };
+    client
+        .create_container(request)
+        .await
+        .map(|r| r.into_inner().container_id)
+}
+
+async fn start(client: &mut RuntimeServiceClient<Channel>, id: &str) {
+    client
+        .start_container(StartContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn status(client: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {
+    let request = ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    };
+    client
+        .container_status(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+async fn wait_exited(client: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = status(client, id).await;
+        if status.state == ContainerState::ContainerExited as i32 {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn exec(
+    client: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    cmd: &[&str],
+) -> ExecSyncResponse {
+    let request = ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout: 10,
+    };
+    client.exec_sync(request).await.unwrap().into_inner()
+}
+
+async fn wait_for_log(path: &std::path::Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never appeared in {}: {log:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn pod_and_container_lifecycle() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "lifecycle");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+
+    let pod_status = client
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let sandbox = pod_status.status.unwrap();
+    assert_eq!(sandbox.state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(sandbox.metadata.unwrap().name, "lifecycle");
+    assert_eq!(sandbox.labels["app"], "lifecycle");
+
+    let command = ["sh", "-c", "echo hello; echo oops >&2; exec sleep 3600"];
+    let id = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("main", &command),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        status(&mut client, &id).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+    start(&mut client, &id).await;
+    let running = status(&mut client, &id).await;
+    assert_eq!(running.state, ContainerState::ContainerRunning as i32);
+    assert!(running.started_at >= running.created_at && running.created_at > 0);
+    assert!(
+        running.image_ref.contains("@sha256:"),
+        "{}",
+        running.image_ref
+    );
+
+    // Logs in the CRI format.
+    let log_path = std::path::Path::new(&pod.log_directory).join("main/0.log");
+    assert_eq!(running.log_path, log_path.display().to_string());
+    let log = wait_for_log(&log_path, "oops").await;
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.ends_with(" stdout F hello")),
+        "{log}"
+    );
+    assert!(lines.iter().any(|l| l.ends_with(" stderr F oops")), "{log}");
+    assert!(lines[0].split(' ').next().unwrap().ends_with('Z'));
+
+    // The pod's hostname and DNS, from inside.
+    let hostname = exec(&mut client, &id, &["hostname"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&hostname.stdout).trim(),
+        "lifecycle-host"
+    );
+    let resolv = exec(&mut client, &id, &["cat", "/etc/resolv.conf"]).await;
+    let resolv = String::from_utf8_lossy(&resolv.stdout);
+    assert!(
+        resolv.contains("nameserver 192.0.2.53") && resolv.contains("search svc.cluster.test"),
+        "{resolv}"
+    );
+    let failing = exec(
+        &mut client,
+        &id,
+        &["sh", "-c", "echo out; echo err >&2; exit 7"],
+    )
+    .await;
+    assert_eq!(
+        (
+            failing.exit_code,
+            failing.stdout.as_slice(),
+            failing.stderr.as_slice()
+        ),
+        (7, &b"out\n"[..], &b"err\n"[..])
+    );
+
+    // ExecSync's timeout is honoured.
+    let started = Instant::now();
+    let timed_out = client
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sleep".into(), "30".into()],
+            timeout: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(timed_out.code(), Code::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Listing with filters.
+    let listed = client
+        .list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: pod_id.clone(),
+                state: Some(ContainerStateValue {
+                    state: ContainerState::ContainerRunning as i32,
+                }),
+                label_selector: HashMap::from([("container".into(), "main".into())]),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        vec![id.clone()]
+    );
+
+    // `sleep` as pid 1 ignores SIGTERM: killed after the timeout.
+    client
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+    let stopped = status(&mut client, &id).await;
+    assert_eq!(stopped.state, ContainerState::ContainerExited as i32);
+    assert_eq!(stopped.exit_code, 137);
+    assert_eq!(stopped.reason, "Error");
+    client
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+
+    client
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    client
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let gone = client
+        .container_status(ContainerStatusRequest {
+            container_id: id,
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+    let pods = client
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods[0].state, PodSandboxState::SandboxNotready as i32);
+    client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+    client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id,
+        })
+        .await
+        .unwrap();
+    assert!(client
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(daemon.dir.path().to_str().unwrap()),
+        "mounts left behind:\n{mounts}"
+    );
+}
+
+#[tokio::test]
+async fn exit_codes_and_reasons() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "exits");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    for (name, command, code, reason) in [
+        ("ok", vec!["true"], 0, "Completed"),
+        ("three", vec!["sh", "-c", "exit 3"], 3, "Error"),
+    ] {
+        let id = create(&mut client, &pod_id, &pod, container_config(name, &command))
+            .await
+            .unwrap();
+        start(&mut client, &id).await;
+        let exited = wait_exited(&mut client, &id).await;
+        assert_eq!(
+            (exited.exit_code, exited.reason.as_str()),
+            (code, reason),
+            "{name}"
+        );
+        assert!(exited.finished_at >= exited.started_at);
+    }
+    client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn security_context_is_enforced() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "security");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let mut config = container_config("restricted", &["sleep", "3600"]);
+    config.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 1234 }),
+            readonly_rootfs: true,
+            capabilities: Some(Capability {
+                drop_capabilities: vec!["ALL".into()],
+                ..Default::default()
+            }),
+            no_new_privs: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+    start(&mut client, &id).await;
+    let uid = exec(&mut client, &id, &["id", "-u"]).await;
+    assert_eq!(String::from_utf8_lossy(&uid.stdout).trim(), "1234");
+    let write = exec(&mut client, &id, &["touch", "/newfile"]).await;
+    assert_ne!(write.exit_code, 0, "the rootfs is read-only");
+    let status = exec(&mut client, &id, &["cat", "/proc/self/status"]).await;
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_codes() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "bad");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+
+    let duplicate = RunPodSandboxRequest {
+        config: Some(pod.clone()),
+        runtime_handler: String::new(),
+    };
+    assert_eq!(
+        client.run_pod_sandbox(duplicate).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    let no_metadata = RunPodSandboxRequest {
+        config: Some(PodSandboxConfig::default()),
+        runtime_handler: String::new(),
+    };
+    assert_eq!(
+        client
+            .run_pod_sandbox(no_metadata)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    let unknown_handler = RunPodSandboxRequest {
+        config: Some(pod_config(&daemon, "h")),
+        runtime_handler: "kata".into(),
+    };
+    assert_eq!(
+        client
+            .run_pod_sandbox(unknown_handler)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
+    let unknown = PodSandboxStatusRequest {
+        pod_sandbox_id: "f00d".into(),
+        verbose: false,
+    };
+    assert_eq!(
+        client.pod_sandbox_status(unknown).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let err = create(&mut client, "f00d", &pod, container_config("c", &["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let mut missing_image = container_config("c", &["true"]);
+    missing_image.image = Some(image_spec("never/pulled:tag"));
+    assert_eq!(
+        create(&mut client, &pod_id, &pod, missing_image)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let mut bad_mount = container_config("m", &["true"]);
+    bad_mount.mounts = vec![Mount {
+        container_path: "relative".into(),
+        host_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    assert_eq!(
+        create(&mut client, &pod_id, &pod, bad_mount)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+
+    let id = create(&mut client, &pod_id, &pod, container_config("c", &["true"]))
+        .await
+        .unwrap();
+    let same_name = create(&mut client, &pod_id, &pod, container_config("c", &["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(same_name.code(), Code::AlreadyExists);
+    let exec_created = ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: vec!["true".into()],
+        timeout: 5,
+    };
+    assert_eq!(
+        client.exec_sync(exec_created).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    start(&mut client, &id).await;
+    let again = client
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    let unknown = client
+        .start_container(StartContainerRequest {
+            container_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    // Idempotent stops and removals of unknown objects succeed.
+    client
+        .stop_container(StopContainerRequest {
+            container_id: "nope".into(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    client
+        .remove_container(RemoveContainerRequest {
+            container_id: "nope".into(),
+        })
+        .await
+        .unwrap();
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: "nope".into(),
+        })
+        .await
+        .unwrap();
+    client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: "nope".into(),
+        })
+        .await
+        .unwrap();
+
+    // Nothing of the failed creations is left: only the one container.
+    let all = client
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.containers.len(), 1);
+    client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn fifty_pods_at_once() {
+    let daemon = daemon().await;
+    let runs = (0..50).map(|i| {
+        let config = pod_config(&daemon, &format!("many-{i}"));
+        let channel = daemon.channel();
+        async move {
+            let mut client = RuntimeServiceClient::new(channel.await);
+            run_pod(&mut client, config).await
+        }
+    });
+    let ids = futures_util::future::join_all(runs).await;
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 50);
+    let mut client = daemon.runtime().await;
+    let pods = client
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 50);
+    let removals = ids.iter().map(|id| {
+        let channel = daemon.channel();
+        let id = id.clone();
+        async move {
+            let mut client = RuntimeServiceClient::new(channel.await);
+            client
+                .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+                .await
+                .unwrap();
+        }
+    });
+    futures_util::future::join_all(removals).await;
+    assert!(client
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+}
+
+#[tokio::test]
+async fn containers_and_logs_survive_a_daemon_kill() {
+    let mut daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "survivor");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let counter = [
+        "sh",
+        "-c",
+        "i=0; while true; do echo line-$i; i=$((i+1)); usleep 20000; done",
+    ];
+    let runner = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("counter", &counter),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &runner).await;
+    let quitter = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("quitter", &["sh", "-c", "sleep 1; exit 42"]),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &quitter).await;
+    let log_path = std::path::Path::new(&pod.log_directory).join("counter/0.log");
+    wait_for_log(&log_path, "line-5").await;
+
+    drop(client);
+    daemon.kill9();
+    // The quitter exits while no daemon runs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.spawn().await;
+    let mut client = daemon.runtime().await;
+
+    let pods = client
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(
+        (pods.len(), pods[0].state),
+        (1, PodSandboxState::SandboxReady as i32)
+    );
+    assert_eq!(
+        status(&mut client, &runner).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let quit = status(&mut client, &quitter).await;
+    assert_eq!(
+        (quit.state, quit.exit_code),
+        (ContainerState::ContainerExited as i32, 42)
+    );
+
+    client
+        .stop_container(StopContainerRequest {
+            container_id: runner.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let numbers: Vec<u64> = log
+        .lines()
+        .filter_map(|l| {
+            l.rsplit_once(" stdout F line-")
+                .map(|(_, n)| n.parse().unwrap())
+        })
+        .collect();
+    assert!(
+        numbers.len() > 50,
+        "the container kept printing across the restart: {}",
+        numbers.len()
+    );
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "no line lost or reordered"
+    );
+    client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id,
+        })
+        .await
+        .unwrap();
+}
+
+/// A bridge network with hostPort, inside a network namespace the test
+/// made: the daemon runs in it, so the bridge and NAT rules never touch
+/// the machine's own network.
+#[tokio::test]
+async fn pod_network_with_ip_and_host_port() {
+    // Pull first, outside the namespace (the registry listens on the
+    // machine's loopback), then restart the daemon inside it.
+    let mut daemon = daemon().await;
+    daemon.kill9();
+    let netns = TestNetns::new("net");
+    let ipam_dir = daemon.dir.path().join("ipam");
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "wharf-test-bridge",
+        "plugins": [
+            {"type": "bridge", "bridge": "wharft0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+             "ipam": {"type": "host-local", "dataDir": ipam_dir, "ranges": [[{"subnet": "10.77.0.0/24"}]],
+                      "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
+        ]
+    });
+    std::fs::remove_file(daemon.cni_dir().join("10-lo.conflist")).unwrap();
+    std::fs::write(
+        daemon.cni_dir().join("10-bridge.conflist"),
+        conflist.to_string(),
+    )
+    .unwrap();
+    daemon.set_netns(&netns.name);
+    daemon.spawn().await;
+    let mut client = daemon.runtime().await;
+
+    let mut pod = pod_config(&daemon, "web");
+    pod.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 12090,
+        host_ip: String::new(),
+    }];
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let status = client
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let ip: std::net::IpAddr = status
+        .network
+        .unwrap()
+        .ip
+        .parse()
+        .expect("the pod has an IP");
+    assert!(ip.to_string().starts_with("10.77.0."), "{ip}");
+
+    let server = [
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 80 -h /www",
+    ];
+    let id = create(&mut client, &pod_id, &pod, container_config("web", &server))
+        .await
+        .unwrap();
+    start(&mut client, &id).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let direct = loop {
+        match netns.http_get(std::net::SocketAddr::new(ip, 80)) {
+            Ok(response) => break response,
+            Err(e) => assert!(Instant::now() < deadline, "pod unreachable: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(direct.contains("hello-from-pod"), "{direct}");
+    let via_host_port = netns
+        .http_get("127.0.0.1:12090".parse().unwrap())
+        .expect("hostPort on 127.0.0.1");
+    assert!(via_host_port.contains("hello-from-pod"), "{via_host_port}");
+
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        netns.http_get("127.0.0.1:12090".parse().unwrap()).is_err(),
+        "the port mapping is gone"
+    );
+    let leases = std::fs::read_dir(ipam_dir.join("wharf-test-bridge"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(leases, 0, "the pod's IP is released");
+    client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id,
+        })
+        .await
+        .unwrap();
+}
