@@ -150,14 +150,19 @@ async fn serve(config: Config) -> Result<(), String> {
             tracing::warn!(error = %wharf::error::chain(&e), "hostPort on 127.0.0.1 will not work");
         }
     }
-    let sandboxes = Arc::new(
-        SandboxService::new(paths.root.clone(), paths.state.clone(), Arc::clone(&cni))
-            .map_err(|e| format!("recovering sandboxes: {}", wharf::error::chain(&e)))?,
-    );
     let monitor_binary = match &config.runtime.monitor_path {
         Some(path) => path.clone(),
         None => default_monitor_binary().map_err(|e| format!("locating wharf-monitor: {e}"))?,
     };
+    let sandboxes = Arc::new(
+        SandboxService::new(
+            paths.root.clone(),
+            paths.state.clone(),
+            Arc::clone(&cni),
+            monitor_binary.clone(),
+        )
+        .map_err(|e| format!("recovering sandboxes: {}", wharf::error::chain(&e)))?,
+    );
     let container_options = ContainerOptions {
         runtime: OciRuntime::new(config.runtime.path.clone(), paths.state.join("runc")),
         monitor_binary,

@@ -827,3 +827,75 @@ async fn pod_network_with_ip_and_host_port() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn shared_pid_namespace_lets_containers_see_each_other() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let mut pod = pod_config(&daemon, "sharedpid");
+    let pod_namespaces = NamespaceOption {
+        pid: NamespaceMode::Pod as i32,
+        ..Default::default()
+    };
+    pod.linux.as_mut().unwrap().security_context = Some(LinuxSandboxSecurityContext {
+        namespace_options: Some(pod_namespaces.clone()),
+        ..Default::default()
+    });
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let in_pod = |mut config: ContainerConfig| {
+        config.linux = Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(pod_namespaces.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        config
+    };
+    let sleeper = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        in_pod(container_config("sleeper", &["sleep", "4242"])),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &sleeper).await;
+    let looker = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        in_pod(container_config("looker", &["sleep", "3600"])),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &looker).await;
+    let ps = exec(&mut client, &looker, &["ps", "-o", "pid,args"]).await;
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        ps.contains("sleep 4242"),
+        "the other container's process is visible:\n{ps}"
+    );
+    let init = exec(&mut client, &looker, &["cat", "/proc/1/cmdline"]).await;
+    assert!(
+        String::from_utf8_lossy(&init.stdout).contains("pause"),
+        "pid 1 is the pod's holder"
+    );
+
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&mut client, &sleeper).await.state,
+        ContainerState::ContainerExited as i32
+    );
+    client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id,
+        })
+        .await
+        .unwrap();
+}

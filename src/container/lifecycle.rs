@@ -246,14 +246,20 @@ impl ContainerService {
         let pid = match pid_mode {
             api::NamespaceMode::Node => NamespacePath::Host,
             api::NamespaceMode::Container => NamespacePath::New,
-            api::NamespaceMode::Pod => {
-                return Err(ContainerError::Unsupported("a pod-level PID namespace"))
-            }
+            api::NamespaceMode::Pod => match &sandbox.pid_holder {
+                Some(holder) => NamespacePath::Join(holder.path.clone()),
+                None => {
+                    return Err(ContainerError::Invalid {
+                        field: "namespace_options.pid",
+                        reason: "POD, but the pod has no shared PID namespace".into(),
+                    })
+                }
+            },
             api::NamespaceMode::Target => {
                 let target_id = options.map(|o| o.target_id.as_str()).unwrap_or("");
                 let target = self.get(target_id)?.get();
-                let state = runtime_pid(&target)?;
-                NamespacePath::Join(PathBuf::from(format!("/proc/{state}/ns/pid")))
+                let pid = runtime_pid(&target)?;
+                NamespacePath::Join(PathBuf::from(format!("/proc/{pid}/ns/pid")))
             }
         };
         Ok(Namespaces {

@@ -47,8 +47,6 @@ pub enum ContainerError {
         action: &'static str,
         needed: &'static str,
     },
-    #[error("{0} is not supported yet")]
-    Unsupported(&'static str),
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
     #[error(transparent)]
@@ -77,7 +75,6 @@ impl Classify for ContainerError {
             ContainerError::SandboxNotReady(_) | ContainerError::WrongState { .. } => {
                 Kind::FailedPrecondition
             }
-            ContainerError::Unsupported(_) => Kind::Unimplemented,
             ContainerError::NameTaken(_) => Kind::AlreadyExists,
             ContainerError::Sandbox(e) => e.kind(),
             ContainerError::Image(e) => e.kind(),

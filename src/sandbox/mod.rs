@@ -92,6 +92,8 @@ pub struct SandboxService {
     root: PathBuf,
     state: PathBuf,
     cni: Arc<Cni>,
+    /// Runs as `<pid_holder> pause`: the init of shared PID namespaces.
+    pid_holder: PathBuf,
     sandboxes: RwLock<HashMap<String, Arc<Entry>>>,
     names: Registrar,
 }
@@ -101,6 +103,7 @@ impl SandboxService {
         root: PathBuf,
         state: PathBuf,
         cni: Arc<Cni>,
+        pid_holder: PathBuf,
     ) -> Result<SandboxService, SandboxError> {
         let root = root.join("sandboxes");
         let state = state.join("sandboxes");
@@ -110,6 +113,7 @@ impl SandboxService {
             root,
             state,
             cni,
+            pid_holder,
             sandboxes: RwLock::new(HashMap::new()),
             names: Registrar::default(),
         };
@@ -297,6 +301,26 @@ impl SandboxService {
             pinned
         };
 
+        let pid_holder = if modes.pod_pid {
+            let mut holder = std::process::Command::new(&self.pid_holder);
+            holder.arg("pause");
+            let dir = ns_dir.clone();
+            let holder =
+                tokio::task::spawn_blocking(move || namespaces::spawn_pid_holder(&dir, holder))
+                    .await
+                    .map_err(|e| SandboxError::Invalid {
+                        field: "pid namespace",
+                        reason: e.to_string(),
+                    })??;
+            let stop = holder.clone();
+            undo.push("stopping the PID namespace holder", move || {
+                stop.stop().map_err(|e| e.to_string())
+            });
+            Some(holder)
+        } else {
+            None
+        };
+
         let resolv_conf = files::write_resolv_conf(&state_dir, config.dns_config.as_ref())?;
         let hostname_file = files::write_hostname(&state_dir, &hostname)?;
         let shm = if modes.host_ipc {
@@ -339,6 +363,7 @@ impl SandboxService {
                 state: SandboxState::Ready,
                 modes,
                 namespaces: pinned.clone(),
+                pid_holder: pid_holder.clone(),
                 ips: ips.iter().map(ToString::to_string).collect(),
                 hostname: hostname.clone(),
                 state_dir: state_dir.clone(),
@@ -388,6 +413,9 @@ impl SandboxService {
                     field: "network",
                     reason: e.to_string(),
                 })??;
+        }
+        if let Some(holder) = &sandbox.pid_holder {
+            holder.stop()?;
         }
         namespaces::unpin(&sandbox.state_dir.join("ns"))?;
         files::unmount_shm(&sandbox.state_dir)?;

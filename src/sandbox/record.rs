@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::namespaces::PinnedNamespaces;
+use super::namespaces::{PidHolder, PinnedNamespaces};
 use crate::api;
 use crate::store::{self, StoreError};
 
@@ -56,6 +56,9 @@ pub struct Sandbox {
     pub state: SandboxState,
     pub modes: NamespaceModes,
     pub namespaces: PinnedNamespaces,
+    /// The init of the pod's shared PID namespace, when it has one.
+    #[serde(default)]
+    pub pid_holder: Option<PidHolder>,
     /// Primary first.
     pub ips: Vec<String>,
     pub hostname: String,
