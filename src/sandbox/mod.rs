@@ -257,12 +257,13 @@ impl SandboxService {
             });
         }
 
-        let hostname = if modes.host_network {
+        // kubelet always sets the hostname of a pod with its own network;
+        // when it does not (host network, or a bare CRI client), the node's
+        // name applies, as with containerd and CRI-O.
+        let hostname = if modes.host_network || config.hostname.is_empty() {
             nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default()
-        } else if config.hostname.is_empty() {
-            metadata.name.clone()
         } else {
             config.hostname.clone()
         };
