@@ -6,7 +6,7 @@
  *   nginx             shows as "nginx: master process nginx -g daemon off;"
  *                     (critest greps /proc/1/cmdline for "master process"
  *                     and runs "pidof nginx") and writes /var/run/nginx.pid;
- *   httpd-foreground  prints apache's AH00558 start-up warning on stderr
+ *   httpd-foreground  prints apache's AH00558 and AH00094 start-up lines on stderr
  *                     (critest looks for "httpd" in the container log).
  *
  * It listens on all IPv4 addresses, port $LISTEN_PORT (default 80).
@@ -99,6 +99,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "AH00558: httpd: Could not reliably determine the server's fully "
 				"qualified domain name, using 127.0.0.1. Set the 'ServerName' "
 				"directive globally to suppress this message\n");
+		/* Older critest releases look for the command line apache logs. */
+		fprintf(stderr, "AH00094: Command line: 'httpd -D FOREGROUND'\n");
 	}
 
 	/* As pid 1, signals without a handler are ignored: stop on them. */

@@ -128,6 +128,10 @@ pub(crate) async fn handle<T>(
     let elapsed_us = started.elapsed().as_micros() as u64;
     match &result {
         Ok(_) => tracing::debug!(rpc, elapsed_us, "ok"),
+        // kubelet polls the stats RPCs every few seconds: not worth a warning.
+        Err(status) if status.code() == Code::Unimplemented => {
+            tracing::debug!(rpc, "not implemented")
+        }
         Err(status) if status.code() == Code::Internal => {
             tracing::error!(rpc, elapsed_us, code = ?status.code(), error = status.message(), "failed")
         }

@@ -58,7 +58,7 @@ macro_rules! runtime_service {
             $($implemented)*
             $(
                 async fn $method(&self, _request: Request<$request>) -> Result<Response<$response>, Status> {
-                    Err(not_yet($name))
+                    handle($name, async { Err(not_yet($name)) }).await
                 }
             )*
         }
