@@ -1,0 +1,421 @@
+#!/usr/bin/env bash
+# Pod and container lifecycle benchmark: the latency (p50/p95) of every CRI
+# call from RunPodSandbox to RemovePodSandbox for N pods, one at a time and P
+# at a time, against Wharf and beside it a private containerd; the floor of
+# raw `runc run -d` / `runc delete -f` of the same busybox and of bare
+# `ip netns add` / `ip netns del`; and the memory of each daemon and of its
+# helper processes (wharf-monitor, containerd-shim-runc-v2) with all N pods
+# running.
+#
+#   hack/bench-lifecycle.sh [--pods N] [--parallel P] [--rounds R]
+#                           [--no-containerd] [--keep DIR]
+#
+#   --pods N          pods per run (default 20)
+#   --parallel P      pods in flight in the parallel runs (default 10)
+#   --rounds R        rounds of runs; their samples are merged (default 3)
+#   --no-containerd   measure Wharf alone
+#   --keep DIR        copy the raw results (JSON per run) and the daemons'
+#                     logs to DIR
+#
+# Environment:
+#   WHARF_BIN      wharf binary to measure (wharf-monitor must sit beside
+#                  it); without it the script runs cargo build --release --bins
+#   LIFECYCLE_BIN  the benchmark binary (benches/lifecycle.rs); without it
+#                  the script runs cargo bench --bench lifecycle --no-run
+#   BENCH_TMPDIR   where the registry, the daemons' roots and the pods' logs
+#                  go (default /tmp); the daemons' state dirs go to /run
+#
+# Every pod is one busybox container running `sleep 3600` (image
+# wharf-test/busybox:latest from hack/testimages.py, pushed to a private
+# hack/start-registry.sh registry) with a log file, a cgroup parent and
+# Wharf's default CNI network (`wharf config cni`: bridge, host-local,
+# portmap; containerd gets its own bridge and subnet). StopContainer has
+# timeout 0 (SIGKILL at once).
+#
+# Both daemons run side by side. After a 3-pod warm-up each, every round
+# runs, alternating the daemons so that drifting machine load hits both
+# alike: "seq" (N pods, each through its seven calls, one pod at a time),
+# "par" (the same, P pods at a time), each preceded by the floor
+# (hack/bench/floor.py), then "peak" (all N pods started P at a time, memory
+# sampled from /proc, all torn down). containerd's pods need a sandbox
+# ("pause") image: one built from hack/bench/pause.c is pushed to the same
+# registry.
+#
+# The daemons, their CNI bridges and the registry run in a network namespace
+# made here and entered with nsenter (not `ip netns exec`, which would hide
+# /sys/fs/cgroup from the daemons), so nothing touches the machine's
+# network. Everything the script starts is stopped, unmounted and removed on
+# exit; what a daemon leaves behind after its pods are removed is reported.
+set -euo pipefail
+
+hack_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo_dir=$(dirname "$hack_dir")
+# shellcheck source=hack/lib.sh
+source "$hack_dir/lib.sh"
+
+usage() {
+	sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2
+	exit 2
+}
+
+pods=20 parallel=10 rounds=3 daemons=(wharf containerd) keep=""
+while (($#)); do
+	case $1 in
+	--pods) pods=${2:?--pods needs a number}; shift 2 ;;
+	--parallel) parallel=${2:?--parallel needs a number}; shift 2 ;;
+	--rounds) rounds=${2:?--rounds needs a number}; shift 2 ;;
+	--no-containerd) daemons=(wharf); shift ;;
+	--keep) keep=${2:?--keep needs a directory}; shift 2 ;;
+	*) usage ;;
+	esac
+done
+[[ $pods =~ ^[1-9][0-9]*$ && $parallel =~ ^[1-9][0-9]*$ && $rounds =~ ^[1-9][0-9]*$ ]] || usage
+
+log() { echo "bench-lifecycle: $*" >&2; }
+
+python=/usr/bin/python3
+apt_install python3 docker-registry busybox-static curl gcc libc6-dev iproute2 util-linux
+if [[ ${daemons[*]} == *containerd* ]] && ! command -v containerd >/dev/null; then
+	apt_install containerd || log "could not install containerd"
+	if ! command -v containerd >/dev/null; then
+		echo "containerd: not installed"
+		daemons=(wharf)
+	fi
+fi
+
+if [[ -z ${WHARF_BIN:-} ]]; then
+	log "building wharf"
+	(cd "$repo_dir" && cargo build --release --bins) >&2
+	WHARF_BIN=${CARGO_TARGET_DIR:-$repo_dir/target}/release/wharf
+fi
+[[ -x $WHARF_BIN && -x $(dirname "$WHARF_BIN")/wharf-monitor ]] ||
+	{ log "no wharf and wharf-monitor at $WHARF_BIN"; exit 1; }
+if [[ -z ${LIFECYCLE_BIN:-} ]]; then
+	log "building the benchmark"
+	LIFECYCLE_BIN=$(cd "$repo_dir" &&
+		cargo bench --bench lifecycle --no-run --message-format=json-render-diagnostics |
+		"$python" -c 'import json, sys
+for line in sys.stdin:
+    message = json.loads(line)
+    if message.get("reason") == "compiler-artifact" and message["target"]["name"] == "lifecycle":
+        print(message["executable"])')
+fi
+[[ -x $LIFECYCLE_BIN ]] || { log "no benchmark binary at '$LIFECYCLE_BIN'"; exit 1; }
+
+work=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/wharf-lifecycle.XXXXXX")
+# The daemons' state dirs, on tmpfs like their defaults (/run/wharf,
+# /run/containerd). Short: Wharf's monitor sockets go to
+# <state>/containers/<64 hex id>/monitor.sock, at most 107 bytes.
+run_dir=$(mktemp -d /run/wb.XXXXXX)
+results=$work/results
+certs_dir=$work/certs.d
+netns=wharf-bench-$$
+cgroup_base=wharf-bench-$$
+mkdir -p "$results" "$certs_dir"
+# Per daemon: its pid, CRI endpoint, directory, state dir, pods' cgroup.
+declare -A daemon_pid=() endpoint=() dir=() state=() cgroup=()
+for name in wharf containerd; do
+	dir[$name]=$work/$name
+	state[$name]=$run_dir/${name:0:1}
+	cgroup[$name]=/$cgroup_base-$name
+done
+declare -A helper_exe=([wharf]=wharf-monitor [containerd]=containerd-shim-runc-v2)
+
+# Not a function: `"${in_netns[@]}" daemon &` must make $! the daemon itself
+# (nsenter execs it), not a subshell.
+in_netns=(nsenter --net="/run/netns/$netns")
+# The per-run tables go to stderr with the progress; stdout gets the report.
+bench() { "$LIFECYCLE_BIN" "$@" >&2; }
+
+# unmount_under DIR: unmount everything mounted at or below DIR, deepest first.
+unmount_under() {
+	local target
+	awk -v dir="$1" '$5 == dir || index($5, dir "/") == 1 { print $5 }' /proc/self/mountinfo |
+		sort -r | while read -r target; do
+		umount "$target" 2>/dev/null || umount -l "$target" || true
+	done
+}
+
+# cgroup_dirs PATH: the directories of cgroup PATH in every hierarchy.
+cgroup_dirs() {
+	local hierarchy
+	for hierarchy in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+		[[ -d $hierarchy${1#/} ]] && echo "$hierarchy${1#/}"
+	done
+	return 0
+}
+
+# remove_cgroups PATH: kill what still runs in cgroup PATH, remove it.
+remove_cgroups() {
+	local dir pid
+	for dir in $(cgroup_dirs "$1"); do
+		find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r pid; do
+			kill -KILL "$pid" 2>/dev/null || true
+		done
+	done
+	for dir in $(cgroup_dirs "$1"); do
+		for _ in $(seq 50); do
+			find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
+			[[ -d $dir ]] || break
+			sleep 0.1
+		done
+	done
+}
+
+# netns_processes [EXE_PREFIX]: pids in our network namespace whose
+# executable name starts with EXE_PREFIX (default: all but the registry).
+netns_processes() {
+	local registry_pid pid exe
+	registry_pid=$(cat "$work/registry/registry.pid" 2>/dev/null || true)
+	for pid in $(ip netns pids "$netns" 2>/dev/null); do
+		[[ $pid != "$registry_pid" ]] || continue
+		exe=$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)")
+		[[ $exe == "${1:-}"* ]] && echo "$pid"
+	done
+	return 0
+}
+
+# Network namespaces containerd pins in /run/netns for its pods: the cni-*
+# files that were not there before.
+netns_before=$work/netns-before
+ls /run/netns >"$netns_before" 2>/dev/null || true
+new_pod_netns() {
+	local path
+	for path in /run/netns/cni-*; do
+		[[ -e $path ]] && ! grep -qxF "${path##*/}" "$netns_before" && echo "${path##*/}"
+	done
+	return 0
+}
+
+# stop_daemon NAME: remove the benchmark's pods through the daemon, SIGTERM
+# it (SIGKILL after 10 s).
+stop_daemon() {
+	local pid=${daemon_pid[$1]:-}
+	[[ -n $pid ]] || return 0
+	timeout 120 "$LIFECYCLE_BIN" cleanup --endpoint "${endpoint[$1]}" 2>/dev/null || true
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 100); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	daemon_pid[$1]=""
+}
+
+# file_count NAME: files and directories in the daemon's root and state,
+# once their number holds for a second (containerd removes snapshots in the
+# background), or after 15 s.
+file_count() {
+	local count last=-1
+	for _ in $(seq 15); do
+		count=$(find "${dir[$1]}/root" "${state[$1]}" -mindepth 1 2>/dev/null | wc -l)
+		((count != last)) || break
+		last=$count
+		sleep 1
+	done
+	echo "$count"
+}
+
+# check_leaks NAME FILES_BEFORE FILES_AFTER: once the daemon has stopped,
+# record what its pods left: helper processes, mounts under its
+# directories, container cgroups, pinned network namespaces, and the files
+# added to its root and state between the warm-up and the last teardown.
+check_leaks() {
+	local helpers mounts cgroups pinned files=$(($3 - $2))
+	helpers=$(netns_processes "$1" | wc -l)
+	mounts=$(awk -v a="${dir[$1]}/" -v b="${state[$1]}/" \
+		'index($5, a) == 1 || index($5, b) == 1' /proc/self/mountinfo | wc -l)
+	cgroups=$(for d in $(cgroup_dirs "${cgroup[$1]}"); do find "$d" -mindepth 1 -type d; done | wc -l)
+	pinned=0
+	[[ $1 != containerd ]] || pinned=$(new_pod_netns | wc -l)
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$helpers" "$mounts" "$cgroups" "$pinned" "$files" \
+		>>"$results/leaks.tsv"
+	((helpers + mounts + cgroups + pinned + files == 0)) ||
+		log "$1 left $helpers processes, $mounts mounts, $cgroups cgroups, $pinned netns, $files files"
+}
+
+cleanup() {
+	local name pid
+	for name in "${daemons[@]}"; do stop_daemon "$name"; done
+	for pid in $(netns_processes); do kill -KILL "$pid" 2>/dev/null || true; done
+	if [[ -s $work/registry/registry.pid ]]; then
+		kill "$(cat "$work/registry/registry.pid")" 2>/dev/null || true
+	fi
+	for name in wharf containerd floor; do remove_cgroups "/$cgroup_base-$name"; done
+	unmount_under "$work"
+	unmount_under "$run_dir"
+	for name in $(new_pod_netns); do
+		umount "/run/netns/$name" 2>/dev/null || true
+		rm -f "/run/netns/$name"
+	done
+	ip netns del "$netns" 2>/dev/null || true
+	rm -rf "$work" "$run_dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+ip netns add "$netns"
+ip -n "$netns" link set lo up
+
+# write_cni_conf NAME BRIDGE SUBNET: Wharf's default network on BRIDGE and
+# SUBNET, its IP allocations kept in the daemon's directory.
+write_cni_conf() {
+	mkdir -p "${dir[$1]}/cni"
+	"$WHARF_BIN" config cni | "$python" -c 'import json, sys
+net = json.load(sys.stdin)
+bridge = net["plugins"][0]
+bridge["bridge"] = sys.argv[1]
+bridge["ipam"]["ranges"] = [[{"subnet": sys.argv[2]}]]
+bridge["ipam"]["dataDir"] = sys.argv[3]
+json.dump(net, sys.stdout, indent=2)' "$2" "$3" "${dir[$1]}/ipam" >"${dir[$1]}/cni/10-bench.conflist"
+}
+
+start_wharf() {
+	local d=${dir[wharf]}
+	write_cni_conf wharf cni0 10.88.0.0/16
+	cat >"$d/wharf.toml" <<-EOF
+		socket = "$d/wharf.sock"
+		root = "$d/root"
+		state_dir = "${state[wharf]}"
+
+		[registry]
+		config_path = "$certs_dir"
+
+		[cni]
+		conf_dir = "$d/cni"
+	EOF
+	"${in_netns[@]}" "$WHARF_BIN" --config "$d/wharf.toml" >"$d/daemon.log" 2>&1 </dev/null &
+	daemon_pid[wharf]=$!
+	endpoint[wharf]=unix://$d/wharf.sock
+}
+
+start_containerd() {
+	local d=${dir[containerd]}
+	write_cni_conf containerd cni1 10.89.0.0/16
+	cat >"$d/containerd.toml" <<-EOF
+		version = 2
+		root = "$d/root"
+		state = "${state[containerd]}"
+		disabled_plugins = [
+		  "io.containerd.snapshotter.v1.aufs",
+		  "io.containerd.snapshotter.v1.btrfs",
+		  "io.containerd.snapshotter.v1.devmapper",
+		  "io.containerd.snapshotter.v1.zfs",
+		]
+
+		[grpc]
+		  address = "$d/containerd.sock"
+
+		[plugins."io.containerd.internal.v1.opt"]
+		  path = "$d/opt"
+
+		[plugins."io.containerd.grpc.v1.cri"]
+		  disable_tcp_service = true
+		  stream_server_address = "127.0.0.1"
+		  stream_server_port = "0"
+		  sandbox_image = "$pause_image"
+		  # Without CAP_SYS_RESOURCE no process may lower its oom_score_adj:
+		  # clamp the pause container's -998 to containerd's own score.
+		  restrict_oom_score_adj = true
+		  [plugins."io.containerd.grpc.v1.cri".containerd]
+		    snapshotter = "overlayfs"
+		    default_runtime_name = "runc"
+		    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+		      runtime_type = "io.containerd.runc.v2"
+		      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+		        SystemdCgroup = false
+		  [plugins."io.containerd.grpc.v1.cri".cni]
+		    bin_dir = "/usr/lib/cni"
+		    conf_dir = "$d/cni"
+		  [plugins."io.containerd.grpc.v1.cri".registry]
+		    config_path = "$certs_dir"
+	EOF
+	"${in_netns[@]}" containerd --config "$d/containerd.toml" >"$d/daemon.log" 2>&1 </dev/null &
+	daemon_pid[containerd]=$!
+	endpoint[containerd]=unix://$d/containerd.sock
+}
+
+# start NAME: start the daemon, wait until it answers CRI calls (cleanup
+# lists pods), record its RSS once settled.
+start() {
+	mkdir -p "${dir[$1]}"
+	"start_$1"
+	for _ in $(seq 300); do
+		if "$LIFECYCLE_BIN" cleanup --endpoint "${endpoint[$1]}" 2>/dev/null; then
+			sleep 1 # let start-up work settle before reading the idle RSS
+			printf '%s\t%s\n' "$1" "$(awk '$1 == "VmRSS:" { print $2 }' "/proc/${daemon_pid[$1]}/status")" \
+				>>"$results/idle.tsv"
+			return 0
+		fi
+		kill -0 "${daemon_pid[$1]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	log "$1 does not answer; last log lines:"
+	tail -n 20 "${dir[$1]}/daemon.log" >&2
+	return 1
+}
+
+# cri_run NAME KIND ROUND [ARGS]: one `lifecycle cri` run, its results in
+# results/NAME-KIND-ROUND.json. A run with failed calls still writes them
+# (failures included) for the report: show the daemon's side, carry on.
+cri_run() {
+	local name=$1 kind=$2 round=$3
+	shift 3
+	local extra=()
+	[[ $name != containerd ]] || extra=(--prepull "$pause_image")
+	log "$name $kind (round $round)"
+	bench cri --endpoint "${endpoint[$name]}" --image "$image" --label "$name" \
+		--cgroup-parent "${cgroup[$name]}" --log-root "${dir[$name]}/logs" "${extra[@]}" \
+		--json "$results/$name-$kind-$round.json" "$@" && return 0
+	log "$name $kind run had failures; last daemon log lines:"
+	tail -n 15 "${dir[$name]}/daemon.log" >&2
+}
+
+floor_run() {
+	log "floor $1 (round $2)"
+	"$python" "$hack_dir/bench/floor.py" --pods "$pods" --parallel "$3" \
+		--cgroup-parent "/$cgroup_base-floor" --work-dir "$work/floor-$1-$2" \
+		--json "$results/floor-$1-$2.json" >&2 || log "floor $1 had failures"
+	rm -rf "$work/floor-$1-$2"
+}
+
+log "starting the registry in netns $netns and pushing the images"
+registry=$("${in_netns[@]}" "$hack_dir/start-registry.sh" "$work/registry")
+"${in_netns[@]}" "$python" "$hack_dir/testimages.py" --registry "$registry" push wharf >/dev/null
+image=$registry/wharf-test/busybox:latest
+pause_image=$("${in_netns[@]}" "$python" "$hack_dir/bench/push_pause.py" --registry "$registry" \
+	wharf-bench/pause:3.6)
+mkdir -p "$certs_dir/$registry"
+echo "server = \"http://$registry\"" >"$certs_dir/$registry/hosts.toml"
+
+declare -A files_before=() files_after=()
+for name in "${daemons[@]}"; do
+	start "$name"
+	cri_run "$name" warmup 0 --pods 3
+	files_before[$name]=$(file_count "$name")
+done
+for round in $(seq "$rounds"); do
+	floor_run seq "$round" 1
+	for name in "${daemons[@]}"; do cri_run "$name" seq "$round" --pods "$pods" --parallel 1; done
+	floor_run par "$round" "$parallel"
+	for name in "${daemons[@]}"; do cri_run "$name" par "$round" --pods "$pods" --parallel "$parallel"; done
+	for name in "${daemons[@]}"; do
+		cri_run "$name" peak "$round" --pods "$pods" --parallel "$parallel" --mode peak \
+			--daemon-pid "${daemon_pid[$name]}" --shim "${helper_exe[$name]}"
+	done
+done
+for name in "${daemons[@]}"; do files_after[$name]=$(file_count "$name"); done
+for name in "${daemons[@]}"; do
+	stop_daemon "$name"
+	check_leaks "$name" "${files_before[$name]}" "${files_after[$name]}"
+done
+
+rm -f "$results"/*-warmup-0.json
+if [[ -n $keep ]]; then
+	mkdir -p "$keep"
+	cp "$results"/* "$keep"/
+	for name in "${daemons[@]}"; do cp "${dir[$name]}/daemon.log" "$keep/$name.log"; done
+fi
+"$python" "$hack_dir/bench/lifecycle_report.py" "$results"

@@ -1,0 +1,193 @@
+#!/usr/bin/python3
+"""The lifecycle benchmark's floor: raw runc and bare ip netns, no daemon.
+
+usage: hack/bench/floor.py [--pods N] [--parallel P] [--runc PATH]
+                           [--busybox PATH] [--cgroup-parent PATH]
+                           --work-dir DIR [--json FILE]
+
+N containers of a busybox root filesystem running `sleep 3600`, each in its
+own namespaces (runc spec's defaults: a new network namespace among them)
+and cgroup below --cgroup-parent, P at a time:
+  "runc run -d" for every container; then for half of them
+  "runc delete -f" (runc polls for the container's death every 100 ms), for
+  the other half what a runtime can do instead: "runc kill KILL + reap"
+  (kill, wait for the init's exit) and "runc delete (exited)".
+Then N times "ip netns add" and "ip netns del", P at a time.
+
+Prints a table; --json writes {"label": "floor", "steps": {STEP:
+{"samples_ms": [...]}}, "failures": [...], ...} as hack/bench/lifecycle_report.py
+reads it. Every container, cgroup and namespace it makes is removed.
+"""
+
+import argparse
+import concurrent.futures
+import ctypes
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+from lifecycle_report import print_steps
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class Recorder:
+    """Samples per step and failures, shared by the worker threads."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.samples = {}
+        self.failures = []
+
+    def sample(self, step, seconds):
+        with self.lock:
+            self.samples.setdefault(step, []).append(seconds * 1e3)
+
+    def fail(self, step, subject, message):
+        print(f"floor: {step} {subject}: {message}", file=sys.stderr)
+        with self.lock:
+            self.failures.append({"step": step, "subject": subject, "message": message})
+
+
+def timed(recorder, step, subject, command, stderr=None) -> bool:
+    """Runs `command`; records its wall time under `step`, or a failure."""
+    start = time.perf_counter()
+    result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=stderr or subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if result.returncode == 0:
+        recorder.sample(step, elapsed)
+        return True
+    if stderr:
+        stderr.seek(0)
+    detail = stderr.read() if stderr else result.stderr or b""
+    message = detail.decode(errors="replace").strip()
+    recorder.fail(step, subject, f"exit {result.returncode}: {message}")
+    return False
+
+
+class Bundles:
+    """A busybox root filesystem shared read-only by every container, and a
+    `runc spec` template for their bundles."""
+
+    def __init__(self, args):
+        self.runc = [args.runc, "--root", str(args.work_dir / "runc")]
+        self.dir = args.work_dir / "bundles"
+        self.cgroup_parent = args.cgroup_parent
+        rootfs = args.work_dir / "rootfs"
+        for name in ["bin", "proc", "dev", "sys", "tmp", "etc"]:
+            (rootfs / name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(args.busybox, rootfs / "bin/busybox")
+        for applet in ["sh", "sleep"]:
+            (rootfs / "bin" / applet).symlink_to("busybox")
+        template = args.work_dir / "template"
+        template.mkdir(parents=True, exist_ok=True)
+        subprocess.run([args.runc, "spec", "--bundle", str(template)], check=True)
+        self.spec = json.loads((template / "config.json").read_text())
+        self.spec["process"] |= {"terminal": False, "args": ["sleep", "3600"]}
+        self.spec["root"] = {"path": str(rootfs), "readonly": True}
+
+    def run_and_delete(self, i, recorder):
+        cid = f"wharf-bench-floor-{os.getpid()}-{i}"
+        bundle = self.dir / cid
+        bundle.mkdir(parents=True)
+        spec = json.loads(json.dumps(self.spec))
+        spec["hostname"] = cid
+        spec["linux"]["cgroupsPath"] = f"{self.cgroup_parent}/{cid}"
+        (bundle / "config.json").write_text(json.dumps(spec))
+        pid_file = bundle / "pid"
+        # The container inherits runc's stderr: a file, not a pipe that
+        # would stay open as long as the container runs.
+        with open(bundle / "runc.stderr", "w+b") as stderr:
+            ok = timed(recorder, "runc run -d", cid, self.runc + [
+                "run", "-d", "--bundle", str(bundle), "--pid-file", str(pid_file), cid], stderr)
+            init = int(pid_file.read_text()) if pid_file.exists() else None
+            if ok and i % 2 == 0:
+                ok = timed(recorder, "runc delete -f", cid, self.runc + ["delete", "-f", cid])
+            elif ok:
+                start = time.perf_counter()
+                ok = subprocess.run(self.runc + ["kill", cid, "KILL"], capture_output=True).returncode == 0
+                if ok and init:
+                    os.waitpid(init, 0)
+                    recorder.sample("runc kill KILL + reap", time.perf_counter() - start)
+                ok = ok and timed(recorder, "runc delete (exited)", cid, self.runc + ["delete", cid])
+        if not ok:
+            subprocess.run(self.runc + ["delete", "-f", cid], capture_output=True)
+        if init:
+            try:
+                os.waitpid(init, 0)
+            except ChildProcessError:
+                pass  # reaped above
+        shutil.rmtree(bundle, ignore_errors=True)
+
+
+def netns_add_del(i, recorder):
+    name = f"wharf-bench-floor-{os.getpid()}-{i}"
+    if timed(recorder, "ip netns add", name, ["ip", "netns", "add", name]):
+        timed(recorder, "ip netns del", name, ["ip", "netns", "del", name])
+
+
+def on_threads(n, parallel, job):
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(parallel, n)) as pool:
+        for future in [pool.submit(job, i) for i in range(n)]:
+            future.result()
+
+
+def remove_cgroup_parent(parent):
+    """runc removes each container's cgroup, not the parent made up here."""
+    root = pathlib.Path("/sys/fs/cgroup")
+    for hierarchy in [root, *root.iterdir()]:
+        try:
+            (hierarchy / parent.lstrip("/")).rmdir()
+        except OSError:
+            pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pods", type=int, default=20)
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--runc", default="runc")
+    parser.add_argument("--busybox", default="/bin/busybox")
+    parser.add_argument("--cgroup-parent", default="/wharf-bench-floor")
+    parser.add_argument("--work-dir", type=pathlib.Path, required=True)
+    parser.add_argument("--json", type=pathlib.Path)
+    args = parser.parse_args()
+    if args.pods < 1 or args.parallel < 1:
+        parser.error("--pods and --parallel must be at least 1")
+
+    # `runc run -d` leaves the container's init to the nearest subreaper:
+    # as that, this process reaps the killed inits at once.
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise SystemExit(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+    recorder = Recorder()
+    bundles = Bundles(args)
+    start = time.perf_counter()
+    try:
+        on_threads(args.pods, args.parallel, lambda i: bundles.run_and_delete(i, recorder))
+    finally:
+        remove_cgroup_parent(args.cgroup_parent)
+    runc_wall = time.perf_counter() - start
+    start = time.perf_counter()
+    on_threads(args.pods, args.parallel, lambda i: netns_add_del(i, recorder))
+    netns_wall = time.perf_counter() - start
+
+    result = {
+        "label": "floor", "pods": args.pods, "parallel": args.parallel,
+        "wall_secs": {"runc": runc_wall, "netns": netns_wall},
+        "steps": {step: {"samples_ms": samples} for step, samples in sorted(recorder.samples.items())},
+        "failures": recorder.failures,
+    }
+    print_steps(f"floor: {args.pods} containers and {args.pods} netns, {args.parallel} at a time", result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 1 if recorder.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
