@@ -150,6 +150,9 @@ impl Default for Config {
     }
 }
 
+/// The longest path a unix socket can be bound at.
+const MAX_SOCKET_PATH: usize = 107;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}")]
@@ -197,6 +200,17 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "registry.stall_timeout_secs must be at least 1".into(),
             ));
+        }
+        // Monitors listen on <state_dir>/containers/<64-hex id>/monitor.sock
+        // and a unix socket path has at most 107 bytes.
+        let longest_socket = "/containers/".len() + 64 + "/monitor.sock".len();
+        let state_len = self.state_dir.as_os_str().len();
+        if state_len + longest_socket > MAX_SOCKET_PATH {
+            return Err(ConfigError::Invalid(format!(
+                "state_dir {} is too long: it may have at most {} bytes, since container sockets below it must fit in {MAX_SOCKET_PATH} bytes",
+                self.state_dir.display(),
+                MAX_SOCKET_PATH - longest_socket
+            )));
         }
         for (name, path) in [
             ("root", &self.root),
@@ -288,5 +302,8 @@ mod tests {
         assert!(Config::parse("[registry]\nmax_concurrent_downloads = 0").is_err());
         assert!(Config::parse("root = \"relative\"").is_err());
         assert!(Config::parse("[runtime]\ncgroup_driver = \"other\"").is_err());
+        let long_state = format!("state_dir = \"/{}\"", "s".repeat(18));
+        let err = Config::parse(&long_state).unwrap_err();
+        assert!(err.contains("at most 18 bytes"), "{err}");
     }
 }
