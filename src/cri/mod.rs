@@ -3,6 +3,7 @@
 //! services below. Every call goes through [`handle`], which logs it with
 //! its duration and maps library errors to gRPC codes in one place.
 
+mod authority;
 mod containers;
 mod convert;
 mod image;
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
 use tonic::{Code, Response, Status};
 
 use crate::config::Config;
@@ -75,10 +77,14 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping_tx.send(());
     };
+    // kubelet and crictl up to 1.30 send the socket path as :authority,
+    // which h2 rejects: rewrite it (same length) before h2 sees it.
+    let incoming = UnixListenerStream::new(listener)
+        .map(|connection| connection.map(authority::AuthorityFix::new));
     let server = tonic::transport::Server::builder()
         .add_service(runtime)
         .add_service(images)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+        .serve_with_incoming_shutdown(incoming, shutdown);
     let grace_expired = async {
         if stopping_rx.await.is_ok() {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
