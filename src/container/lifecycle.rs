@@ -278,12 +278,15 @@ impl ContainerService {
         if container.state() != ContainerState::Created {
             return Err(wrong_state(&container, "start", "created"));
         }
+        // Taken before the start: a short-lived container may have exited
+        // (and its exit time been recorded) by the time `start` returns.
+        let started_at = now_nanos();
         if let Err(error) = self.options.runtime.start(&container.id).await {
             let failed = entry.update(|c| c.failure = Some(crate::error::chain(&error)));
             record::save(&self.record_dir(&failed.id), &failed, false)?;
             return Err(error.into());
         }
-        let started = entry.update(|c| c.started_at_ns = Some(now_nanos()));
+        let started = entry.update(|c| c.started_at_ns = Some(started_at));
         record::save(&self.record_dir(&started.id), &started, false)?;
         Ok(())
     }
