@@ -20,6 +20,9 @@ pub enum Failure {
     /// The container is not in a state that allows the operation
     /// (starting a stopped container, killing a stopped one, ...).
     WrongState,
+    /// The process to run cannot be started (no such executable): the
+    /// caller's command is wrong, not the runtime.
+    BadCommand,
     /// Anything else: a broken bundle, a failing hook, a runtime bug.
     Other,
 }
@@ -38,6 +41,8 @@ const WRONG_STATE: &[&str] = &[
     "cannot exec in a",
 ];
 
+const BAD_COMMAND: &[&str] = &["executable file not found", "exec format error"];
+
 /// Classifies a runtime's error message.
 pub fn classify(message: &str) -> Failure {
     let message = message.to_ascii_lowercase();
@@ -48,6 +53,8 @@ pub fn classify(message: &str) -> Failure {
         Failure::AlreadyExists
     } else if matches(WRONG_STATE) {
         Failure::WrongState
+    } else if matches(BAD_COMMAND) {
+        Failure::BadCommand
     } else {
         Failure::Other
     }
@@ -182,6 +189,7 @@ impl Classify for RuntimeError {
                 Failure::NotFound => Kind::NotFound,
                 Failure::AlreadyExists => Kind::AlreadyExists,
                 Failure::WrongState => Kind::FailedPrecondition,
+                Failure::BadCommand => Kind::InvalidArgument,
                 Failure::Other => Kind::Internal,
             },
             RuntimeError::MonitorGone { .. } => Kind::FailedPrecondition,
@@ -236,6 +244,10 @@ mod tests {
             (
                 "exec failed: unable to start container process",
                 Failure::Other,
+            ),
+            (
+                "exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH",
+                Failure::BadCommand,
             ),
         ];
         for (message, expected) in cases {
