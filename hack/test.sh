@@ -16,7 +16,7 @@ echo "installing test packages" >&2
 # htpasswd; busybox-static, zstd, python3: test image building; attr:
 # getfattr; protobuf-compiler: the k8s-cri test client's build.
 apt_install ca-certificates runc containernetworking-plugins docker-registry \
-	apache2-utils busybox-static zstd python3 attr curl protobuf-compiler iproute2
+	apache2-utils busybox-static zstd python3 attr curl protobuf-compiler iproute2 iptables util-linux
 
 # Registries the tests start live here and are stopped at the end.
 export WHARF_TEST_STATE=${WHARF_TEST_STATE:-$(mktemp -d /tmp/wharf-test.XXXXXX)}
