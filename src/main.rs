@@ -161,6 +161,7 @@ async fn serve(config: Config) -> Result<(), String> {
             Arc::clone(&cni),
             monitor_binary.clone(),
         )
+        .await
         .map_err(|e| format!("recovering sandboxes: {}", wharf::error::chain(&e)))?,
     );
     let container_options = ContainerOptions {

@@ -99,7 +99,7 @@ pub struct SandboxService {
 }
 
 impl SandboxService {
-    pub fn new(
+    pub async fn new(
         root: PathBuf,
         state: PathBuf,
         cni: Arc<Cni>,
@@ -117,7 +117,7 @@ impl SandboxService {
             sandboxes: RwLock::new(HashMap::new()),
             names: Registrar::default(),
         };
-        service.recover()?;
+        service.recover().await?;
         Ok(service)
     }
 
@@ -131,7 +131,7 @@ impl SandboxService {
 
     /// Loads every sandbox record; drops what is unreadable and state left
     /// by a RunPodSandbox that never completed.
-    fn recover(&self) -> Result<(), SandboxError> {
+    async fn recover(&self) -> Result<(), SandboxError> {
         let mut recovered = HashMap::new();
         for dir in crate::store::list_subdirs(&self.root)? {
             let id = dir
@@ -156,7 +156,7 @@ impl SandboxService {
                 }
                 Ok(None) | Err(_) => {
                     tracing::warn!(id = %id, "removing incomplete sandbox record");
-                    self.clean_state(&id);
+                    self.discard(&id).await;
                     crate::store::remove_dir_atomic(&dir)?;
                 }
             }
@@ -169,12 +169,27 @@ impl SandboxService {
                 .into_owned();
             if !recovered.contains_key(&id) {
                 tracing::warn!(id = %id, "removing state of an unknown sandbox");
-                self.clean_state(&id);
+                self.discard(&id).await;
             }
         }
         tracing::info!(sandboxes = recovered.len(), "sandboxes recovered");
         *self.sandboxes.write().unwrap_or_else(|e| e.into_inner()) = recovered;
         Ok(())
+    }
+
+    /// Removes what a RunPodSandbox interrupted by a crash left: its network
+    /// first (an IP allocation and port mappings outlive the namespace),
+    /// then its state. Best effort.
+    async fn discard(&self, id: &str) {
+        let pod = PodNetwork {
+            id: id.to_string(),
+            netns: self.state_dir(id).join("ns").join("net"),
+            ..Default::default()
+        };
+        if let Err(e) = self.cni.teardown(&pod).await {
+            tracing::warn!(id, error = %e, "tearing down the network of an unknown sandbox");
+        }
+        self.clean_state(id);
     }
 
     /// Unpins and unmounts whatever a sandbox's state dir holds; best effort.
