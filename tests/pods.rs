@@ -102,6 +102,13 @@ async fn create(
         .map(|r| r.into_inner().container_id)
 }
 
+async fn remove_pod(client: &mut RuntimeServiceClient<Channel>, pod_id: &str) {
+    let request = RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.into(),
+    };
+    client.remove_pod_sandbox(request).await.unwrap();
+}
+
 async fn start(client: &mut RuntimeServiceClient<Channel>, id: &str) {
     client
         .start_container(StartContainerRequest {
@@ -351,12 +358,7 @@ async fn pod_and_container_lifecycle() {
         })
         .await
         .unwrap();
-    client
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
     assert!(client
         .list_pod_sandbox(ListPodSandboxRequest { filter: None })
         .await
@@ -393,12 +395,7 @@ async fn exit_codes_and_reasons() {
         );
         assert!(exited.finished_at >= exited.started_at);
     }
-    client
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
 }
 
 #[tokio::test]
@@ -431,12 +428,7 @@ async fn security_context_is_enforced() {
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
-    client
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
 }
 
 #[tokio::test]
@@ -580,12 +572,7 @@ async fn bad_requests_get_clear_codes() {
         .unwrap()
         .into_inner();
     assert_eq!(all.containers.len(), 1);
-    client
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
 }
 
 #[tokio::test]
@@ -714,12 +701,7 @@ async fn containers_and_logs_survive_a_daemon_kill() {
         numbers.windows(2).all(|w| w[1] == w[0] + 1),
         "no line lost or reordered"
     );
-    client
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
 }
 
 /// A bridge network with hostPort, inside a network namespace the test
@@ -820,12 +802,7 @@ async fn pod_network_with_ip_and_host_port() {
         })
         .unwrap_or(0);
     assert_eq!(leases, 0, "the pod's IP is released");
-    client
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
 }
 
 #[tokio::test]
@@ -892,10 +869,5 @@ async fn shared_pid_namespace_lets_containers_see_each_other() {
         status(&mut client, &sleeper).await.state,
         ContainerState::ContainerExited as i32
     );
-    client
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
 }
