@@ -170,18 +170,6 @@ impl ContainerService {
             },
         )
         .await?;
-        {
-            let runtime = self.options.runtime.clone();
-            let id = id.clone();
-            let handle = tokio::runtime::Handle::current();
-            undo.push("deleting the runtime container", move || {
-                std::thread::spawn(move || handle.block_on(runtime.delete(&id, true)))
-                    .join()
-                    .map_err(|_| "delete panicked".to_string())?
-                    .map_err(|e| e.to_string())
-            });
-        }
-
         let container = Container {
             id: id.clone(),
             sandbox_id: sandbox.id.clone(),
@@ -204,7 +192,14 @@ impl ContainerService {
             exit: None,
             config,
         };
-        record::save(&record_dir, &container, true)?;
+        if let Err(error) = record::save(&record_dir, &container, true) {
+            // The one undo step that is asynchronous, so it is not in `undo`
+            // (which runs the rest, unmounting the rootfs, on return).
+            if let Err(e) = self.options.runtime.delete(&id, true).await {
+                tracing::error!(id = %id, error = %e, "deleting the container of a failed create");
+            }
+            return Err(error.into());
+        }
         undo.disarm();
         self.containers
             .write()
