@@ -60,6 +60,18 @@ pub fn unique_temp_name(prefix: &str) -> String {
     format!("{prefix}{}-{n}-{nanos}", std::process::id())
 }
 
+/// Nanoseconds since the Unix epoch, the unit of every timestamp Wharf
+/// records and CRI reports (0 before 1970, saturating in 2262).
+pub fn unix_nanos(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub fn now_nanos() -> i64 {
+    unix_nanos(std::time::SystemTime::now())
+}
+
 /// Prefix of temporary files and directories: whatever carries it after a
 /// crash is garbage and is removed at start-up.
 pub const TEMP_PREFIX: &str = ".tmp-";

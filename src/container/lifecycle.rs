@@ -7,11 +7,12 @@ use nix::sys::signal::Signal;
 
 use super::record::{self, Container, ContainerState};
 use super::spec::{self, NamespacePath, Namespaces, SandboxFiles, SpecInput};
-use super::{now_nanos, rootfs, state_name, ContainerError, ContainerService, Entry};
+use super::{rootfs, state_name, ContainerError, ContainerService, Entry};
 use crate::api;
 use crate::error::Classify;
 use crate::runtime::{self, ExecOutput, MonitorConfig};
 use crate::sandbox::{Sandbox, SandboxState};
+use crate::store::now_nanos;
 
 /// kubelet's cap on ExecSync output per stream.
 pub const EXEC_OUTPUT_CAP: usize = 16 << 20;

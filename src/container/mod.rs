@@ -231,10 +231,3 @@ fn state_name(state: ContainerState) -> &'static str {
         ContainerState::Unknown => "unknown",
     }
 }
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}

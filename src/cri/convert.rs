@@ -29,7 +29,7 @@ pub fn image(record: &ImageRecord) -> proto::Image {
 
 pub fn filesystem_usage(usage: FsUsage, mountpoint: &std::path::Path) -> proto::FilesystemUsage {
     proto::FilesystemUsage {
-        timestamp: now_nanos(),
+        timestamp: crate::store::now_nanos(),
         fs_id: Some(proto::FilesystemIdentifier {
             mountpoint: mountpoint.display().to_string(),
         }),
@@ -40,13 +40,6 @@ pub fn filesystem_usage(usage: FsUsage, mountpoint: &std::path::Path) -> proto::
             value: usage.inodes_used,
         }),
     }
-}
-
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

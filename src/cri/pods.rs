@@ -76,7 +76,6 @@ pub async fn status(
 
 fn verbose_info(sandbox: &Sandbox) -> Result<String, Status> {
     let info = serde_json::json!({
-        "pid": 0,
         "namespaces": sandbox.namespaces,
         "hostname": sandbox.hostname,
         "resolvConf": sandbox.resolv_conf,

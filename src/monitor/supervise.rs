@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -222,17 +222,14 @@ fn handle(log: &mut CriLogWriter, request: ControlRequest) -> ControlReply {
     }
 }
 
-fn now_ns(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// How a reaped process ended; `None` for stop/continue notifications.
 pub fn exit_status(status: WaitStatus, at: SystemTime) -> Option<ExitStatus> {
     match status {
-        WaitStatus::Exited(_, code) => Some(ExitStatus::exited(code, now_ns(at))),
-        WaitStatus::Signaled(_, signal, _) => Some(ExitStatus::killed(signal as i32, now_ns(at))),
+        WaitStatus::Exited(_, code) => Some(ExitStatus::exited(code, crate::store::unix_nanos(at))),
+        WaitStatus::Signaled(_, signal, _) => Some(ExitStatus::killed(
+            signal as i32,
+            crate::store::unix_nanos(at),
+        )),
         _ => None,
     }
 }
@@ -244,7 +241,7 @@ mod tests {
 
     #[test]
     fn wait_statuses_map_to_exit_records() {
-        let at = UNIX_EPOCH + Duration::new(5, 6);
+        let at = std::time::UNIX_EPOCH + Duration::new(5, 6);
         let pid = Pid::from_raw(10);
         assert_eq!(
             exit_status(WaitStatus::Exited(pid, 3), at),

@@ -375,7 +375,7 @@ impl SandboxService {
             let sandbox = Sandbox {
                 id: id.clone(),
                 name: name.clone(),
-                created_at_ns: now_nanos(),
+                created_at_ns: crate::store::now_nanos(),
                 state: SandboxState::Ready,
                 modes,
                 namespaces: pinned.clone(),
@@ -456,13 +456,6 @@ impl SandboxService {
             .remove(&sandbox.id);
         Ok(())
     }
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 fn pod_network(id: &str, config: &api::PodSandboxConfig, netns: &Path) -> PodNetwork {
