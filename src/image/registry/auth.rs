@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
 use serde::Deserialize;
 
 use super::base64;
@@ -453,19 +453,12 @@ impl Authenticator {
         );
         if !status.is_success() {
             let detail = error_detail(response, self.request_timeout).await;
-            let url = realm_text.to_string();
-            return Err(match status {
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
-                    url,
-                    status: status.as_u16(),
-                    detail,
-                },
-                _ => RegistryError::UnexpectedStatus {
-                    url,
-                    status: status.as_u16(),
-                    detail,
-                },
-            });
+            return Err(RegistryError::from_status(
+                status,
+                realm_text.to_string(),
+                detail,
+                None,
+            ));
         }
         let body = read_capped(
             response,

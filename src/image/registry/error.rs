@@ -189,6 +189,30 @@ impl fmt::Display for RemoteDetail {
 }
 
 impl RegistryError {
+    /// The error for a failed HTTP answer; a 404 means "no such `what`"
+    /// when `what` is given (a manifest, a blob), else it is unexpected.
+    pub(crate) fn from_status(
+        status: reqwest::StatusCode,
+        url: String,
+        detail: RemoteDetail,
+        what: Option<&'static str>,
+    ) -> RegistryError {
+        use reqwest::StatusCode;
+        match (status, what) {
+            (StatusCode::NOT_FOUND, Some(what)) => RegistryError::NotFound { what, url, detail },
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => RegistryError::Unauthorized {
+                url,
+                status: status.as_u16(),
+                detail,
+            },
+            _ => RegistryError::UnexpectedStatus {
+                url,
+                status: status.as_u16(),
+                detail,
+            },
+        }
+    }
+
     /// Maps a transport error, telling a timeout apart so it is classified
     /// as one. The URL is dropped from reqwest's own message: ours has it.
     pub(crate) fn from_transport(

@@ -482,20 +482,12 @@ impl Repository {
             return Ok(response);
         }
         let detail = error_detail(response, self.request_timeout).await;
-        let url = url.to_string();
-        Err(match status {
-            StatusCode::NOT_FOUND => RegistryError::NotFound { what, url, detail },
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
-                url,
-                status: status.as_u16(),
-                detail,
-            },
-            _ => RegistryError::UnexpectedStatus {
-                url,
-                status: status.as_u16(),
-                detail,
-            },
-        })
+        Err(RegistryError::from_status(
+            status,
+            url.to_string(),
+            detail,
+            Some(what),
+        ))
     }
 }
 
