@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,9 @@ pub struct LayerUsage {
 
 pub struct LayerStore {
     dir: PathBuf,
+    /// What is on disk, read once at open and kept in step by `commit` and
+    /// `detach`: ImageFsInfo and GC need it often, kubelet polls the former.
+    stored: Mutex<HashMap<Digest, LayerUsage>>,
 }
 
 /// A layer being unpacked; dropped without [`LayerStore::commit`], its
@@ -62,7 +66,12 @@ impl LayerStore {
         if removed > 0 {
             tracing::info!(removed, "removed layers left unfinished by a crash");
         }
-        Ok(LayerStore { dir })
+        let stored = Mutex::new(scan(&dir)?);
+        Ok(LayerStore { dir, stored })
+    }
+
+    fn stored(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, LayerUsage>> {
+        self.stored.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
@@ -75,7 +84,7 @@ impl LayerStore {
     }
 
     pub fn contains(&self, diff_id: &Digest) -> bool {
-        self.layer_dir(diff_id).is_dir()
+        self.stored().contains_key(diff_id)
     }
 
     pub fn begin(&self) -> Result<PendingLayer, StoreError> {
@@ -108,11 +117,9 @@ impl LayerStore {
             Err(_) if target.is_dir() => return Ok(()),
             Err(e) => return Err(e).context("publishing layer", &target),
         }
-        store::sync_dir(&self.dir)
-    }
-
-    pub fn remove(&self, diff_id: &Digest) -> Result<(), StoreError> {
-        store::remove_dir_atomic(&self.layer_dir(diff_id))
+        store::sync_dir(&self.dir)?;
+        self.stored().insert(diff_id.clone(), usage);
+        Ok(())
     }
 
     /// Takes a layer out of the store at once (a rename) and returns the
@@ -120,30 +127,37 @@ impl LayerStore {
     /// leaves a temporary that start-up removes.
     pub fn detach(&self, diff_id: &Digest) -> Result<Option<PathBuf>, StoreError> {
         let doomed = self.dir.join(store::unique_temp_name(store::TEMP_PREFIX));
-        match fs::rename(self.layer_dir(diff_id), &doomed) {
-            Ok(()) => Ok(Some(doomed)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).context("detaching layer", &self.layer_dir(diff_id)),
-        }
+        let detached = match fs::rename(self.layer_dir(diff_id), &doomed) {
+            Ok(()) => Some(doomed),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).context("detaching layer", &self.layer_dir(diff_id)),
+        };
+        self.stored().remove(diff_id);
+        Ok(detached)
     }
 
     /// Every stored layer with its usage.
-    pub fn list(&self) -> Result<HashMap<Digest, LayerUsage>, StoreError> {
-        let mut layers = HashMap::new();
-        for entry in fs::read_dir(&self.dir).context("listing", &self.dir)? {
-            let entry = entry.context("listing", &self.dir)?;
-            let name = entry.file_name();
-            let Some(hex) = name.to_str().and_then(|n| n.strip_prefix("sha256-")) else {
-                continue;
-            };
-            let Ok(diff_id) = Digest::parse_lenient(hex) else {
-                continue;
-            };
-            let usage = store::read_json(&entry.path().join(USAGE_FILE))?.unwrap_or_default();
-            layers.insert(diff_id, usage);
-        }
-        Ok(layers)
+    pub fn list(&self) -> HashMap<Digest, LayerUsage> {
+        self.stored().clone()
     }
+}
+
+/// The layers in `dir`, with the usage each recorded when it was unpacked.
+fn scan(dir: &Path) -> Result<HashMap<Digest, LayerUsage>, StoreError> {
+    let mut layers = HashMap::new();
+    for entry in fs::read_dir(dir).context("listing", dir)? {
+        let entry = entry.context("listing", dir)?;
+        let name = entry.file_name();
+        let Some(hex) = name.to_str().and_then(|n| n.strip_prefix("sha256-")) else {
+            continue;
+        };
+        let Ok(diff_id) = Digest::parse_lenient(hex) else {
+            continue;
+        };
+        let usage = store::read_json(&entry.path().join(USAGE_FILE))?.unwrap_or_default();
+        layers.insert(diff_id, usage);
+    }
+    Ok(layers)
 }
 
 fn sync_filesystem(path: &Path) -> Result<(), StoreError> {
@@ -178,8 +192,16 @@ mod tests {
         store.commit(pending, &diff_id, usage).unwrap();
         assert!(store.contains(&diff_id));
         assert!(store.lower_dir(&diff_id).join("file").exists());
-        assert_eq!(store.list().unwrap().get(&diff_id), Some(&usage));
-        store.remove(&diff_id).unwrap();
-        assert!(store.list().unwrap().is_empty());
+        assert_eq!(store.list().get(&diff_id), Some(&usage));
+        let reopened = LayerStore::open(dir.path().join("layers")).unwrap();
+        assert_eq!(
+            reopened.list().get(&diff_id),
+            Some(&usage),
+            "usage survives a restart"
+        );
+        let detached = store.detach(&diff_id).unwrap().expect("detached");
+        fs::remove_dir_all(detached).unwrap();
+        assert!(store.list().is_empty());
+        assert!(!store.contains(&diff_id));
     }
 }

@@ -256,7 +256,7 @@ impl ImageService {
             used_bytes: 0,
             inodes_used: 0,
         };
-        for layer in self.layers.list()?.values() {
+        for layer in self.layers.list().values() {
             usage.used_bytes += layer.bytes;
             usage.inodes_used += layer.inodes;
         }
@@ -306,7 +306,7 @@ impl ImageService {
                 .flatten()
                 .cloned(),
         );
-        let stored_layers = self.layers.list()?;
+        let stored_layers = self.layers.list();
         let stored_blobs = self.content.list()?;
         let detached = self
             .leases
