@@ -102,6 +102,15 @@ async fn create(
         .map(|r| r.into_inner().container_id)
 }
 
+async fn pod_status(client: &mut RuntimeServiceClient<Channel>, pod_id: &str) -> PodSandboxStatus {
+    let request = PodSandboxStatusRequest {
+        pod_sandbox_id: pod_id.into(),
+        verbose: true,
+    };
+    let response = client.pod_sandbox_status(request).await.unwrap();
+    response.into_inner().status.unwrap()
+}
+
 async fn remove_pod(client: &mut RuntimeServiceClient<Channel>, pod_id: &str) {
     let request = RemovePodSandboxRequest {
         pod_sandbox_id: pod_id.into(),
@@ -183,15 +192,7 @@ async fn pod_and_container_lifecycle() {
     let pod = pod_config(&daemon, "lifecycle");
     let pod_id = run_pod(&mut client, pod.clone()).await;
 
-    let pod_status = client
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let sandbox = pod_status.status.unwrap();
+    let sandbox = pod_status(&mut client, &pod_id).await;
     assert_eq!(sandbox.state, PodSandboxState::SandboxReady as i32);
     assert_eq!(sandbox.metadata.unwrap().name, "lifecycle");
     assert_eq!(sandbox.labels["app"], "lifecycle");
@@ -743,16 +744,7 @@ async fn pod_network_with_ip_and_host_port() {
         host_ip: String::new(),
     }];
     let pod_id = run_pod(&mut client, pod.clone()).await;
-    let status = client
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = pod_status(&mut client, &pod_id).await;
     let ip: std::net::IpAddr = status
         .network
         .unwrap()
