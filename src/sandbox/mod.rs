@@ -400,6 +400,10 @@ impl SandboxService {
                         tracing::error!(id = %id, error = %e, "tearing down the network of a failed sandbox");
                     }
                 }
+                // A record half-written when saving failed.
+                if let Err(e) = crate::store::remove_dir_atomic(&self.record_dir(&id)) {
+                    tracing::error!(id = %id, error = %e, "removing the record of a failed sandbox");
+                }
                 return Err(error);
             }
         };
