@@ -268,6 +268,16 @@ impl Paths {
     pub fn image_root(&self) -> PathBuf {
         self.root.join("image")
     }
+
+    /// CNI results, kept so that DEL undoes exactly what ADD did.
+    pub fn cni_cache(&self) -> PathBuf {
+        self.root.join("cni-cache")
+    }
+
+    /// The OCI runtime's `--root`: its state of every container.
+    pub fn runtime_root(&self) -> PathBuf {
+        self.state.join("runc")
+    }
 }
 
 #[cfg(test)]

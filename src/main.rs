@@ -133,17 +133,16 @@ async fn serve(config: Config) -> Result<(), String> {
         max_concurrent_downloads: config.registry.max_concurrent_downloads,
         unpack: UnpackOptions::default(),
     };
+    prepare_top_directories(&paths)?;
     let images = Arc::new(
         ImageService::open(paths.image_root(), registry, options)
             .map_err(|e| format!("opening image store: {}", wharf::error::chain(&e)))?,
     );
-    std::fs::create_dir_all(&paths.state)
-        .map_err(|e| format!("creating state dir {}: {e}", paths.state.display()))?;
 
     let cni = Arc::new(Cni::new(CniConfig {
         conf_dir: config.cni.conf_dir.clone(),
         bin_dirs: config.cni.bin_dirs.clone(),
-        cache_dir: paths.root.join("cni-cache"),
+        cache_dir: paths.cni_cache(),
     }));
     if cni.portmap_needs_host_setup() {
         if let Err(e) = wharf::network::prepare_host_for_hostport_on_localhost() {
@@ -165,7 +164,7 @@ async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("recovering sandboxes: {}", wharf::error::chain(&e)))?,
     );
     let container_options = ContainerOptions {
-        runtime: OciRuntime::new(config.runtime.path.clone(), paths.state.join("runc")),
+        runtime: OciRuntime::new(config.runtime.path.clone(), paths.runtime_root()),
         monitor_binary,
         host: HostFeatures::detect(),
     };
@@ -201,6 +200,26 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| wharf::error::chain(&e))?;
     tracing::info!("wharf stopped");
+    Ok(())
+}
+
+/// Creates `root` (0700) and `state` (0711: the socket may live there) when
+/// missing. Existing ones are left as they are, since an operator may point
+/// Wharf into a shared directory: what protects Wharf's data is that every
+/// directory it owns below them is private (each service sees to its own),
+/// the runtime's included.
+fn prepare_top_directories(paths: &wharf::config::Paths) -> Result<(), String> {
+    use wharf::store::{ensure_dir_mode, PRIVATE_DIR_MODE, TRAVERSE_ONLY_DIR_MODE};
+    let error = |e: wharf::store::StoreError| wharf::error::chain(&e);
+    if !paths.root.exists() {
+        ensure_dir_mode(&paths.root, PRIVATE_DIR_MODE).map_err(error)?;
+    }
+    if !paths.state.exists() {
+        ensure_dir_mode(&paths.state, TRAVERSE_ONLY_DIR_MODE).map_err(error)?;
+    }
+    for own in [paths.runtime_root(), paths.cni_cache()] {
+        ensure_dir_mode(&own, PRIVATE_DIR_MODE).map_err(error)?;
+    }
     Ok(())
 }
 

@@ -77,6 +77,18 @@ pub fn now_nanos() -> i64 {
 pub const TEMP_PREFIX: &str = ".tmp-";
 
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    replace_file(path, data, true)
+}
+
+/// Like [`write_atomic`] but without the fsyncs: the new content survives
+/// a crash of the process (it is in the page cache), not of the machine.
+/// For intents that only matter while the machine is up, such as "a start
+/// of this container is under way" (a reboot ends the container anyway).
+pub fn write_atomic_unsynced(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    replace_file(path, data, false)
+}
+
+fn replace_file(path: &Path, data: &[u8], durable: bool) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let temp = dir.join(unique_temp_name(TEMP_PREFIX));
     let result = (|| {
@@ -86,9 +98,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
             .open(&temp)
             .context("creating", &temp)?;
         file.write_all(data).context("writing", &temp)?;
-        file.sync_all().context("syncing", &temp)?;
+        if durable {
+            file.sync_all().context("syncing", &temp)?;
+        }
         fs::rename(&temp, path).context("renaming into place", path)?;
-        sync_dir(dir)
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);
@@ -97,11 +114,18 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
 }
 
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
-    let data = serde_json::to_vec(value).map_err(|source| StoreError::Decode {
+    write_atomic(path, &encode_json(path, value)?)
+}
+
+pub fn write_json_atomic_unsynced<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    write_atomic_unsynced(path, &encode_json(path, value)?)
+}
+
+fn encode_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|source| StoreError::Decode {
         path: path.to_path_buf(),
         source,
-    })?;
-    write_atomic(path, &data)
+    })
 }
 
 /// `Ok(None)` when the file does not exist.
@@ -223,8 +247,44 @@ pub fn list_subdirs(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(dirs)
 }
 
+/// Mode of every directory Wharf keeps its data in: only root may enter.
+/// Layers keep setuid binaries and file capabilities, and containers write
+/// into their upper dirs; a directory other users could traverse would hand
+/// them those binaries (containerd's CVE-2021-41103).
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Mode of the state directory: others may pass through to the socket
+/// (when its group is granted), but not list it.
+pub const TRAVERSE_ONLY_DIR_MODE: u32 = 0o711;
+
+/// Creates `path` and any missing parents, each only root may enter.
 pub fn create_dir_all(path: &Path) -> Result<(), StoreError> {
-    fs::create_dir_all(path).context("creating directory", path)
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(path)
+        .context("creating directory", path)
+}
+
+/// Creates `path` if missing, then gives it exactly `mode` (whatever the
+/// umask, and also when an older Wharf or an operator left it wider).
+pub fn ensure_dir_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    create_dir_all(path)?;
+    let current = fs::symlink_metadata(path).context("inspecting", path)?;
+    if !current.is_dir() {
+        return Err(StoreError::Io {
+            op: "using as a directory",
+            path: path.to_path_buf(),
+            source: io::Error::from(io::ErrorKind::NotADirectory),
+        });
+    }
+    if current.permissions().mode() & 0o7777 != mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .context("restricting permissions of", path)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -243,6 +303,30 @@ mod tests {
             read_json::<Vec<i32>>(&dir.path().join("missing")).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn directories_are_private_whatever_existed_before() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        create_dir_all(&nested).unwrap();
+        for path in [dir.path().join("a"), nested.clone()] {
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+        }
+        // An installation made before the fix: wide open, fixed in place.
+        let old = dir.path().join("old");
+        fs::create_dir(&old).unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_dir_mode(&old, TRAVERSE_ONLY_DIR_MODE).unwrap();
+        assert_eq!(
+            fs::metadata(&old).unwrap().permissions().mode() & 0o7777,
+            0o711
+        );
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        assert!(ensure_dir_mode(&file, PRIVATE_DIR_MODE).is_err());
     }
 
     #[test]

@@ -52,18 +52,15 @@ pub fn mount_overlay(
     let upper = layer_dir.join("upper");
     let work = layer_dir.join("work");
     let empty = layer_dir.join("empty");
-    for dir in [&upper, &work, target] {
-        std::fs::create_dir_all(dir).map_err(|source| RootfsError::Create {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+    // The upper dir's root becomes the container's `/`: it must be open to
+    // the container's users whatever the daemon's umask (its private
+    // parent keeps host users out). The others are overlayfs' own.
+    for (dir, mode) in [(upper.as_path(), 0o755), (&work, 0o700), (target, 0o700)] {
+        create_dir_with_mode(dir, mode)?;
     }
     let mut lowers: Vec<String> = lower_dirs.iter().map(|d| d.display().to_string()).collect();
     if lowers.is_empty() {
-        std::fs::create_dir_all(&empty).map_err(|source| RootfsError::Create {
-            path: empty.clone(),
-            source,
-        })?;
+        create_dir_with_mode(&empty, 0o755)?;
         lowers.push(empty.display().to_string());
     }
     let options = format!(
@@ -86,6 +83,20 @@ pub fn mount_overlay(
         target: target.to_path_buf(),
         source,
     })
+}
+
+fn create_dir_with_mode(dir: &Path, mode: u32) -> Result<(), RootfsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let error = |source| RootfsError::Create {
+        path: dir.to_path_buf(),
+        source,
+    };
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(error(e)),
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(error)
 }
 
 /// Unmounts `target`; not mounted is fine.

@@ -146,7 +146,7 @@ impl ImageService {
         registry: RegistryConfig,
         options: PullOptions,
     ) -> Result<ImageService, ImageError> {
-        crate::store::create_dir_all(&root)?;
+        crate::store::ensure_dir_mode(&root, crate::store::PRIVATE_DIR_MODE)?;
         let content = ContentStore::open(root.join("content"))?;
         let layers = LayerStore::open(root.join("layers"))?;
         let index = ImageIndex::load(&metadata::index_path(&root))?;

@@ -53,11 +53,7 @@ pub(crate) fn save(
     pod_id: &str,
     attachment: &Attachment,
 ) -> Result<(), StoreError> {
-    std::fs::create_dir_all(cache_dir).map_err(|source| StoreError::Io {
-        op: "creating",
-        path: cache_dir.to_path_buf(),
-        source,
-    })?;
+    store::create_dir_all(cache_dir)?;
     store::write_json_atomic(&path(cache_dir, pod_id), attachment)
 }
 

@@ -107,8 +107,10 @@ impl SandboxService {
     ) -> Result<SandboxService, SandboxError> {
         let root = root.join("sandboxes");
         let state = state.join("sandboxes");
-        crate::store::create_dir_all(&root)?;
-        crate::store::create_dir_all(&state)?;
+        // Wharf's own directories: made private also when an older Wharf
+        // left them open.
+        crate::store::ensure_dir_mode(&root, crate::store::PRIVATE_DIR_MODE)?;
+        crate::store::ensure_dir_mode(&state, crate::store::PRIVATE_DIR_MODE)?;
         let service = SandboxService {
             root,
             state,
