@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::record::{self, Container, ContainerState};
-use super::spec::{self, NamespacePath, Namespaces, SandboxFiles, SpecInput};
+use super::spec;
 use super::{rootfs, state_name, ContainerError, ContainerService, Entry};
 use crate::api;
 use crate::error::Classify;
-use crate::runtime::{self, ExecOutput, MonitorConfig};
-use crate::sandbox::{Sandbox, SandboxState};
+use crate::runtime::{self, ExecOutput};
+
 use crate::store::now_nanos;
 
 /// kubelet's cap on ExecSync output per stream.
@@ -22,248 +22,12 @@ const EXIT_POLL: Duration = Duration::from_millis(5);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 impl ContainerService {
-    fn record_dir(&self, id: &str) -> PathBuf {
+    pub(super) fn record_dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
 
-    fn state_dir(&self, id: &str) -> PathBuf {
+    pub(super) fn state_dir(&self, id: &str) -> PathBuf {
         self.state.join(id)
-    }
-
-    /// CreateContainer: a created (not started) container, or nothing.
-    pub async fn create(
-        &self,
-        sandbox_id: &str,
-        config: api::ContainerConfig,
-    ) -> Result<Container, ContainerError> {
-        let metadata = config
-            .metadata
-            .clone()
-            .ok_or(ContainerError::Missing("config.metadata"))?;
-        if metadata.name.is_empty() {
-            return Err(ContainerError::Missing("config.metadata.name"));
-        }
-        if metadata.name.contains('/') || metadata.name.contains('\0') {
-            return Err(ContainerError::Invalid {
-                field: "metadata.name",
-                reason: "contains '/' or NUL".into(),
-            });
-        }
-        let image_name = config
-            .image
-            .as_ref()
-            .map(|i| i.image.trim().to_string())
-            .filter(|i| !i.is_empty())
-            .ok_or(ContainerError::Missing("config.image.image"))?;
-        let sandbox_entry = self.sandboxes.get(sandbox_id)?;
-        // Held until the container is recorded, so that a concurrent
-        // StopPodSandbox either sees it or runs first and leaves the pod
-        // NotReady for the check below.
-        let _pod_op = sandbox_entry.op.lock().await;
-        let sandbox = sandbox_entry.get();
-        if sandbox.state != SandboxState::Ready {
-            return Err(ContainerError::SandboxNotReady(sandbox.id));
-        }
-        let image = self
-            .images
-            .resolve(&image_name)?
-            .ok_or_else(|| ContainerError::ImageNotFound(image_name.clone()))?;
-        spec::prepare_host_paths(&config)?;
-
-        let id = crate::sync::new_id();
-        let pod = sandbox.metadata();
-        let name = format!(
-            "{}_{}_{}_{}_{}",
-            metadata.name, pod.name, pod.namespace, pod.uid, metadata.attempt
-        );
-        self.names.reserve(&name, &id)?;
-        let mut undo = crate::sync::Undo::default();
-        undo.push("releasing the container name", || {
-            self.names.release(&name);
-            Ok(())
-        });
-        let record_dir = self.record_dir(&id);
-        let state_dir = self.state_dir(&id);
-        let rootfs_dir = state_dir.join("rootfs");
-        for dir in [&record_dir, &state_dir] {
-            crate::store::create_dir_all(dir)?;
-        }
-        {
-            let (record_dir, state_dir) = (record_dir.clone(), state_dir.clone());
-            undo.push("removing container directories", move || {
-                let _ = std::fs::remove_dir_all(&state_dir);
-                std::fs::remove_dir_all(&record_dir).map_err(|e| e.to_string())
-            });
-        }
-        self.images.hold_layers(&id, image.layers.clone());
-        {
-            let id = id.clone();
-            undo.push("releasing image layers", move || {
-                self.images.release_layers(&id).map_err(|e| e.to_string())
-            });
-        }
-        rootfs::mount_overlay(&self.images.lower_dirs(&image), &record_dir, &rootfs_dir)?;
-        {
-            let rootfs_dir = rootfs_dir.clone();
-            undo.push("unmounting the rootfs", move || {
-                rootfs::unmount(&rootfs_dir).map_err(|e| e.to_string())
-            });
-        }
-
-        let image_config = self.image_config(&image)?;
-        let security = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref());
-        let user = super::user::resolve_user(
-            &rootfs_dir,
-            image_config.user().as_deref().unwrap_or(""),
-            security,
-        )?;
-        let namespaces = self.namespaces_for(&sandbox, &config)?;
-        let cgroup_parent = sandbox
-            .config
-            .linux
-            .as_ref()
-            .map(|l| l.cgroup_parent.clone())
-            .unwrap_or_default();
-        let generated = spec::generate(&SpecInput {
-            container_id: &id,
-            sandbox_id: &sandbox.id,
-            config: &config,
-            sandbox: &sandbox.config,
-            image: &image_config,
-            image_name: &image_name,
-            rootfs: &rootfs_dir,
-            namespaces,
-            sandbox_files: SandboxFiles {
-                hosts: Some(sandbox.hosts.clone()),
-                resolv_conf: Some(sandbox.resolv_conf.clone()),
-                hostname: Some(sandbox.hostname_file.clone()),
-                shm: sandbox.shm.clone(),
-            },
-            cgroups_path: cgroups_path(&cgroup_parent, &id),
-            user,
-            host: self.options.host.clone(),
-        })?;
-        let spec_json = serde_json::to_vec(&generated).map_err(|e| ContainerError::Invalid {
-            field: "spec",
-            reason: e.to_string(),
-        })?;
-        crate::store::write_atomic(&state_dir.join("config.json"), &spec_json)?;
-        let stop_signal = spec::container_stop_signal(&config, &image_config)? as i32;
-
-        let log_path = log_path(&sandbox, &config)?;
-        if let Some(parent) = log_path.as_ref().and_then(|p| p.parent()) {
-            crate::store::create_dir_all(parent)?;
-        }
-        runtime::create_with_monitor(
-            &self.options.runtime,
-            &MonitorConfig {
-                monitor_binary: self.options.monitor_binary.clone(),
-                id: id.clone(),
-                bundle: state_dir.clone(),
-                state_dir: state_dir.clone(),
-                log_path: log_path.clone().unwrap_or_else(|| "/dev/null".into()),
-                stdin: config.stdin,
-                stdin_once: config.stdin_once,
-                tty: config.tty,
-            },
-        )
-        .await?;
-        let container = Container {
-            id: id.clone(),
-            sandbox_id: sandbox.id.clone(),
-            name: name.clone(),
-            created_at_ns: now_nanos(),
-            started_at_ns: None,
-            image_ref: image
-                .repo_digests
-                .first()
-                .cloned()
-                .unwrap_or_else(|| image.id.to_string()),
-            image_id: image.id.to_string(),
-            image_name,
-            layers: image.layers.clone(),
-            log_path,
-            state_dir,
-            rootfs: rootfs_dir,
-            stop_signal,
-            failure: None,
-            exit: None,
-            config,
-        };
-        if let Err(error) = record::save(&record_dir, &container, true) {
-            // The one undo step that is asynchronous, so it is not in `undo`
-            // (which runs the rest, unmounting the rootfs, on return).
-            if let Err(e) = self.options.runtime.delete(&id, true).await {
-                tracing::error!(id = %id, error = %e, "deleting the container of a failed create");
-            }
-            return Err(error.into());
-        }
-        undo.disarm();
-        self.containers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Entry::new(container.clone()));
-        Ok(container)
-    }
-
-    fn image_config(
-        &self,
-        image: &crate::image::metadata::ImageRecord,
-    ) -> Result<oci_spec::image::Config, ContainerError> {
-        let bytes = self.images.config_bytes(image)?.unwrap_or_default();
-        let parsed: oci_spec::image::ImageConfiguration =
-            serde_json::from_slice(&bytes).map_err(|e| ContainerError::Invalid {
-                field: "image config",
-                reason: e.to_string(),
-            })?;
-        Ok(parsed.config().clone().unwrap_or_default())
-    }
-
-    fn namespaces_for(
-        &self,
-        sandbox: &Sandbox,
-        config: &api::ContainerConfig,
-    ) -> Result<Namespaces, ContainerError> {
-        let pinned = |path: &Option<PathBuf>| match path {
-            Some(path) => NamespacePath::Join(path.clone()),
-            None => NamespacePath::Host,
-        };
-        let options = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.as_ref());
-        let pid_mode = options
-            .map(|o| api::NamespaceMode::try_from(o.pid).unwrap_or(api::NamespaceMode::Container))
-            .unwrap_or(api::NamespaceMode::Container);
-        let pid = match pid_mode {
-            api::NamespaceMode::Node => NamespacePath::Host,
-            api::NamespaceMode::Container => NamespacePath::New,
-            api::NamespaceMode::Pod => match &sandbox.pid_holder {
-                Some(holder) => NamespacePath::Join(holder.path.clone()),
-                None => {
-                    return Err(ContainerError::Invalid {
-                        field: "namespace_options.pid",
-                        reason: "POD, but the pod has no shared PID namespace".into(),
-                    })
-                }
-            },
-            api::NamespaceMode::Target => {
-                let target_id = options.map(|o| o.target_id.as_str()).unwrap_or("");
-                let target = self.get(target_id)?.get();
-                let pid = runtime_pid(&target)?;
-                NamespacePath::Join(PathBuf::from(format!("/proc/{pid}/ns/pid")))
-            }
-        };
-        Ok(Namespaces {
-            network: pinned(&sandbox.namespaces.net),
-            ipc: pinned(&sandbox.namespaces.ipc),
-            uts: pinned(&sandbox.namespaces.uts),
-            pid,
-        })
     }
 
     /// StartContainer.
@@ -274,17 +38,46 @@ impl ContainerService {
         if container.state() != ContainerState::Created {
             return Err(wrong_state(&container, "start", "created"));
         }
+        let record_dir = self.record_dir(&container.id);
         // Taken before the start: a short-lived container may have exited
         // (and its exit time been recorded) by the time `start` returns.
-        let started_at = now_nanos();
-        if let Err(error) = self.options.runtime.start(&container.id).await {
-            let failed = entry.update(|c| c.failure = Some(crate::error::chain(&error)));
-            record::save(&self.record_dir(&failed.id), &failed, false)?;
-            return Err(error.into());
+        // Written ahead, so that a crash during the start leaves the time
+        // for recovery to confirm with the runtime.
+        let requested_at = now_nanos();
+        let pending = entry.update(|c| c.start_requested_at_ns = Some(requested_at));
+        record::save_unsynced(&record_dir, &pending)?;
+        let result = self.options.runtime.start(&container.id).await;
+        let outcome = match &result {
+            Ok(()) => StartOutcome::Started,
+            // It may have started all the same (a start that a crash cut
+            // short, retried): the runtime says which, and only a container
+            // that never ran is a failed one.
+            Err(_) => self.start_outcome(&container.id).await,
+        };
+        let recorded = entry.update(|c| outcome.apply(c, &result));
+        record::save(&record_dir, &recorded, false)?;
+        match (result, outcome) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), StartOutcome::Started) => Err(wrong_state(&recorded, "start", "created")),
+            (Err(error), _) => Err(error.into()),
         }
-        let started = entry.update(|c| c.started_at_ns = Some(started_at));
-        record::save(&self.record_dir(&started.id), &started, false)?;
-        Ok(())
+    }
+
+    /// Whether a container whose start was requested has started, by the
+    /// runtime's account.
+    async fn start_outcome(&self, id: &str) -> StartOutcome {
+        use crate::runtime::Status;
+        match self.options.runtime.state(id).await {
+            Ok(Some(state)) => match state.status {
+                Status::Running | Status::Paused | Status::Stopped => StartOutcome::Started,
+                Status::Created | Status::Creating => StartOutcome::NotStarted,
+            },
+            Ok(None) => StartOutcome::NotStarted,
+            Err(e) => {
+                tracing::warn!(id, error = %e, "asking the runtime whether a start happened");
+                StartOutcome::Unknown
+            }
+        }
     }
 
     /// StopContainer: the stop signal, then SIGKILL after `timeout`.
@@ -505,6 +298,13 @@ impl ContainerService {
             self.images.hold_layers(&id, container.layers.clone());
             self.names.reserve(&container.name, &id).ok();
             let entry = Entry::new(container);
+            if entry.get().start_requested_at_ns.is_some() {
+                // A StartContainer was cut short: did the runtime start it?
+                let outcome = self.start_outcome(&id).await;
+                tracing::warn!(id = %id, ?outcome, "reconciling a start interrupted by a crash");
+                let reconciled = entry.update(|c| outcome.apply(c, &Ok(())));
+                record::save(&dir, &reconciled, false)?;
+            }
             let container = entry.get();
             if matches!(
                 container.state(),
@@ -549,7 +349,35 @@ impl ContainerService {
     }
 }
 
-fn wrong_state(
+/// What became of a requested start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartOutcome {
+    Started,
+    NotStarted,
+    /// The runtime could not say: the intent stays for the next recovery.
+    Unknown,
+}
+
+impl StartOutcome {
+    /// Records the outcome of the start requested at
+    /// `start_requested_at_ns`; `result` is the start's own, if one ran.
+    fn apply(self, container: &mut Container, result: &Result<(), crate::runtime::RuntimeError>) {
+        match self {
+            StartOutcome::Started => {
+                container.started_at_ns = container.start_requested_at_ns.take();
+            }
+            StartOutcome::NotStarted => {
+                container.start_requested_at_ns = None;
+                if let Err(error) = result {
+                    container.failure = Some(crate::error::chain(error));
+                }
+            }
+            StartOutcome::Unknown => {}
+        }
+    }
+}
+
+pub(super) fn wrong_state(
     container: &Container,
     action: &'static str,
     needed: &'static str,
@@ -560,65 +388,6 @@ fn wrong_state(
         action,
         needed,
     }
-}
-
-/// The init pid of a running container, from the pid file `runc create`
-/// wrote.
-fn runtime_pid(container: &Container) -> Result<i32, ContainerError> {
-    if container.state() != ContainerState::Running {
-        return Err(wrong_state(
-            container,
-            "sharing its PID namespace",
-            "running",
-        ));
-    }
-    std::fs::read_to_string(
-        container
-            .state_dir
-            .join(runtime::protocol::files::CONTAINER_PID),
-    )
-    .ok()
-    .and_then(|pid| pid.trim().parse().ok())
-    .ok_or_else(|| ContainerError::Invalid {
-        field: "target container",
-        reason: "its pid is unknown".into(),
-    })
-}
-
-/// kubelet gives the pod's log directory and a path relative to it.
-fn log_path(
-    sandbox: &Sandbox,
-    config: &api::ContainerConfig,
-) -> Result<Option<PathBuf>, ContainerError> {
-    if config.log_path.is_empty() {
-        return Ok(None);
-    }
-    let relative = Path::new(&config.log_path);
-    if relative.is_absolute()
-        || relative
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(ContainerError::Invalid {
-            field: "log_path",
-            reason: format!("{:?} must be relative, without '..'", config.log_path),
-        });
-    }
-    let directory = &sandbox.config.log_directory;
-    if directory.is_empty() {
-        return Err(ContainerError::Invalid {
-            field: "log_path",
-            reason: "the sandbox has no log_directory".into(),
-        });
-    }
-    Ok(Some(Path::new(directory).join(relative)))
-}
-
-/// cgroupfs driver: `<parent>/<id>`, or a `wharf` parent when kubelet gave
-/// none.
-fn cgroups_path(parent: &str, id: &str) -> String {
-    let parent = if parent.is_empty() { "/wharf" } else { parent };
-    format!("{}/{id}", parent.trim_end_matches('/'))
 }
 
 fn file_name(path: &Path) -> String {

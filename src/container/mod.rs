@@ -7,6 +7,7 @@
 //! the bundle, the monitor's files and the rootfs mount under
 //! `<state>/containers/<id>`.
 
+mod create;
 mod lifecycle;
 pub mod record;
 pub mod rootfs;
@@ -63,6 +64,8 @@ pub enum ContainerError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0} did not finish: {1}")]
+    Task(&'static str, #[source] tokio::task::JoinError),
 }
 
 impl Classify for ContainerError {
@@ -81,7 +84,7 @@ impl Classify for ContainerError {
             ContainerError::Spec(e) => e.kind(),
             ContainerError::Rootfs(e) => e.kind(),
             ContainerError::Runtime(e) => e.kind(),
-            ContainerError::Store(_) => Kind::Internal,
+            ContainerError::Store(_) | ContainerError::Task(..) => Kind::Internal,
         }
     }
 }
@@ -161,8 +164,10 @@ impl ContainerService {
     ) -> Result<ContainerService, ContainerError> {
         let root = root.join("containers");
         let state = state.join("containers");
-        crate::store::create_dir_all(&root)?;
-        crate::store::create_dir_all(&state)?;
+        // Wharf's own directories: made private also when an older Wharf
+        // left them open.
+        crate::store::ensure_dir_mode(&root, crate::store::PRIVATE_DIR_MODE)?;
+        crate::store::ensure_dir_mode(&state, crate::store::PRIVATE_DIR_MODE)?;
         let service = ContainerService {
             root,
             state,

@@ -29,6 +29,11 @@ pub struct Container {
     pub name: String,
     pub created_at_ns: i64,
     pub started_at_ns: Option<i64>,
+    /// When a StartContainer began, until it is recorded as started or
+    /// failed: after a crash in between, recovery asks the runtime whether
+    /// the start happened, and if so this is its start time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_requested_at_ns: Option<i64>,
     /// The image as kubelet named it, its ID, and the repo digest it was
     /// pulled by (what `ContainerStatus.image_ref` reports).
     pub image_name: String,
@@ -73,6 +78,12 @@ pub fn save(dir: &Path, container: &Container, with_config: bool) -> Result<(), 
         container,
         with_config.then_some(&container.config),
     )
+}
+
+/// Writes the record so that it survives a crash of the daemon but not
+/// necessarily of the machine; see [`store::write_atomic_unsynced`].
+pub fn save_unsynced(dir: &Path, container: &Container) -> Result<(), StoreError> {
+    store::write_json_atomic_unsynced(&dir.join(RECORD_FILE), container)
 }
 
 /// `Ok(None)` when the record is incomplete.

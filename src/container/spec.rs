@@ -25,7 +25,6 @@
 use std::collections::HashMap;
 use std::fs::{self, DirBuilder};
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -125,6 +124,12 @@ pub struct HostFeatures {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
+    #[error("{what}: {count}, more than the {limit} allowed")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
     #[error("container config has no metadata name")]
     MissingMetadata,
     #[error(
@@ -232,6 +237,7 @@ impl Classify for SpecError {
             | PrivilegedInUnprivilegedSandbox
             | UnknownUser(_)
             | UnknownGroup(_)
+            | TooMany { .. }
             | StopSignal(_) => Kind::InvalidArgument,
         }
     }
@@ -427,9 +433,11 @@ fn process_args(
 /// image's variables, then the container's; later ones replace earlier ones
 /// of the same name, and an image entry without `=` removes the name.
 fn process_env(input: &SpecInput) -> Result<Vec<String>, SpecError> {
-    let mut env = vec![DEFAULT_PATH_ENV.to_string()];
+    check_limits(input.config, input.image)?;
+    let mut env = Environment::default();
+    env.set(DEFAULT_PATH_ENV);
     if input.config.tty {
-        set_env(&mut env, "TERM=xterm");
+        env.set("TERM=xterm");
     }
     let hostname = if input.sandbox.hostname.is_empty() {
         nix::unistd::gethostname()
@@ -438,9 +446,9 @@ fn process_env(input: &SpecInput) -> Result<Vec<String>, SpecError> {
     } else {
         input.sandbox.hostname.clone()
     };
-    set_env(&mut env, &format!("HOSTNAME={hostname}"));
+    env.set(&format!("HOSTNAME={hostname}"));
     for entry in input.image.env().iter().flatten() {
-        set_env(&mut env, entry);
+        env.set(entry);
     }
     for variable in &input.config.envs {
         if variable.key.is_empty() || variable.key.contains('=') {
@@ -456,27 +464,85 @@ fn process_env(input: &SpecInput) -> Result<Vec<String>, SpecError> {
                 value: variable.key.clone(),
                 reason: "the value is not UTF-8".to_string(),
             })?;
-        set_env(&mut env, &format!("{}={value}", variable.key));
+        env.set(&format!("{}={value}", variable.key));
     }
-    Ok(env)
+    Ok(env.into_vec())
 }
 
-fn set_env(env: &mut Vec<String>, entry: &str) {
-    let (name, assignment) = match entry.split_once('=') {
-        Some((name, _)) => (name, true),
-        None => (entry, false),
-    };
-    let position = env
-        .iter()
-        .position(|existing| existing.split_once('=').map(|(n, _)| n) == Some(name));
-    match (position, assignment) {
-        (Some(index), true) => env[index] = entry.to_string(),
-        (None, true) => env.push(entry.to_string()),
-        (Some(index), false) => {
-            env.remove(index);
+/// An environment being merged: each entry replaces the one of the same
+/// name in place, in time linear in the number of entries (an image may
+/// carry many, and this runs for every CreateContainer).
+#[derive(Default)]
+struct Environment {
+    entries: Vec<Option<String>>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Environment {
+    /// `NAME=value` sets; a bare `NAME` removes.
+    fn set(&mut self, entry: &str) {
+        let (name, assignment) = match entry.split_once('=') {
+            Some((name, _)) => (name, true),
+            None => (entry, false),
+        };
+        match (self.by_name.get(name).copied(), assignment) {
+            (Some(index), true) => self.entries[index] = Some(entry.to_string()),
+            (None, true) => {
+                self.by_name.insert(name.to_string(), self.entries.len());
+                self.entries.push(Some(entry.to_string()));
+            }
+            (Some(index), false) => {
+                self.entries[index] = None;
+                self.by_name.remove(name);
+            }
+            (None, false) => {}
         }
-        (None, false) => {}
     }
+
+    fn into_vec(self) -> Vec<String> {
+        self.entries.into_iter().flatten().collect()
+    }
+}
+
+/// At most this many environment variables from the image, and as many
+/// from the container config. Far above what a process can be started
+/// with (the kernel's argument space is a few MiB), it bounds the work an
+/// image or a request can ask of CreateContainer.
+pub const MAX_ENV_ENTRIES: usize = 65_536;
+/// At most this many mounts and devices in one container config.
+pub const MAX_MOUNTS: usize = 4096;
+pub const MAX_DEVICES: usize = 4096;
+/// At most this many command and argument words, from the image and the
+/// config together.
+pub const MAX_ARGS: usize = 65_536;
+
+/// Refuses configs and images whose lists are beyond any real container's,
+/// before any work is spent on them.
+pub fn check_limits(config: &api::ContainerConfig, image: &ImageConfig) -> Result<(), SpecError> {
+    let len = |list: &Option<Vec<String>>| list.as_ref().map_or(0, Vec::len);
+    let image_args = len(image.entrypoint()) + len(image.cmd());
+    let checks = [
+        (
+            "image environment variables",
+            len(image.env()),
+            MAX_ENV_ENTRIES,
+        ),
+        ("environment variables", config.envs.len(), MAX_ENV_ENTRIES),
+        ("mounts", config.mounts.len(), MAX_MOUNTS),
+        ("devices", config.devices.len(), MAX_DEVICES),
+        ("image command words", image_args, MAX_ARGS),
+        (
+            "command words",
+            config.command.len() + config.args.len(),
+            MAX_ARGS,
+        ),
+    ];
+    for (what, count, limit) in checks {
+        if count > limit {
+            return Err(SpecError::TooMany { what, count, limit });
+        }
+    }
+    Ok(())
 }
 
 fn working_dir(config: &api::ContainerConfig, image: &ImageConfig) -> Result<PathBuf, SpecError> {
@@ -592,35 +658,68 @@ pub fn update_resources(
     Ok(resources)
 }
 
-pub fn prepare_host_paths(config: &api::ContainerConfig) -> Result<(), SpecError> {
-    for mount in &config.mounts {
-        if mount
-            .image
-            .as_ref()
-            .is_some_and(|image| !image.image.is_empty())
-        {
-            continue;
-        }
-        let host_path = mounts::host_path_of(mount)?;
-        match fs::metadata(&host_path) {
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::NotFound => DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(&host_path)
-                .map_err(|source| SpecError::CreateHostPath {
-                    path: host_path.clone(),
-                    source,
-                })?,
-            Err(source) => {
-                return Err(SpecError::CreateHostPath {
-                    path: host_path,
-                    source,
-                })
-            }
+///
+/// Returns the directories it created, parents first, for
+/// [`remove_created_host_paths`] to take back if the container is not
+/// created after all. On error, nothing it created remains.
+pub fn prepare_host_paths(config: &api::ContainerConfig) -> Result<Vec<PathBuf>, SpecError> {
+    let mut created = Vec::new();
+    let result = config
+        .mounts
+        .iter()
+        .filter(|mount| {
+            mount
+                .image
+                .as_ref()
+                .is_none_or(|image| image.image.is_empty())
+        })
+        .try_for_each(|mount| {
+            let host_path = mounts::host_path_of(mount)?;
+            create_missing_dirs(&host_path, &mut created)
+        });
+    match result {
+        Ok(()) => Ok(created),
+        Err(error) => {
+            remove_created_host_paths(&created);
+            Err(error)
         }
     }
+}
+
+/// Creates `path` and its missing parents, each 0755 whatever the umask
+/// (as Docker does for a missing bind source), appending each to `created`.
+fn create_missing_dirs(path: &Path, created: &mut Vec<PathBuf>) -> Result<(), SpecError> {
+    use std::os::unix::fs::PermissionsExt;
+    let error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SpecError::CreateHostPath { path, source }
+    };
+    let mut missing = Vec::new();
+    let mut probe = Some(path);
+    while let Some(dir) = probe {
+        match fs::symlink_metadata(dir) {
+            Ok(_) => break,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => missing.push(dir),
+            Err(source) => return Err(error(dir)(source)),
+        }
+        probe = dir.parent();
+    }
+    for dir in missing.into_iter().rev() {
+        DirBuilder::new().create(dir).map_err(error(dir))?;
+        created.push(dir.to_path_buf());
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(error(dir))?;
+    }
     Ok(())
+}
+
+/// Removes what [`prepare_host_paths`] created, deepest first, each only
+/// while still empty (something else may have put files there meanwhile).
+pub fn remove_created_host_paths(created: &[PathBuf]) {
+    for dir in created.iter().rev() {
+        if let Err(e) = fs::remove_dir(dir) {
+            tracing::warn!(path = %dir.display(), error = %e, "removing a created mount source");
+        }
+    }
 }
 
 /// An absolute container path, cleaned lexically (`//`, `.`, `..`).

@@ -660,9 +660,28 @@ fn prepare_host_paths_creates_missing_sources() {
         mounts: vec![mount(&missing), mount(&existing_file)],
         ..Default::default()
     };
-    prepare_host_paths(&config).unwrap();
+    let created = prepare_host_paths(&config).unwrap();
     assert!(missing.is_dir());
     assert!(existing_file.is_file());
+    assert_eq!(created, [dir.path().join("a"), missing.clone()]);
+    remove_created_host_paths(&created);
+    assert!(!dir.path().join("a").exists());
+    assert!(existing_file.is_file());
+
+    // A later mount that fails takes back what the earlier ones created.
+    let config = api::ContainerConfig {
+        mounts: vec![
+            mount(&missing),
+            api::Mount {
+                container_path: "/m".into(),
+                host_path: existing_file.join("below-a-file").display().to_string(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    prepare_host_paths(&config).unwrap_err();
+    assert!(!dir.path().join("a").exists(), "nothing half-created");
 
     for bad in ["relative/path", ""] {
         let config = api::ContainerConfig {
@@ -687,4 +706,46 @@ fn clean_absolute_paths() {
     assert_eq!(clean_absolute("x", "/..").unwrap(), Path::new("/"));
     assert!(clean_absolute("x", "a/b").is_err());
     assert!(clean_absolute("x", "").is_err());
+}
+
+#[test]
+fn environment_merge_keeps_order_replaces_in_place_and_removes() {
+    let mut env = Environment::default();
+    for entry in [
+        "A=1", "B=2", "C=3", "B=two", "A", "D=4", "A=again", "MISSING",
+    ] {
+        env.set(entry);
+    }
+    assert_eq!(env.into_vec(), ["B=two", "C=3", "D=4", "A=again"]);
+
+    // Many distinct names: every one kept, in order (a quadratic merge
+    // made this take minutes).
+    let mut env = Environment::default();
+    let entries: Vec<String> = (0..MAX_ENV_ENTRIES).map(|i| format!("V{i}=x")).collect();
+    for entry in &entries {
+        env.set(entry);
+    }
+    assert_eq!(env.into_vec(), entries);
+}
+
+#[test]
+fn lists_beyond_the_limits_are_refused() {
+    let image: ImageConfig = serde_json::from_value(serde_json::json!({
+        "Env": (0..=MAX_ENV_ENTRIES).map(|i| format!("V{i}=x")).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let err = check_limits(&api::ContainerConfig::default(), &image).unwrap_err();
+    assert_eq!(err.kind(), Kind::InvalidArgument);
+    assert!(
+        err.to_string().contains("image environment variables"),
+        "{err}"
+    );
+
+    let config = api::ContainerConfig {
+        mounts: vec![api::Mount::default(); MAX_MOUNTS + 1],
+        ..Default::default()
+    };
+    let err = check_limits(&config, &ImageConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("mounts"), "{err}");
+    check_limits(&api::ContainerConfig::default(), &ImageConfig::default()).unwrap();
 }

@@ -1,0 +1,433 @@
+//! CreateContainer: a created (not started) container, or nothing.
+//!
+//! The steps, in order: checks; a name, directories and the image's layers
+//! held; the bundle (image config, mount sources, the rootfs overlay, the
+//! user, `config.json`) on a blocking thread, since an image can make it
+//! heavy; the monitor running `runc create`; the record. Each step that
+//! leaves something behind pushes its undo, and a failure anywhere undoes
+//! them all in reverse.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::record::{self, Container, ContainerState};
+use super::spec::{self, HostFeatures, NamespacePath, Namespaces, SandboxFiles, SpecInput};
+use super::{rootfs, ContainerError, ContainerService, Entry};
+use crate::api;
+use crate::image::ImageService;
+use crate::runtime::{self, MonitorConfig};
+use crate::sandbox::{Sandbox, SandboxState};
+use crate::store::now_nanos;
+
+impl ContainerService {
+    /// CreateContainer. Runs to completion even when the caller goes away
+    /// (a cancelled gRPC call drops its future): a create cut short between
+    /// two steps would leave a mount or a monitor behind until a restart.
+    pub async fn create(
+        self: &Arc<Self>,
+        sandbox_id: &str,
+        config: api::ContainerConfig,
+    ) -> Result<Container, ContainerError> {
+        let service = Arc::clone(self);
+        let sandbox_id = sandbox_id.to_string();
+        tokio::spawn(async move { service.create_to_completion(&sandbox_id, config).await })
+            .await
+            .map_err(|e| ContainerError::Task("CreateContainer", e))?
+    }
+
+    async fn create_to_completion(
+        &self,
+        sandbox_id: &str,
+        config: api::ContainerConfig,
+    ) -> Result<Container, ContainerError> {
+        let metadata = checked_metadata(&config)?;
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.trim().to_string())
+            .filter(|i| !i.is_empty())
+            .ok_or(ContainerError::Missing("config.image.image"))?;
+        let sandbox_entry = self.sandboxes.get(sandbox_id)?;
+        // Held until the container is recorded, so that a concurrent
+        // StopPodSandbox either sees it or runs first and leaves the pod
+        // NotReady for the check below.
+        let _pod_op = sandbox_entry.op.lock().await;
+        let sandbox = sandbox_entry.get();
+        if sandbox.state != SandboxState::Ready {
+            return Err(ContainerError::SandboxNotReady(sandbox.id));
+        }
+        let image = self
+            .images
+            .resolve(&image_name)?
+            .ok_or_else(|| ContainerError::ImageNotFound(image_name.clone()))?;
+        let namespaces = self.namespaces_for(&sandbox, &config)?;
+        let log_path = log_path(&sandbox, &config)?;
+
+        let id = crate::sync::new_id();
+        let pod = sandbox.metadata();
+        let name = format!(
+            "{}_{}_{}_{}_{}",
+            metadata.name, pod.name, pod.namespace, pod.uid, metadata.attempt
+        );
+        self.names.reserve(&name, &id)?;
+        let mut undo = crate::sync::Undo::default();
+        undo.push("releasing the container name", || {
+            self.names.release(&name);
+            Ok(())
+        });
+        let record_dir = self.record_dir(&id);
+        let state_dir = self.state_dir(&id);
+        for dir in [&record_dir, &state_dir] {
+            crate::store::create_dir_all(dir)?;
+        }
+        {
+            let (record_dir, state_dir) = (record_dir.clone(), state_dir.clone());
+            undo.push("removing container directories", move || {
+                let _ = std::fs::remove_dir_all(&state_dir);
+                std::fs::remove_dir_all(&record_dir).map_err(|e| e.to_string())
+            });
+        }
+        self.images.hold_layers(&id, image.layers.clone());
+        {
+            let id = id.clone();
+            undo.push("releasing image layers", move || {
+                self.images.release_layers(&id).map_err(|e| e.to_string())
+            });
+        }
+
+        let request = BundleRequest {
+            images: Arc::clone(&self.images),
+            lower_dirs: self.images.lower_dirs(&image),
+            image: image.clone(),
+            image_name: image_name.clone(),
+            id: id.clone(),
+            sandbox: sandbox.clone(),
+            config: config.clone(),
+            namespaces,
+            record_dir: record_dir.clone(),
+            state_dir: state_dir.clone(),
+            log_path: log_path.clone(),
+            host: self.options.host.clone(),
+        };
+        let bundle = tokio::task::spawn_blocking(move || request.prepare())
+            .await
+            .map_err(|e| ContainerError::Task("preparing the bundle", e))??;
+        let rootfs_dir = bundle.rootfs.clone();
+        undo.push("unmounting the rootfs", move || {
+            spec::remove_created_host_paths(&bundle.created_host_paths);
+            rootfs::unmount(&bundle.rootfs).map_err(|e| e.to_string())
+        });
+
+        runtime::create_with_monitor(
+            &self.options.runtime,
+            &MonitorConfig {
+                monitor_binary: self.options.monitor_binary.clone(),
+                id: id.clone(),
+                bundle: state_dir.clone(),
+                state_dir: state_dir.clone(),
+                log_path: log_path.clone().unwrap_or_else(|| "/dev/null".into()),
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
+                tty: config.tty,
+            },
+        )
+        .await?;
+        let container = Container {
+            id: id.clone(),
+            sandbox_id: sandbox.id.clone(),
+            name: name.clone(),
+            created_at_ns: now_nanos(),
+            started_at_ns: None,
+            start_requested_at_ns: None,
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.to_string()),
+            image_id: image.id.to_string(),
+            image_name,
+            layers: image.layers.clone(),
+            log_path,
+            state_dir,
+            rootfs: rootfs_dir,
+            stop_signal: bundle.stop_signal,
+            failure: None,
+            exit: None,
+            config,
+        };
+        if let Err(error) = record::save(&record_dir, &container, true) {
+            // The one undo step that is asynchronous, so it is not in `undo`
+            // (which runs the rest, unmounting the rootfs, on return).
+            if let Err(e) = self.options.runtime.delete(&id, true).await {
+                tracing::error!(id = %id, error = %e, "deleting the container of a failed create");
+            }
+            return Err(error.into());
+        }
+        undo.disarm();
+        self.containers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Entry::new(container.clone()));
+        Ok(container)
+    }
+
+    fn namespaces_for(
+        &self,
+        sandbox: &Sandbox,
+        config: &api::ContainerConfig,
+    ) -> Result<Namespaces, ContainerError> {
+        let pinned = |path: &Option<PathBuf>| match path {
+            Some(path) => NamespacePath::Join(path.clone()),
+            None => NamespacePath::Host,
+        };
+        let options = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref());
+        let pid_mode = options
+            .map(|o| api::NamespaceMode::try_from(o.pid).unwrap_or(api::NamespaceMode::Container))
+            .unwrap_or(api::NamespaceMode::Container);
+        let pid = match pid_mode {
+            api::NamespaceMode::Node => NamespacePath::Host,
+            api::NamespaceMode::Container => NamespacePath::New,
+            api::NamespaceMode::Pod => match &sandbox.pid_holder {
+                Some(holder) => NamespacePath::Join(holder.path.clone()),
+                None => {
+                    return Err(ContainerError::Invalid {
+                        field: "namespace_options.pid",
+                        reason: "POD, but the pod has no shared PID namespace".into(),
+                    })
+                }
+            },
+            api::NamespaceMode::Target => {
+                let target_id = options.map(|o| o.target_id.as_str()).unwrap_or("");
+                let target = self.get(target_id)?.get();
+                let pid = runtime_pid(&target)?;
+                NamespacePath::Join(PathBuf::from(format!("/proc/{pid}/ns/pid")))
+            }
+        };
+        Ok(Namespaces {
+            network: pinned(&sandbox.namespaces.net),
+            ipc: pinned(&sandbox.namespaces.ipc),
+            uts: pinned(&sandbox.namespaces.uts),
+            pid,
+        })
+    }
+}
+
+fn checked_metadata(
+    config: &api::ContainerConfig,
+) -> Result<api::ContainerMetadata, ContainerError> {
+    let metadata = config
+        .metadata
+        .clone()
+        .ok_or(ContainerError::Missing("config.metadata"))?;
+    if metadata.name.is_empty() {
+        return Err(ContainerError::Missing("config.metadata.name"));
+    }
+    if metadata.name.contains('/') || metadata.name.contains('\0') {
+        return Err(ContainerError::Invalid {
+            field: "metadata.name",
+            reason: "contains '/' or NUL".into(),
+        });
+    }
+    Ok(metadata)
+}
+
+/// What the blocking part of CreateContainer works from, owned.
+struct BundleRequest {
+    images: Arc<ImageService>,
+    image: crate::image::metadata::ImageRecord,
+    image_name: String,
+    lower_dirs: Vec<PathBuf>,
+    id: String,
+    sandbox: Sandbox,
+    config: api::ContainerConfig,
+    namespaces: Namespaces,
+    record_dir: PathBuf,
+    state_dir: PathBuf,
+    log_path: Option<PathBuf>,
+    host: HostFeatures,
+}
+
+/// A bundle ready for `runc create`, and what to take back if the
+/// container is not created after all.
+struct Bundle {
+    rootfs: PathBuf,
+    created_host_paths: Vec<PathBuf>,
+    stop_signal: i32,
+}
+
+impl BundleRequest {
+    /// Reads and checks the image config, creates missing mount sources,
+    /// mounts the rootfs, resolves the user and writes `config.json`.
+    /// Blocking and, for a large image config, CPU-heavy: call it on a
+    /// blocking thread. On error it has undone its own steps.
+    fn prepare(self) -> Result<Bundle, ContainerError> {
+        let image_config = self.image_config()?;
+        spec::check_limits(&self.config, &image_config)?;
+        let created_host_paths = spec::prepare_host_paths(&self.config)?;
+        let rootfs = self.state_dir.join("rootfs");
+        let mounted = rootfs::mount_overlay(&self.lower_dirs, &self.record_dir, &rootfs)
+            .map_err(ContainerError::from)
+            .and_then(|()| {
+                self.write_spec(&image_config, &rootfs).inspect_err(|_| {
+                    if let Err(e) = rootfs::unmount(&rootfs) {
+                        tracing::error!(id = %self.id, error = %e, "unmounting the rootfs of a failed create");
+                    }
+                })
+            });
+        match mounted {
+            Ok(stop_signal) => Ok(Bundle {
+                rootfs,
+                created_host_paths,
+                stop_signal,
+            }),
+            Err(error) => {
+                spec::remove_created_host_paths(&created_host_paths);
+                Err(error)
+            }
+        }
+    }
+
+    fn image_config(&self) -> Result<oci_spec::image::Config, ContainerError> {
+        let bytes = self.images.config_bytes(&self.image)?.unwrap_or_default();
+        let parsed: oci_spec::image::ImageConfiguration =
+            serde_json::from_slice(&bytes).map_err(|e| ContainerError::Invalid {
+                field: "image config",
+                reason: e.to_string(),
+            })?;
+        Ok(parsed.config().clone().unwrap_or_default())
+    }
+
+    /// Writes `config.json`; returns the stop signal.
+    fn write_spec(
+        &self,
+        image_config: &oci_spec::image::Config,
+        rootfs: &Path,
+    ) -> Result<i32, ContainerError> {
+        let security = self
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref());
+        let user = super::user::resolve_user(
+            rootfs,
+            image_config.user().as_deref().unwrap_or(""),
+            security,
+        )?;
+        let cgroup_parent = self
+            .sandbox
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        let generated = spec::generate(&SpecInput {
+            container_id: &self.id,
+            sandbox_id: &self.sandbox.id,
+            config: &self.config,
+            sandbox: &self.sandbox.config,
+            image: image_config,
+            image_name: &self.image_name,
+            rootfs,
+            namespaces: self.namespaces.clone(),
+            sandbox_files: SandboxFiles {
+                hosts: Some(self.sandbox.hosts.clone()),
+                resolv_conf: Some(self.sandbox.resolv_conf.clone()),
+                hostname: Some(self.sandbox.hostname_file.clone()),
+                shm: self.sandbox.shm.clone(),
+            },
+            cgroups_path: cgroups_path(&cgroup_parent, &self.id),
+            user,
+            host: self.host.clone(),
+        })?;
+        let spec_json = serde_json::to_vec(&generated).map_err(|e| ContainerError::Invalid {
+            field: "spec",
+            reason: e.to_string(),
+        })?;
+        crate::store::write_atomic(&self.state_dir.join("config.json"), &spec_json)?;
+        if let Some(parent) = self.log_path.as_ref().and_then(|p| p.parent()) {
+            create_log_dir(parent)?;
+        }
+        Ok(spec::container_stop_signal(&self.config, image_config)? as i32)
+    }
+}
+
+/// Log directories are kubelet's (it makes them itself); for other clients
+/// Wharf makes them as kubelet would, readable by log collectors.
+fn create_log_dir(dir: &Path) -> Result<(), ContainerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|source| {
+            crate::store::StoreError::Io {
+                op: "creating log directory",
+                path: dir.to_path_buf(),
+                source,
+            }
+            .into()
+        })
+}
+
+/// The init pid of a running container, from the pid file `runc create`
+/// wrote.
+fn runtime_pid(container: &Container) -> Result<i32, ContainerError> {
+    if container.state() != ContainerState::Running {
+        return Err(super::lifecycle::wrong_state(
+            container,
+            "sharing its PID namespace",
+            "running",
+        ));
+    }
+    std::fs::read_to_string(
+        container
+            .state_dir
+            .join(runtime::protocol::files::CONTAINER_PID),
+    )
+    .ok()
+    .and_then(|pid| pid.trim().parse().ok())
+    .ok_or_else(|| ContainerError::Invalid {
+        field: "target container",
+        reason: "its pid is unknown".into(),
+    })
+}
+
+/// kubelet gives the pod's log directory and a path relative to it.
+fn log_path(
+    sandbox: &Sandbox,
+    config: &api::ContainerConfig,
+) -> Result<Option<PathBuf>, ContainerError> {
+    if config.log_path.is_empty() {
+        return Ok(None);
+    }
+    let relative = Path::new(&config.log_path);
+    if relative.is_absolute()
+        || relative
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(ContainerError::Invalid {
+            field: "log_path",
+            reason: format!("{:?} must be relative, without '..'", config.log_path),
+        });
+    }
+    let directory = &sandbox.config.log_directory;
+    if directory.is_empty() {
+        return Err(ContainerError::Invalid {
+            field: "log_path",
+            reason: "the sandbox has no log_directory".into(),
+        });
+    }
+    Ok(Some(Path::new(directory).join(relative)))
+}
+
+/// cgroupfs driver: `<parent>/<id>`, or a `wharf` parent when kubelet gave
+/// none.
+fn cgroups_path(parent: &str, id: &str) -> String {
+    let parent = if parent.is_empty() { "/wharf" } else { parent };
+    format!("{}/{id}", parent.trim_end_matches('/'))
+}
