@@ -472,6 +472,15 @@ def wharf_set(push: Pusher, busybox):
         ]
         push.index(repo, "latest", images, docker=docker)
 
+    # A setuid-root shell in a layer: what host users must never reach.
+    with open(busybox, "rb") as f:
+        suid = [file("/bin/suid-sh", f.read(), mode=0o4755)]
+    push.image("wharf-test/setuid", "latest", Image([Layer(c) for c in [base, suid]], config))
+    # An Env far beyond what any process could exec (the kernel's argument
+    # space is a few MiB): CreateContainer must refuse it quickly.
+    huge_env = config | {"Env": config["Env"] + [f"V{i}=x" for i in range(300_000)]}
+    push.image("wharf-test/huge-env", "latest", Image(gzip_layers, huge_env))
+
     absolute = file("/etc/evil", "evil\n")
     absolute.info.name = "/etc/evil"  # file() made it relative; keep the leading "/"
     hostile_layers = {

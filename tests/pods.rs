@@ -863,3 +863,293 @@ async fn shared_pid_namespace_lets_containers_see_each_other() {
     );
     remove_pod(&mut client, &pod_id).await;
 }
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Every path below `dirs` (not following symlinks), themselves excluded.
+fn walk(dirs: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending: Vec<std::path::PathBuf> = dirs.to_vec();
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(path.clone());
+            }
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// The paths of `paths` that user `nobody` can enter (directories) or
+/// reach (anything else).
+fn reachable_by_nobody(paths: &[std::path::PathBuf]) -> Vec<String> {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let script = r#"while IFS= read -r p; do
+        if [ -d "$p" ]; then (cd "$p" 2>/dev/null) && echo "$p"
+        elif [ -e "$p" ] || [ -L "$p" ]; then echo "$p"; fi
+    done"#;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", script])
+        .uid(65534)
+        .gid(65534)
+        .current_dir("/")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for path in paths {
+        writeln!(stdin, "{}", path.display()).unwrap();
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Layers keep setuid binaries and containers write into their upper dirs:
+/// no other host user may reach anything Wharf keeps (the class of
+/// containerd's CVE-2021-41103), also after an upgrade from a Wharf that
+/// left its directories open.
+#[tokio::test]
+async fn host_users_cannot_reach_what_wharf_stores() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut daemon = daemon().await;
+    // The test's own temp dir is private: open it, so that only Wharf's
+    // modes stand between user nobody and Wharf's files.
+    set_mode(daemon.dir.path(), 0o755);
+    let setuid = registry().image("wharf-test/setuid:latest");
+    daemon
+        .images()
+        .await
+        .pull_image(pull_request(&setuid, None))
+        .await
+        .unwrap();
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "private");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let mut config = container_config("writer", &["sleep", "3600"]);
+    config.image = Some(image_spec(&setuid));
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+    start(&mut client, &id).await;
+    let copied = exec(
+        &mut client,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cp /bin/suid-sh /made-suid && chmod 4755 /made-suid",
+        ],
+    )
+    .await;
+    assert_eq!(copied.exit_code, 0, "{copied:?}");
+
+    let tops = [daemon.root(), daemon.state_dir()];
+    let stored = walk(&tops);
+    let setuid_files = |under: &str| {
+        stored
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(under))
+            .filter(|p| {
+                std::fs::symlink_metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o4000 != 0)
+            })
+            .count()
+    };
+    assert!(
+        setuid_files("/image/layers/") > 0,
+        "the layer's setuid file"
+    );
+    assert!(setuid_files("/upper/made-suid") > 0, "the container's own");
+    let exposed = reachable_by_nobody(&stored);
+    assert!(exposed.is_empty(), "reachable by nobody: {exposed:#?}");
+
+    // An installation an older Wharf made: everything 0755. A restart
+    // closes Wharf's own directories again.
+    drop(client);
+    daemon.kill9();
+    for dir in stored.iter().chain(&tops).filter(|p| p.is_dir()) {
+        if !dir.to_string_lossy().contains("/rootfs/") {
+            set_mode(dir, 0o755);
+        }
+    }
+    assert!(
+        !reachable_by_nobody(&stored).is_empty(),
+        "the setup opened them"
+    );
+    daemon.spawn().await;
+    let exposed = reachable_by_nobody(&walk(&tops));
+    assert!(exposed.is_empty(), "reachable after restart: {exposed:#?}");
+
+    let mut client = daemon.runtime().await;
+    remove_pod(&mut client, &pod_id).await;
+}
+
+/// An image config with 300,000 environment variables (the kind that once
+/// froze the daemon in a quadratic merge on an async worker): refused at
+/// once with InvalidArgument, and no other call waits behind it.
+#[tokio::test]
+async fn a_huge_image_env_is_refused_without_stalling_other_calls() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let daemon = daemon().await;
+    let huge = registry().image("wharf-test/huge-env:latest");
+    daemon
+        .images()
+        .await
+        .pull_image(pull_request(&huge, None))
+        .await
+        .unwrap();
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "huge-env");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let mut watched = daemon.runtime().await;
+    let watchdog = tokio::spawn({
+        let done = Arc::clone(&done);
+        async move {
+            let mut slowest = Duration::ZERO;
+            let mut calls = 0;
+            let mut pace = tokio::time::interval(Duration::from_millis(5));
+            while !done.load(Ordering::Relaxed) {
+                pace.tick().await;
+                let asked = Instant::now();
+                watched.version(VersionRequest::default()).await.unwrap();
+                slowest = slowest.max(asked.elapsed());
+                calls += 1;
+            }
+            (slowest, calls)
+        }
+    });
+    let mut config = container_config("huge", &["true"]);
+    config.image = Some(image_spec(&huge));
+    let refused = create(&mut client, &pod_id, &pod, config)
+        .await
+        .unwrap_err();
+    done.store(true, Ordering::Relaxed);
+    let (slowest, calls) = watchdog.await.unwrap();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("environment"), "{refused:?}");
+    assert!(calls > 0);
+    assert!(
+        slowest < Duration::from_millis(100),
+        "Version took {slowest:?} while CreateContainer ran"
+    );
+    let listed = client
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "nothing half-created: {listed:?}");
+    remove_pod(&mut client, &pod_id).await;
+}
+
+/// The daemon is killed while StartContainer runs, after the runtime
+/// started the container and before Wharf recorded it: after a restart the
+/// container is running with its real start time, a second start refuses
+/// without harm, and its real exit code is kept.
+#[tokio::test]
+async fn a_start_interrupted_by_a_crash_is_reconciled() {
+    let wrapper_dir = tempfile::tempdir().unwrap();
+    let crash_marker = wrapper_dir.path().join("crash-after-start");
+    let wrapper = wrapper_dir.path().join("runc-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nrunc \"$@\"; rc=$?\nif [ $rc -eq 0 ] && [ -e {marker:?} ]; then\n  for arg; do [ \"$arg\" = start ] && kill -9 $PPID; done\nfi\nexit $rc\n",
+            marker = crash_marker
+        ),
+    )
+    .unwrap();
+    set_mode(&wrapper, 0o755);
+    let mut daemon = Daemon::start(&format!("[runtime]\npath = {wrapper:?}\n")).await;
+    std::fs::write(daemon.cni_dir().join("10-lo.conflist"), LOOPBACK_CONFLIST).unwrap();
+    daemon
+        .images()
+        .await
+        .pull_image(pull_request(&busybox(), None))
+        .await
+        .unwrap();
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "interrupted");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let command = [
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; while true; do usleep 10000; done",
+    ];
+    let config = container_config("interrupted", &command);
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+    let created_at = status(&mut client, &id).await.created_at;
+
+    std::fs::write(&crash_marker, b"").unwrap();
+    let before_start = std::time::SystemTime::now();
+    let crashed = client
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await;
+    assert!(crashed.is_err(), "the daemon died during the start");
+    let after_crash = std::time::SystemTime::now();
+    std::fs::remove_file(&crash_marker).unwrap();
+    drop(client);
+    daemon.kill9();
+    daemon.spawn().await;
+    let mut client = daemon.runtime().await;
+
+    let nanos = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+    };
+    let running = status(&mut client, &id).await;
+    assert_eq!(running.state, ContainerState::ContainerRunning as i32);
+    assert!(
+        running.started_at >= created_at.max(nanos(before_start))
+            && running.started_at <= nanos(after_crash),
+        "the start time the start really had: {running:?}"
+    );
+    let again = client
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    assert_eq!(
+        status(&mut client, &id).await.state,
+        ContainerState::ContainerRunning as i32,
+        "a refused start changes nothing"
+    );
+
+    client
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 10,
+        })
+        .await
+        .unwrap();
+    let stopped = status(&mut client, &id).await;
+    assert_eq!(
+        (stopped.state, stopped.exit_code, stopped.started_at),
+        (
+            ContainerState::ContainerExited as i32,
+            7,
+            running.started_at
+        )
+    );
+    remove_pod(&mut client, &pod_id).await;
+}
