@@ -52,6 +52,10 @@ bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
 # A runc-compatible OCI runtime binary (name looked up in PATH, or a path).
 path = "runc"
 
+# A runtime command (start, kill, delete, state, update) that takes longer
+# is killed and its call fails with DEADLINE_EXCEEDED.
+command_timeout_secs = 120
+
 # cgroupfs is the only driver so far ("systemd" is not supported yet).
 cgroup_driver = "cgroupfs"
 
@@ -102,6 +106,7 @@ pub enum CgroupDriver {
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeSection {
     pub path: PathBuf,
+    pub command_timeout_secs: u64,
     pub cgroup_driver: CgroupDriver,
     pub monitor_path: Option<PathBuf>,
 }
@@ -130,6 +135,7 @@ impl Default for RuntimeSection {
     fn default() -> Self {
         Self {
             path: "runc".into(),
+            command_timeout_secs: 120,
             cgroup_driver: CgroupDriver::Cgroupfs,
             monitor_path: None,
         }
@@ -199,6 +205,11 @@ impl Config {
         if self.registry.stall_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "registry.stall_timeout_secs must be at least 1".into(),
+            ));
+        }
+        if self.runtime.command_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "runtime.command_timeout_secs must be at least 1".into(),
             ));
         }
         // Monitors listen on <state_dir>/containers/<64-hex id>/monitor.sock

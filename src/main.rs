@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -164,7 +165,8 @@ async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("recovering sandboxes: {}", wharf::error::chain(&e)))?,
     );
     let container_options = ContainerOptions {
-        runtime: OciRuntime::new(config.runtime.path.clone(), paths.runtime_root()),
+        runtime: OciRuntime::new(config.runtime.path.clone(), paths.runtime_root())
+            .with_command_timeout(Duration::from_secs(config.runtime.command_timeout_secs)),
         monitor_binary,
         host: HostFeatures::detect(),
     };

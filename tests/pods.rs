@@ -1153,3 +1153,89 @@ async fn a_start_interrupted_by_a_crash_is_reconciled() {
     );
     remove_pod(&mut client, &pod_id).await;
 }
+
+/// A runtime that hangs in `start`: the call fails with DEADLINE_EXCEEDED
+/// after the configured time, the hung process is killed, other calls go
+/// on meanwhile, and the container is failed and can be removed.
+#[tokio::test]
+async fn a_hung_runtime_command_times_out() {
+    let wrapper_dir = tempfile::tempdir().unwrap();
+    let hang_marker = wrapper_dir.path().join("hang-in-start");
+    let wrapper = wrapper_dir.path().join("runc-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ -e {marker:?} ]; then\n  for arg; do [ \"$arg\" = start ] && exec sleep 3600; done\nfi\nexec runc \"$@\"\n",
+            marker = hang_marker
+        ),
+    )
+    .unwrap();
+    set_mode(&wrapper, 0o755);
+    let daemon = Daemon::start(&format!(
+        "[runtime]\npath = {wrapper:?}\ncommand_timeout_secs = 1\n"
+    ))
+    .await;
+    std::fs::write(daemon.cni_dir().join("10-lo.conflist"), LOOPBACK_CONFLIST).unwrap();
+    daemon
+        .images()
+        .await
+        .pull_image(pull_request(&busybox(), None))
+        .await
+        .unwrap();
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "hung");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let config = container_config("hung", &["sleep", "3600"]);
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+
+    std::fs::write(&hang_marker, b"").unwrap();
+    let mut other = daemon.runtime().await;
+    let (hung, listed) = tokio::join!(
+        client.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        }),
+        async {
+            // Waits for the start to be under way (the hung runtime is
+            // running), then asks for something else.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !sleeping_runtime_running() {
+                assert!(Instant::now() < deadline, "the start never ran the runtime");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other
+                .list_containers(ListContainersRequest { filter: None })
+                .await
+        }
+    );
+    let hung = hung.unwrap_err();
+    assert_eq!(hung.code(), Code::DeadlineExceeded, "{hung:?}");
+    assert_eq!(listed.unwrap().into_inner().containers.len(), 1);
+    assert!(!sleeping_runtime_running(), "the hung runtime was killed");
+    // As containerd does for a start that fails: exited, saying why.
+    let failed = status(&mut client, &id).await;
+    assert_eq!(failed.state, ContainerState::ContainerExited as i32);
+    assert!(failed.message.contains("did not finish"), "{failed:?}");
+
+    std::fs::remove_file(&hang_marker).unwrap();
+    client
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
+}
+
+/// Whether a `sleep 3600` the hanging runtime wrapper exec'd is alive.
+fn sleeping_runtime_running() -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // A zombie has no cmdline; a live `sleep 3600` outside any
+        // container's PID namespace is the wrapper's.
+        cmdline == b"sleep\x003600\x00"
+            && !stat.contains(") Z ")
+            && entry.path().join("ns/pid").read_link().ok()
+                == std::fs::read_link("/proc/self/ns/pid").ok()
+    })
+}

@@ -125,6 +125,12 @@ pub enum RuntimeError {
         failure: Failure,
         message: String,
     },
+    #[error("{command} {id}: the runtime did not finish within {timeout:?}; it was killed")]
+    TimedOut {
+        command: &'static str,
+        id: String,
+        timeout: std::time::Duration,
+    },
     #[error("{command} {id}: unexpected runtime output: {detail}")]
     BadOutput {
         command: &'static str,
@@ -193,6 +199,7 @@ impl Classify for RuntimeError {
                 Failure::Other => Kind::Internal,
             },
             RuntimeError::MonitorGone { .. } => Kind::FailedPrecondition,
+            RuntimeError::TimedOut { .. } => Kind::DeadlineExceeded,
             RuntimeError::Spawn { .. }
             | RuntimeError::BadOutput { .. }
             | RuntimeError::Io { .. }

@@ -18,6 +18,7 @@ pub mod protocol;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
@@ -37,7 +38,15 @@ pub use protocol::ExitStatus;
 pub struct OciRuntime {
     binary: PathBuf,
     root: PathBuf,
+    /// How long one runtime command (start, kill, delete, state, update)
+    /// may take before it is killed and the call fails: a hung runtime
+    /// must not hold a container's lock, and its caller, forever.
+    command_timeout: Duration,
 }
+
+/// containerd waits for its shim without a limit and CRI-O gives the runtime
+/// minutes; two minutes covers a slow start on a loaded node.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A container's status as the runtime reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +101,18 @@ impl OciRuntime {
     /// runtime's `--root`, private to this Wharf instance (e.g.
     /// `<state_dir>/runc`).
     pub fn new(binary: PathBuf, root: PathBuf) -> Self {
-        Self { binary, root }
+        Self {
+            binary,
+            root,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+        }
+    }
+
+    pub fn with_command_timeout(self, command_timeout: Duration) -> Self {
+        Self {
+            command_timeout,
+            ..self
+        }
     }
 
     pub fn binary(&self) -> &Path {
@@ -168,7 +188,16 @@ impl OciRuntime {
             // A runtime that exits early closes the pipe: its stderr says why.
             let _ = stdin.write_all(input).await;
         }
-        let output = child.wait_with_output().await.map_err(spawn_error)?;
+        // On a timeout the child is dropped, which kills it (kill_on_drop)
+        // and leaves its reaping to tokio.
+        let output = tokio::time::timeout(self.command_timeout, child.wait_with_output())
+            .await
+            .map_err(|_| RuntimeError::TimedOut {
+                command,
+                id: id.to_owned(),
+                timeout: self.command_timeout,
+            })?
+            .map_err(spawn_error)?;
         if output.status.success() {
             return Ok(output.stdout);
         }
