@@ -164,8 +164,14 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("recovering sandboxes: {}", wharf::error::chain(&e)))?,
     );
+    let oci_runtime = OciRuntime::new(config.runtime.path.clone(), paths.state.join("runc"));
+    match oci_runtime.remove_exec_leftovers() {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed files of interrupted ExecSyncs"),
+        Err(e) => tracing::warn!(error = %e, "cannot remove files of interrupted ExecSyncs"),
+    }
     let container_options = ContainerOptions {
-        runtime: OciRuntime::new(config.runtime.path.clone(), paths.state.join("runc")),
+        runtime: oci_runtime,
         monitor_binary,
         host: HostFeatures::detect(),
     };

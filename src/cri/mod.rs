@@ -28,8 +28,13 @@ use crate::network::Cni;
 
 use crate::api as proto;
 
-/// kubelet's limit: image lists and exec output can be large.
+/// kubelet's limit (`maxMsgSize` of its CRI client, both ways): image
+/// lists and exec output can be large.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// ExecSync's stdout and stderr together: the reply carries both and must
+/// fit in one message, with room for the exit code and framing.
+pub const MAX_EXEC_OUTPUT_BYTES: usize = MAX_MESSAGE_BYTES - (64 << 10);
 
 /// What the gRPC handlers serve.
 pub struct Services {
