@@ -123,6 +123,8 @@ fn run_daemon(cli: Cli) -> Result<(), String> {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    // Before anything else: a wrong --socket must not first cost a recovery.
+    cri::check_socket_path(&config.socket).map_err(|e| wharf::error::chain(&e))?;
     let paths = config.paths();
     let registry = RegistryConfig {
         config_path: config.registry.config_path.clone(),
