@@ -9,6 +9,7 @@ mod convert;
 mod image;
 mod pods;
 mod runtime;
+mod validate;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -29,7 +30,8 @@ use crate::network::Cni;
 use crate::api as proto;
 
 /// kubelet's limit (`maxMsgSize` of its CRI client, both ways): image
-/// lists and exec output can be large.
+/// lists and exec output can be large. Every answer must fit in it; see
+/// [`validate::fits`].
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// ExecSync's stdout and stderr together: the reply carries both and must
@@ -183,7 +185,8 @@ pub(crate) async fn handle<T>(
     result.map(Response::new)
 }
 
-/// Maps a library error to a status carrying its whole cause chain.
+/// Maps a library error to a status carrying its cause chain (shortened
+/// if huge: the middle is dropped, the outermost and innermost causes stay).
 pub(crate) fn status_of<E: Classify + std::error::Error + 'static>(error: E) -> Status {
     let code = match kind_of(&error) {
         Kind::InvalidArgument => Code::InvalidArgument,
@@ -196,7 +199,7 @@ pub(crate) fn status_of<E: Classify + std::error::Error + 'static>(error: E) -> 
         Kind::ResourceExhausted => Code::ResourceExhausted,
         Kind::Internal => Code::Internal,
     };
-    Status::new(code, chain(&error))
+    Status::new(code, validate::bounded_message(chain(&error)))
 }
 
 /// The answer of an RPC whose issue has not landed yet.
