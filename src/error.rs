@@ -17,6 +17,8 @@ pub enum Kind {
     Unavailable,
     DeadlineExceeded,
     Unimplemented,
+    /// Out of disk space or quota, or an answer too large to send.
+    ResourceExhausted,
     /// A bug or a local fault (I/O on our own files).
     Internal,
 }
@@ -24,6 +26,68 @@ pub enum Kind {
 /// Implemented by every library error so the edge can map it.
 pub trait Classify {
     fn kind(&self) -> Kind;
+}
+
+/// The kind of `error` as the caller should see it: what its own
+/// [`Classify`] says, except that an internal fault caused by a full disk
+/// (`ENOSPC`, `EDQUOT`) anywhere in its source chain is
+/// [`Kind::ResourceExhausted`], and one caused by a path the request made
+/// unusable (`ENAMETOOLONG`, an interior NUL byte) is
+/// [`Kind::InvalidArgument`]. Library enums need not inspect their
+/// I/O errors for this.
+pub fn kind_of<E: Classify + StdError + 'static>(error: &E) -> Kind {
+    let kind = error.kind();
+    if kind != Kind::Internal {
+        return kind;
+    }
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(kind) = io_kind(cause) {
+            return kind;
+        }
+        source = cause.source();
+    }
+    kind
+}
+
+/// The kind an I/O failure (std or nix) implies, if it is not a local fault.
+fn io_kind(error: &(dyn StdError + 'static)) -> Option<Kind> {
+    use nix::errno::Errno;
+    let errno = if let Some(io) = error.downcast_ref::<std::io::Error>() {
+        match io.raw_os_error() {
+            Some(raw) => Errno::from_raw(raw),
+            // std refuses a path with an interior NUL before any syscall,
+            // as InvalidInput without an OS error.
+            None if io.kind() == std::io::ErrorKind::InvalidInput => {
+                return Some(Kind::InvalidArgument)
+            }
+            None => return None,
+        }
+    } else if let Some(errno) = error.downcast_ref::<Errno>() {
+        *errno
+    } else {
+        return None;
+    };
+    match errno {
+        Errno::ENOSPC | Errno::EDQUOT => Some(Kind::ResourceExhausted),
+        Errno::ENAMETOOLONG => Some(Kind::InvalidArgument),
+        _ => None,
+    }
+}
+
+/// How error messages show a string a client gave: whole when short,
+/// otherwise its first bytes and its length, so that a huge request is
+/// never echoed back (nor logged) whole.
+pub fn shown(value: &str) -> String {
+    const SHOWN: usize = 64;
+    if value.len() <= SHOWN {
+        return format!("{value:?}");
+    }
+    let mut end = SHOWN;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &value[..end], value.len())
 }
 
 /// The error and all its sources, `outer: inner: innermost`.
@@ -48,6 +112,68 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("pulling busybox")]
     struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("writing layer")]
+    struct Fault(#[source] Outer);
+
+    impl Classify for Fault {
+        fn kind(&self) -> Kind {
+            Kind::Internal
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("bad name")]
+    struct Refused(#[source] std::io::Error);
+
+    impl Classify for Refused {
+        fn kind(&self) -> Kind {
+            Kind::NotFound
+        }
+    }
+
+    fn fault(errno: nix::errno::Errno) -> Fault {
+        Fault(Outer(std::io::Error::from_raw_os_error(errno as i32)))
+    }
+
+    #[test]
+    fn io_causes_deep_in_the_chain_refine_internal_faults() {
+        use nix::errno::Errno;
+        assert_eq!(kind_of(&fault(Errno::ENOSPC)), Kind::ResourceExhausted);
+        assert_eq!(kind_of(&fault(Errno::EDQUOT)), Kind::ResourceExhausted);
+        assert_eq!(kind_of(&fault(Errno::ENAMETOOLONG)), Kind::InvalidArgument);
+        assert_eq!(kind_of(&fault(Errno::EIO)), Kind::Internal);
+        assert_eq!(kind_of(&fault(Errno::EACCES)), Kind::Internal);
+        // What std says about a path with a NUL byte.
+        let nul = std::fs::metadata("a\0b").unwrap_err();
+        assert_eq!(kind_of(&Fault(Outer(nul))), Kind::InvalidArgument);
+        // A nix errno as a source counts as well.
+        #[derive(Debug, thiserror::Error)]
+        #[error("mounting")]
+        struct Mount(#[source] Errno);
+        impl Classify for Mount {
+            fn kind(&self) -> Kind {
+                Kind::Internal
+            }
+        }
+        assert_eq!(kind_of(&Mount(Errno::ENOSPC)), Kind::ResourceExhausted);
+        // A kind the library chose on purpose stays.
+        let refused = Refused(std::io::Error::from_raw_os_error(Errno::ENOSPC as i32));
+        assert_eq!(kind_of(&refused), Kind::NotFound);
+    }
+
+    #[test]
+    fn long_user_strings_are_shown_truncated() {
+        assert_eq!(shown("abc"), "\"abc\"");
+        let long = "x".repeat(100_000);
+        let text = shown(&long);
+        assert!(text.len() < 100, "{text}");
+        assert!(text.ends_with("... (100000 bytes)"), "{text}");
+        // Never split a character.
+        let wide = "é".repeat(100);
+        assert!(shown(&wide).contains("(200 bytes)"));
+    }
 
     #[test]
     fn chain_lists_sources_once() {

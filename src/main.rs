@@ -124,6 +124,8 @@ fn run_daemon(cli: Cli) -> Result<(), String> {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    // Before anything else: a wrong --socket must not first cost a recovery.
+    cri::check_socket_path(&config.socket).map_err(|e| wharf::error::chain(&e))?;
     let paths = config.paths();
     let registry = RegistryConfig {
         config_path: config.registry.config_path.clone(),
@@ -164,9 +166,15 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("recovering sandboxes: {}", wharf::error::chain(&e)))?,
     );
+    let oci_runtime = OciRuntime::new(config.runtime.path.clone(), paths.runtime_root())
+        .with_command_timeout(Duration::from_secs(config.runtime.command_timeout_secs));
+    match oci_runtime.remove_exec_leftovers() {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed files of interrupted ExecSyncs"),
+        Err(e) => tracing::warn!(error = %e, "cannot remove files of interrupted ExecSyncs"),
+    }
     let container_options = ContainerOptions {
-        runtime: OciRuntime::new(config.runtime.path.clone(), paths.runtime_root())
-            .with_command_timeout(Duration::from_secs(config.runtime.command_timeout_secs)),
+        runtime: oci_runtime,
         monitor_binary,
         host: HostFeatures::detect(),
     };

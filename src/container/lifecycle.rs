@@ -14,8 +14,9 @@ use crate::runtime::{self, ExecOutput};
 
 use crate::store::now_nanos;
 
-/// kubelet's cap on ExecSync output per stream.
-pub const EXEC_OUTPUT_CAP: usize = 16 << 20;
+/// Cap on ExecSync's stdout and stderr together (not each), so that the
+/// reply fits in one gRPC message; what is cut ends with a marker.
+pub const EXEC_OUTPUT_CAP: usize = crate::cri::MAX_EXEC_OUTPUT_BYTES;
 /// How often a stop checks whether the container has exited.
 const EXIT_POLL: Duration = Duration::from_millis(5);
 /// How long to wait for a SIGKILLed container to be reaped.

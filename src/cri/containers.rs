@@ -6,17 +6,17 @@ use std::time::Duration;
 use tonic::Status;
 
 use super::convert::runtime as convert;
-use super::pods::non_empty;
 use super::proto::*;
-use super::{required, status_of, Services};
+use super::{required, status_of, validate, Services};
 use crate::container::ContainerFilter as Filter;
 
 pub async fn create(
     services: &Services,
     request: CreateContainerRequest,
 ) -> Result<CreateContainerResponse, Status> {
-    let sandbox_id = non_empty(&request.pod_sandbox_id, "pod_sandbox_id")?;
+    let sandbox_id = validate::id(&request.pod_sandbox_id, "pod_sandbox_id")?;
     let config = request.config.ok_or_else(|| required("config"))?;
+    validate::container_config(&config)?;
     let container = services
         .containers
         .create(sandbox_id, config)
@@ -31,7 +31,7 @@ pub async fn start(
     services: &Services,
     request: StartContainerRequest,
 ) -> Result<StartContainerResponse, Status> {
-    let id = non_empty(&request.container_id, "container_id")?;
+    let id = validate::id(&request.container_id, "container_id")?;
     services.containers.start(id).await.map_err(status_of)?;
     Ok(StartContainerResponse {})
 }
@@ -40,7 +40,7 @@ pub async fn stop(
     services: &Services,
     request: StopContainerRequest,
 ) -> Result<StopContainerResponse, Status> {
-    let id = non_empty(&request.container_id, "container_id")?;
+    let id = validate::id(&request.container_id, "container_id")?;
     let timeout = Duration::from_secs(request.timeout.max(0) as u64);
     match services.containers.stop(id, timeout).await {
         // Stopping an unknown container succeeds, as kubelet expects.
@@ -53,12 +53,19 @@ pub async fn remove(
     services: &Services,
     request: RemoveContainerRequest,
 ) -> Result<RemoveContainerResponse, Status> {
-    let id = non_empty(&request.container_id, "container_id")?;
+    let id = validate::id(&request.container_id, "container_id")?;
     services.containers.remove(id).await.map_err(status_of)?;
     Ok(RemoveContainerResponse {})
 }
 
-pub fn list(services: &Services, filter: Option<&ContainerFilter>) -> Vec<Container> {
+pub fn list(
+    services: &Services,
+    filter: Option<&ContainerFilter>,
+) -> Result<Vec<Container>, Status> {
+    if let Some(filter) = filter {
+        validate::optional_id(&filter.id, "filter.id")?;
+        validate::optional_id(&filter.pod_sandbox_id, "filter.pod_sandbox_id")?;
+    }
     let filter = Filter {
         id: filter.map(|f| f.id.clone()).filter(|id| !id.is_empty()),
         sandbox_id: filter
@@ -69,19 +76,19 @@ pub fn list(services: &Services, filter: Option<&ContainerFilter>) -> Vec<Contai
             .and_then(|s| convert::container_state_from(s.state)),
         labels: filter.map(|f| f.label_selector.clone()).unwrap_or_default(),
     };
-    services
+    Ok(services
         .containers
         .list(&filter)
         .iter()
         .map(convert::container)
-        .collect()
+        .collect())
 }
 
 pub async fn status(
     services: &Services,
     request: ContainerStatusRequest,
 ) -> Result<ContainerStatusResponse, Status> {
-    let id = non_empty(&request.container_id, "container_id")?;
+    let id = validate::id(&request.container_id, "container_id")?;
     let container = services.containers.get(id).map_err(status_of)?.get();
     let mut info = HashMap::new();
     if request.verbose {
@@ -95,17 +102,18 @@ pub async fn status(
         });
         info.insert("info".to_string(), verbose.to_string());
     }
-    Ok(ContainerStatusResponse {
+    let reply = ContainerStatusResponse {
         status: Some(convert::container_status(&container)),
         info,
-    })
+    };
+    validate::fits("ContainerStatus", "ask without verbose", reply)
 }
 
 pub async fn exec_sync(
     services: &Services,
     request: ExecSyncRequest,
 ) -> Result<ExecSyncResponse, Status> {
-    let id = non_empty(&request.container_id, "container_id")?;
+    let id = validate::id(&request.container_id, "container_id")?;
     let timeout = (request.timeout > 0).then(|| Duration::from_secs(request.timeout as u64));
     let output = services
         .containers
@@ -118,18 +126,21 @@ pub async fn exec_sync(
             request.timeout
         )));
     }
-    Ok(ExecSyncResponse {
+    // The output is capped to fit (see MAX_EXEC_OUTPUT_BYTES); checked
+    // all the same, as a clear error beats a transport failure.
+    let reply = ExecSyncResponse {
         stdout: output.stdout,
         stderr: output.stderr,
         exit_code: output.exit_code,
-    })
+    };
+    validate::fits("ExecSync", "redirect the output to a file", reply)
 }
 
 pub async fn reopen_log(
     services: &Services,
     request: ReopenContainerLogRequest,
 ) -> Result<ReopenContainerLogResponse, Status> {
-    let id = non_empty(&request.container_id, "container_id")?;
+    let id = validate::id(&request.container_id, "container_id")?;
     services
         .containers
         .reopen_log(id)
@@ -142,7 +153,7 @@ pub async fn update_resources(
     services: &Services,
     request: UpdateContainerResourcesRequest,
 ) -> Result<UpdateContainerResourcesResponse, Status> {
-    let id = non_empty(&request.container_id, "container_id")?;
+    let id = validate::id(&request.container_id, "container_id")?;
     services
         .containers
         .update_resources(id, request.linux.as_ref())

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::image_service_server::ImageService;
 use super::proto::*;
-use super::{convert, handle, required, status_of, Services};
+use super::{convert, handle, required, status_of, validate, Services};
 use crate::image::registry::Credentials;
 
 pub struct Images {
@@ -25,6 +25,9 @@ impl Images {
             .and_then(|f| f.image.as_ref())
             .map(|s| s.image.trim())
             .filter(|name| !name.is_empty());
+        if let Some(name) = wanted {
+            validate::image_name(name)?;
+        }
         let records = match wanted {
             Some(name) => images
                 .resolve(name)
@@ -42,9 +45,12 @@ impl Images {
 const IMAGES_PER_MESSAGE: usize = 500;
 
 fn image_name(spec: Option<&ImageSpec>) -> Result<&str, Status> {
-    spec.map(|s| s.image.trim())
+    let name = spec
+        .map(|s| s.image.trim())
         .filter(|name| !name.is_empty())
-        .ok_or_else(|| required("image.image"))
+        .ok_or_else(|| required("image.image"))?;
+    validate::image_name(name)?;
+    Ok(name)
 }
 
 fn credentials(auth: Option<&AuthConfig>) -> Result<Credentials, Status> {
@@ -71,7 +77,11 @@ impl ImageService for Images {
     ) -> Result<Response<ListImagesResponse>, Status> {
         handle("ListImages", async {
             let images = self.list(request.get_ref().filter.as_ref())?;
-            Ok(ListImagesResponse { images })
+            validate::fits(
+                "ListImages",
+                "ask for one image with a filter or use StreamImages",
+                ListImagesResponse { images },
+            )
         })
         .await
     }
@@ -84,14 +94,11 @@ impl ImageService for Images {
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
         handle("StreamImages", async {
             let images = self.list(request.get_ref().filter.as_ref())?;
-            let messages: Vec<Result<StreamImagesResponse, Status>> = images
-                .chunks(IMAGES_PER_MESSAGE)
-                .map(|chunk| {
-                    Ok(StreamImagesResponse {
-                        images: chunk.to_vec(),
-                    })
-                })
-                .collect();
+            let messages: Vec<Result<StreamImagesResponse, Status>> =
+                validate::chunks(&images, IMAGES_PER_MESSAGE)
+                    .into_iter()
+                    .map(|chunk| chunk.map(|images| StreamImagesResponse { images }))
+                    .collect();
             Ok(Box::pin(tokio_stream::iter(messages)) as Self::StreamImagesStream)
         })
         .await

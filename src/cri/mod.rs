@@ -9,6 +9,7 @@ mod convert;
 mod image;
 mod pods;
 mod runtime;
+mod validate;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -22,14 +23,20 @@ use tonic::{Code, Response, Status};
 
 use crate::config::Config;
 use crate::container::ContainerService;
-use crate::error::{chain, Classify, Kind};
+use crate::error::{chain, kind_of, Classify, Kind};
 use crate::image::ImageService;
 use crate::network::Cni;
 
 use crate::api as proto;
 
-/// kubelet's limit: image lists and exec output can be large.
+/// kubelet's limit (`maxMsgSize` of its CRI client, both ways): image
+/// lists and exec output can be large. Every answer must fit in it; see
+/// [`validate::fits`].
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// ExecSync's stdout and stderr together: the reply carries both and must
+/// fit in one message, with room for the exit code and framing.
+pub const MAX_EXEC_OUTPUT_BYTES: usize = MAX_MESSAGE_BYTES - (64 << 10);
 
 /// What the gRPC handlers serve.
 pub struct Services {
@@ -104,6 +111,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds the socket: parent directories created, a stale socket from a
 /// previous run replaced, access limited to root and the socket's group.
+/// Anything else at that path (a file, a directory) is left alone and
+/// the daemon refuses to start.
 fn bind(socket: &Path) -> Result<UnixListener, ServeError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |source| ServeError::Socket {
@@ -113,6 +122,7 @@ fn bind(socket: &Path) -> Result<UnixListener, ServeError> {
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
+    check_socket_path(socket)?;
     match std::fs::remove_file(socket) {
         Ok(()) => tracing::debug!("removed stale socket"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -121,6 +131,33 @@ fn bind(socket: &Path) -> Result<UnixListener, ServeError> {
     let listener = UnixListener::bind(socket).map_err(io)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
     Ok(listener)
+}
+
+/// Fails unless `socket` is free or holds a unix socket (a stale one, to
+/// be replaced). Called at start-up before any other work, and again when
+/// binding.
+pub fn check_socket_path(socket: &Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let refuse = |what: &str| {
+        ServeError::Socket {
+        path: socket.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{what} is in the way (only a stale socket is replaced); remove it or choose another socket path"),
+        ),
+    }
+    };
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if meta.file_type().is_socket() => Ok(()),
+        Ok(meta) if meta.is_dir() => Err(refuse("a directory")),
+        Ok(meta) if meta.file_type().is_symlink() => Err(refuse("a symbolic link")),
+        Ok(_) => Err(refuse("a file that is not a socket")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ServeError::Socket {
+            path: socket.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// Runs one RPC: logs it at debug with its duration, failures at warn
@@ -148,9 +185,10 @@ pub(crate) async fn handle<T>(
     result.map(Response::new)
 }
 
-/// Maps a library error to a status carrying its whole cause chain.
-pub(crate) fn status_of<E: Classify + std::error::Error>(error: E) -> Status {
-    let code = match error.kind() {
+/// Maps a library error to a status carrying its cause chain (shortened
+/// if huge: the middle is dropped, the outermost and innermost causes stay).
+pub(crate) fn status_of<E: Classify + std::error::Error + 'static>(error: E) -> Status {
+    let code = match kind_of(&error) {
         Kind::InvalidArgument => Code::InvalidArgument,
         Kind::NotFound => Code::NotFound,
         Kind::AlreadyExists => Code::AlreadyExists,
@@ -158,9 +196,10 @@ pub(crate) fn status_of<E: Classify + std::error::Error>(error: E) -> Status {
         Kind::Unavailable => Code::Unavailable,
         Kind::DeadlineExceeded => Code::DeadlineExceeded,
         Kind::Unimplemented => Code::Unimplemented,
+        Kind::ResourceExhausted => Code::ResourceExhausted,
         Kind::Internal => Code::Internal,
     };
-    Status::new(code, chain(&error))
+    Status::new(code, validate::bounded_message(chain(&error)))
 }
 
 /// The answer of an RPC whose issue has not landed yet.
@@ -171,4 +210,57 @@ pub(crate) fn not_yet(rpc: &str) -> Status {
 /// A missing or empty required field.
 pub(crate) fn required(field: &str) -> Status {
     Status::invalid_argument(format!("{field} is required"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_stale_socket_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("wharf.sock");
+        // Free path, then a stale socket of a previous run.
+        drop(bind(&socket).unwrap());
+        assert!(socket.exists());
+        drop(bind(&socket).unwrap());
+
+        let file = dir.path().join("precious.txt");
+        std::fs::write(&file, b"keep me").unwrap();
+        let err = bind(&file).unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+
+        let subdir = dir.path().join("dir");
+        std::fs::create_dir(&subdir).unwrap();
+        assert!(bind(&subdir).unwrap_err().to_string().contains("directory"));
+        assert!(subdir.is_dir());
+
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(check_socket_path(&link).is_err());
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn full_disks_and_bad_paths_get_their_own_codes() {
+        use crate::store::StoreError;
+        let store = |errno: nix::errno::Errno| StoreError::Io {
+            op: "writing",
+            path: "/var/lib/wharf/x".into(),
+            source: std::io::Error::from_raw_os_error(errno as i32),
+        };
+        assert_eq!(
+            status_of(store(nix::errno::Errno::ENOSPC)).code(),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            status_of(store(nix::errno::Errno::ENAMETOOLONG)).code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            status_of(store(nix::errno::Errno::EIO)).code(),
+            Code::Internal
+        );
+    }
 }

@@ -6,7 +6,7 @@ use tonic::Status;
 
 use super::convert::runtime as convert;
 use super::proto::*;
-use super::{required, status_of, Services};
+use super::{required, status_of, validate, Services};
 use crate::sandbox::Sandbox;
 
 pub async fn run(
@@ -14,6 +14,7 @@ pub async fn run(
     request: RunPodSandboxRequest,
 ) -> Result<RunPodSandboxResponse, Status> {
     let config = request.config.ok_or_else(|| required("config"))?;
+    validate::pod_config(&config)?;
     let sandbox = services
         .containers
         .sandboxes()
@@ -29,7 +30,7 @@ pub async fn stop(
     services: &Services,
     request: StopPodSandboxRequest,
 ) -> Result<StopPodSandboxResponse, Status> {
-    let id = non_empty(&request.pod_sandbox_id, "pod_sandbox_id")?;
+    let id = validate::id(&request.pod_sandbox_id, "pod_sandbox_id")?;
     services
         .containers
         .stop_sandbox(id)
@@ -42,7 +43,7 @@ pub async fn remove(
     services: &Services,
     request: RemovePodSandboxRequest,
 ) -> Result<RemovePodSandboxResponse, Status> {
-    let id = non_empty(&request.pod_sandbox_id, "pod_sandbox_id")?;
+    let id = validate::id(&request.pod_sandbox_id, "pod_sandbox_id")?;
     services
         .containers
         .remove_sandbox(id)
@@ -55,7 +56,7 @@ pub async fn status(
     services: &Services,
     request: PodSandboxStatusRequest,
 ) -> Result<PodSandboxStatusResponse, Status> {
-    let id = non_empty(&request.pod_sandbox_id, "pod_sandbox_id")?;
+    let id = validate::id(&request.pod_sandbox_id, "pod_sandbox_id")?;
     let sandbox = services
         .containers
         .sandboxes()
@@ -66,12 +67,13 @@ pub async fn status(
     if request.verbose {
         info.insert("info".to_string(), verbose_info(&sandbox)?);
     }
-    Ok(PodSandboxStatusResponse {
+    let reply = PodSandboxStatusResponse {
         status: Some(convert::sandbox_status(&sandbox)),
         info,
         containers_statuses: vec![],
         timestamp: 0,
-    })
+    };
+    validate::fits("PodSandboxStatus", "ask without verbose", reply)
 }
 
 fn verbose_info(sandbox: &Sandbox) -> Result<String, Status> {
@@ -88,11 +90,15 @@ fn verbose_info(sandbox: &Sandbox) -> Result<String, Status> {
         .map_err(|e| Status::internal(format!("encoding sandbox info: {e}")))
 }
 
-pub fn list(services: &Services, filter: Option<&PodSandboxFilter>) -> Vec<PodSandbox> {
+pub fn list(
+    services: &Services,
+    filter: Option<&PodSandboxFilter>,
+) -> Result<Vec<PodSandbox>, Status> {
     let id_prefix = filter.map(|f| f.id.as_str()).unwrap_or("");
+    validate::optional_id(id_prefix, "filter.id")?;
     let state = filter.and_then(|f| f.state.as_ref()).map(|s| s.state);
     let labels = filter.map(|f| &f.label_selector);
-    services
+    let sandboxes = services
         .containers
         .sandboxes()
         .list()
@@ -101,13 +107,6 @@ pub fn list(services: &Services, filter: Option<&PodSandboxFilter>) -> Vec<PodSa
         .filter(|s| state.is_none_or(|wanted| convert::sandbox_state(s.state) as i32 == wanted))
         .filter(|s| labels.is_none_or(|l| l.iter().all(|(k, v)| s.config.labels.get(k) == Some(v))))
         .map(convert::sandbox)
-        .collect()
-}
-
-pub(super) fn non_empty<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
-    if value.is_empty() {
-        Err(required(field))
-    } else {
-        Ok(value)
-    }
+        .collect();
+    Ok(sandboxes)
 }

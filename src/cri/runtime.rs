@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::runtime_service_server::RuntimeService;
 use super::proto::*;
-use super::{containers, handle, not_yet, pods, Services};
+use super::{containers, handle, not_yet, pods, validate, Services};
 use crate::config::CgroupDriver as ConfiguredDriver;
 
 pub struct Runtime {
@@ -30,17 +30,21 @@ const KUBELET_API_VERSION: &str = "0.1.0";
 /// Items per message of the `Stream*` list RPCs.
 const ITEMS_PER_MESSAGE: usize = 500;
 
-/// A list as a stream of messages of at most [`ITEMS_PER_MESSAGE`] items.
-fn chunked<I: Clone + Send + 'static, M: Send + 'static>(
+/// A list as a stream of messages of at most [`ITEMS_PER_MESSAGE`] items,
+/// each within the message size limit.
+fn chunked<I: prost::Message + Clone + 'static, M: Send + 'static>(
     items: Vec<I>,
     message: impl Fn(Vec<I>) -> M,
 ) -> StreamOf<M> {
-    let messages: Vec<Result<M, Status>> = items
-        .chunks(ITEMS_PER_MESSAGE)
-        .map(|c| Ok(message(c.to_vec())))
+    let messages: Vec<Result<M, Status>> = validate::chunks(&items, ITEMS_PER_MESSAGE)
+        .into_iter()
+        .map(|chunk| chunk.map(&message))
         .collect();
     Box::pin(tokio_stream::iter(messages))
 }
+
+/// What a client whose list is too large for one message can do instead.
+const LIST_HINT: &str = "narrow the list with a filter or use the Stream RPC";
 
 type StreamOf<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
@@ -148,15 +152,15 @@ implemented {
 
     async fn list_pod_sandbox(&self, request: Request<ListPodSandboxRequest>) -> Result<Response<ListPodSandboxResponse>, Status> {
         handle("ListPodSandbox", async {
-            let items = pods::list(&self.services, request.get_ref().filter.as_ref());
-            Ok(ListPodSandboxResponse { items })
+            let items = pods::list(&self.services, request.get_ref().filter.as_ref())?;
+            validate::fits("ListPodSandbox", LIST_HINT, ListPodSandboxResponse { items })
         })
         .await
     }
 
     async fn stream_pod_sandboxes(&self, request: Request<StreamPodSandboxesRequest>) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
         handle("StreamPodSandboxes", async {
-            let items = pods::list(&self.services, request.get_ref().filter.as_ref());
+            let items = pods::list(&self.services, request.get_ref().filter.as_ref())?;
             Ok(chunked(items, |pod_sandboxes| StreamPodSandboxesResponse { pod_sandboxes }))
         })
         .await
@@ -180,15 +184,15 @@ implemented {
 
     async fn list_containers(&self, request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
         handle("ListContainers", async {
-            let containers = containers::list(&self.services, request.get_ref().filter.as_ref());
-            Ok(ListContainersResponse { containers })
+            let containers = containers::list(&self.services, request.get_ref().filter.as_ref())?;
+            validate::fits("ListContainers", LIST_HINT, ListContainersResponse { containers })
         })
         .await
     }
 
     async fn stream_containers(&self, request: Request<StreamContainersRequest>) -> Result<Response<Self::StreamContainersStream>, Status> {
         handle("StreamContainers", async {
-            let items = containers::list(&self.services, request.get_ref().filter.as_ref());
+            let items = containers::list(&self.services, request.get_ref().filter.as_ref())?;
             Ok(chunked(items, |containers| StreamContainersResponse { containers }))
         })
         .await

@@ -68,18 +68,60 @@ impl Drop for ExecFiles {
     }
 }
 
-/// Reads everything, keeping the first `cap` bytes in `out`.
-async fn read_capped(mut reader: impl AsyncRead + Unpin, out: &mut Vec<u8>, cap: usize) {
+/// Reads everything, keeping the first `cap` bytes in `out`; returns how
+/// many bytes were read in all.
+async fn read_capped(mut reader: impl AsyncRead + Unpin, out: &mut Vec<u8>, cap: usize) -> u64 {
     let mut buf = [0u8; 8192];
+    let mut total = 0u64;
     loop {
         match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return total,
             Ok(n) => {
+                total += n as u64;
                 let room = cap.saturating_sub(out.len());
                 out.extend_from_slice(&buf[..n.min(room)]);
             }
         }
     }
+}
+
+/// Room kept in the cap for each stream's truncation marker.
+const MARKER_ROOM: usize = 128;
+
+/// What ends a stream of which `dropped` bytes were left out.
+fn truncation_marker(dropped: u64) -> String {
+    format!("\n[wharf: output truncated, {dropped} more bytes not shown]\n")
+}
+
+/// A stream as read: the bytes kept and how many there were in all.
+struct Captured {
+    kept: Vec<u8>,
+    total: u64,
+}
+
+/// Makes stdout and stderr fit in `cap` bytes together. When they do not,
+/// the space is shared fairly (a stream needing less than half leaves the
+/// rest to the other) and each cut stream ends with a marker saying how
+/// much was dropped.
+fn fit_output(stdout: Captured, stderr: Captured, cap: usize) -> (Vec<u8>, Vec<u8>) {
+    if stdout.total + stderr.total <= cap as u64 {
+        return (stdout.kept, stderr.kept);
+    }
+    let budget = cap.saturating_sub(2 * MARKER_ROOM);
+    let out_keep = stdout
+        .kept
+        .len()
+        .min((budget / 2).max(budget.saturating_sub(stderr.kept.len())));
+    let err_keep = stderr.kept.len().min(budget - out_keep);
+    let cut = |mut stream: Captured, keep: usize| {
+        stream.kept.truncate(keep);
+        if (keep as u64) < stream.total {
+            let marker = truncation_marker(stream.total - keep as u64);
+            stream.kept.extend_from_slice(marker.as_bytes());
+        }
+        stream.kept
+    };
+    (cut(stdout, out_keep), cut(stderr, err_keep))
 }
 
 fn signal_exit_code(status: std::process::ExitStatus) -> i32 {
@@ -91,8 +133,9 @@ fn signal_exit_code(status: std::process::ExitStatus) -> i32 {
 }
 
 impl OciRuntime {
-    /// Runs `process` in container `id` and collects its output, each
-    /// stream capped at `output_cap` bytes (the rest is read and dropped).
+    /// Runs `process` in container `id` and collects its output: stdout
+    /// and stderr together at most `output_cap` bytes (the rest is read
+    /// and dropped, see [`fit_output`]).
     /// When `timeout` passes, the process is killed (then the runtime,
     /// if it lingers) and `timed_out` is set.
     pub async fn exec_sync(
@@ -144,16 +187,20 @@ impl OciRuntime {
         let (stdout_pipe, stderr_pipe) = (child.stdout.take(), child.stderr.take());
 
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (mut stdout_total, mut stderr_total) = (0, 0);
         let mut timed_out = false;
         let status = {
             let output = async {
                 if let Some(pipe) = stdout_pipe {
                     let stderr_read = async {
                         if let Some(pipe) = stderr_pipe {
-                            read_capped(pipe, &mut stderr, output_cap).await;
+                            stderr_total = read_capped(pipe, &mut stderr, output_cap).await;
                         }
                     };
-                    tokio::join!(read_capped(pipe, &mut stdout, output_cap), stderr_read);
+                    let stdout_read = async {
+                        stdout_total = read_capped(pipe, &mut stdout, output_cap).await;
+                    };
+                    tokio::join!(stdout_read, stderr_read);
                 }
             };
             tokio::pin!(output);
@@ -199,12 +246,48 @@ impl OciRuntime {
                 return Err(RuntimeError::failed("exec", id, message));
             }
         }
+        let (stdout, stderr) = fit_output(
+            Captured {
+                kept: stdout,
+                total: stdout_total,
+            },
+            Captured {
+                kept: stderr,
+                total: stderr_total,
+            },
+            output_cap,
+        );
         Ok(ExecOutput {
             exit_code,
             stdout,
             stderr,
             timed_out,
         })
+    }
+
+    /// Deletes the files of ExecSyncs a previous run of the daemon was
+    /// interrupted in (they are removed when an exec ends). Call at
+    /// start-up, before any exec runs.
+    pub fn remove_exec_leftovers(&self) -> std::io::Result<usize> {
+        let prefix = format!("{}exec-", crate::store::TEMP_PREFIX);
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+            if is_file && entry.file_name().to_string_lossy().starts_with(&prefix) {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
     }
 }
 
@@ -216,8 +299,79 @@ mod tests {
     async fn output_is_capped_but_fully_read() {
         let data = vec![b'x'; 100_000];
         let mut out = Vec::new();
-        read_capped(&data[..], &mut out, 10).await;
+        assert_eq!(read_capped(&data[..], &mut out, 10).await, 100_000);
         assert_eq!(out, b"xxxxxxxxxx");
+    }
+
+    fn captured(byte: u8, total: usize, cap: usize) -> Captured {
+        Captured {
+            kept: vec![byte; total.min(cap)],
+            total: total as u64,
+        }
+    }
+
+    #[test]
+    fn output_within_the_cap_is_untouched() {
+        let cap = 1000;
+        let (out, err) = fit_output(captured(b'o', 600, cap), captured(b'e', 400, cap), cap);
+        assert_eq!((out.len(), err.len()), (600, 400));
+        assert!(!out.ends_with(b"]\n"));
+    }
+
+    #[test]
+    fn big_output_shares_the_cap_and_says_what_was_cut() {
+        let cap = 10_000;
+        // Both streams huge: half each, both marked.
+        let (out, err) = fit_output(
+            captured(b'o', 1_000_000, cap),
+            captured(b'e', 50_000, cap),
+            cap,
+        );
+        assert!(
+            out.len() + err.len() <= cap,
+            "{} + {}",
+            out.len(),
+            err.len()
+        );
+        let out_text = String::from_utf8_lossy(&out);
+        assert!(out_text.starts_with("oooo"));
+        assert!(out_text.ends_with(&truncation_marker(1_000_000 - (cap as u64 - 256) / 2)));
+        let err_text = String::from_utf8_lossy(&err);
+        assert!(err_text.contains("[wharf: output truncated"), "{err_text}");
+        // A small stderr is kept whole; stdout gets the rest.
+        let (out, err) = fit_output(
+            captured(b'o', 1_000_000, cap),
+            captured(b'e', 100, cap),
+            cap,
+        );
+        assert_eq!(err, vec![b'e'; 100]);
+        assert!(out.len() + err.len() <= cap);
+        assert!(out.len() > cap / 2);
+        assert!(String::from_utf8_lossy(&out).contains("output truncated"));
+        // Just over the cap together, each under it.
+        let (out, err) = fit_output(captured(b'o', 6000, cap), captured(b'e', 6000, cap), cap);
+        assert!(out.len() + err.len() <= cap);
+    }
+
+    #[test]
+    fn exec_leftovers_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = OciRuntime::new("runc".into(), dir.path().to_path_buf());
+        assert_eq!(runtime.remove_exec_leftovers().unwrap(), 0);
+        let files = ExecFiles::new(dir.path(), "abc");
+        for path in [&files.process, &files.pid, &files.log] {
+            std::fs::write(path, b"x").unwrap();
+        }
+        std::mem::forget(files);
+        std::fs::create_dir(dir.path().join("abc")).unwrap();
+        std::fs::write(dir.path().join("other"), b"x").unwrap();
+        assert_eq!(runtime.remove_exec_leftovers().unwrap(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["abc", "other"]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::api;
-use crate::error::{Classify, Kind};
+use crate::error::{shown, Classify, Kind};
 use crate::network::{Cni, CniError, PodNetwork, PortMapping, Protocol};
 use crate::store::StoreError;
 use crate::sync::{by_id_or_prefix, new_id, LookupMiss, NameTaken, Registrar, Undo};
@@ -47,6 +47,22 @@ pub enum SandboxError {
     Network(#[from] CniError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// kubelet gives an absolute `log_directory` (or none); a relative one
+/// would be resolved against the daemon's working directory.
+fn check_log_directory(directory: &str) -> Result<(), SandboxError> {
+    let reason = if directory.contains('\0') {
+        "contains NUL"
+    } else if !directory.is_empty() && !std::path::Path::new(directory).is_absolute() {
+        "is not an absolute path"
+    } else {
+        return Ok(());
+    };
+    Err(SandboxError::Invalid {
+        field: "log_directory",
+        reason: format!("{} {reason}", shown(directory)),
+    })
 }
 
 impl Classify for SandboxError {
@@ -247,10 +263,11 @@ impl SandboxService {
             if value.contains('/') || value.contains('\0') {
                 return Err(SandboxError::Invalid {
                     field,
-                    reason: format!("{value:?} contains '/' or NUL"),
+                    reason: format!("{} contains '/' or NUL", shown(value)),
                 });
             }
         }
+        check_log_directory(&config.log_directory)?;
         let modes = record::NamespaceModes::from_config(&config);
         let id = new_id();
         let name = format!(
@@ -494,5 +511,21 @@ fn pod_network(id: &str, config: &api::PodSandboxConfig, netns: &Path) -> PodNet
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_directory_must_be_absolute_or_empty() {
+        assert!(check_log_directory("").is_ok());
+        assert!(check_log_directory("/var/log/pods/ns_pod_uid").is_ok());
+        for bad in ["logs", "./logs", "../var/log", "/var/log\0x"] {
+            let err = check_log_directory(bad).unwrap_err();
+            assert_eq!(err.kind(), Kind::InvalidArgument, "{bad:?}");
+            assert!(err.to_string().contains("log_directory"), "{err}");
+        }
     }
 }
