@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_registry;
+pub mod pods;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -226,6 +227,11 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("wharf.log")).unwrap_or_default()
+    }
+
+    /// The daemon's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
     }
 
     pub fn kill9(&mut self) {

@@ -1,0 +1,357 @@
+//! The daemon killed, or its runtime hung, at each step of a container's
+//! life: after a restart, state matches what really runs, and nothing
+//! leaks.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::pods::*;
+use common::{pull_request, Daemon};
+use k8s_cri::v1::*;
+use tonic::Code;
+
+/// The daemon is killed while StartContainer runs, after the runtime
+/// started the container and before Wharf recorded it: after a restart the
+/// container is running with its real start time, a second start refuses
+/// without harm, and its real exit code is kept.
+#[tokio::test]
+async fn a_start_interrupted_by_a_crash_is_reconciled() {
+    let wrapper_dir = tempfile::tempdir().unwrap();
+    let crash_marker = wrapper_dir.path().join("crash-after-start");
+    let wrapper = wrapper_dir.path().join("runc-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nrunc \"$@\"; rc=$?\nif [ $rc -eq 0 ] && [ -e {marker:?} ]; then\n  for arg; do [ \"$arg\" = start ] && kill -9 $PPID; done\nfi\nexit $rc\n",
+            marker = crash_marker
+        ),
+    )
+    .unwrap();
+    set_mode(&wrapper, 0o755);
+    let mut daemon = Daemon::start(&format!("[runtime]\npath = {wrapper:?}\n")).await;
+    std::fs::write(daemon.cni_dir().join("10-lo.conflist"), LOOPBACK_CONFLIST).unwrap();
+    daemon
+        .images()
+        .await
+        .pull_image(pull_request(&busybox(), None))
+        .await
+        .unwrap();
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "interrupted");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let command = [
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; while true; do usleep 10000; done",
+    ];
+    let config = container_config("interrupted", &command);
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+    let created_at = status(&mut client, &id).await.created_at;
+
+    std::fs::write(&crash_marker, b"").unwrap();
+    let before_start = std::time::SystemTime::now();
+    let crashed = client
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await;
+    assert!(crashed.is_err(), "the daemon died during the start");
+    let after_crash = std::time::SystemTime::now();
+    std::fs::remove_file(&crash_marker).unwrap();
+    drop(client);
+    daemon.kill9();
+    daemon.spawn().await;
+    let mut client = daemon.runtime().await;
+
+    let nanos = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+    };
+    let running = status(&mut client, &id).await;
+    assert_eq!(running.state, ContainerState::ContainerRunning as i32);
+    assert!(
+        running.started_at >= created_at.max(nanos(before_start))
+            && running.started_at <= nanos(after_crash),
+        "the start time the start really had: {running:?}"
+    );
+    let again = client
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    assert_eq!(
+        status(&mut client, &id).await.state,
+        ContainerState::ContainerRunning as i32,
+        "a refused start changes nothing"
+    );
+
+    client
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 10,
+        })
+        .await
+        .unwrap();
+    let stopped = status(&mut client, &id).await;
+    assert_eq!(
+        (stopped.state, stopped.exit_code, stopped.started_at),
+        (
+            ContainerState::ContainerExited as i32,
+            7,
+            running.started_at
+        )
+    );
+    remove_pod(&mut client, &pod_id).await;
+}
+
+/// A runtime that hangs in `start`: the call fails with DEADLINE_EXCEEDED
+/// after the configured time, the hung process is killed, other calls go
+/// on meanwhile, and the container is failed and can be removed.
+#[tokio::test]
+async fn a_hung_runtime_command_times_out() {
+    let wrapper_dir = tempfile::tempdir().unwrap();
+    let hang_marker = wrapper_dir.path().join("hang-in-start");
+    let wrapper = wrapper_dir.path().join("runc-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ -e {marker:?} ]; then\n  for arg; do [ \"$arg\" = start ] && exec sleep 3600; done\nfi\nexec runc \"$@\"\n",
+            marker = hang_marker
+        ),
+    )
+    .unwrap();
+    set_mode(&wrapper, 0o755);
+    let daemon = Daemon::start(&format!(
+        "[runtime]\npath = {wrapper:?}\ncommand_timeout_secs = 1\n"
+    ))
+    .await;
+    std::fs::write(daemon.cni_dir().join("10-lo.conflist"), LOOPBACK_CONFLIST).unwrap();
+    daemon
+        .images()
+        .await
+        .pull_image(pull_request(&busybox(), None))
+        .await
+        .unwrap();
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "hung");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let config = container_config("hung", &["sleep", "3600"]);
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+
+    std::fs::write(&hang_marker, b"").unwrap();
+    let mut other = daemon.runtime().await;
+    let (hung, listed) = tokio::join!(
+        client.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        }),
+        async {
+            // Waits for the start to be under way (the hung runtime is
+            // running), then asks for something else.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !sleeping_runtime_running() {
+                assert!(Instant::now() < deadline, "the start never ran the runtime");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other
+                .list_containers(ListContainersRequest { filter: None })
+                .await
+        }
+    );
+    let hung = hung.unwrap_err();
+    assert_eq!(hung.code(), Code::DeadlineExceeded, "{hung:?}");
+    assert_eq!(listed.unwrap().into_inner().containers.len(), 1);
+    assert!(!sleeping_runtime_running(), "the hung runtime was killed");
+    // As containerd does for a start that fails: exited, saying why.
+    let failed = status(&mut client, &id).await;
+    assert_eq!(failed.state, ContainerState::ContainerExited as i32);
+    assert!(failed.message.contains("did not finish"), "{failed:?}");
+
+    std::fs::remove_file(&hang_marker).unwrap();
+    client
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
+}
+
+/// Whether a `sleep 3600` the hanging runtime wrapper exec'd is alive.
+fn sleeping_runtime_running() -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // A zombie has no cmdline; a live `sleep 3600` outside any
+        // container's PID namespace is the wrapper's.
+        cmdline == b"sleep\x003600\x00"
+            && !stat.contains(") Z ")
+            && entry.path().join("ns/pid").read_link().ok()
+                == std::fs::read_link("/proc/self/ns/pid").ok()
+    })
+}
+
+/// A runtime wrapper that, once the step named in `marker` (`create`,
+/// `kill`, `delete`, ...) has succeeded, kills -9 the process whose pid is
+/// on the marker's second line: the daemon, at exactly that point.
+fn crashing_runtime(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let marker = dir.join("crash");
+    let wrapper = dir.join("runc-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nrunc \"$@\"; rc=$?\nif [ $rc -eq 0 ] && [ -s {marker:?} ]; then\n  step=$(sed -n 1p {marker:?}); pid=$(sed -n 2p {marker:?})\n  for arg; do [ \"$arg\" = \"$step\" ] && rm -f {marker:?} && kill -9 \"$pid\"; done\nfi\nexit $rc\n"
+        ),
+    )
+    .unwrap();
+    set_mode(&wrapper, 0o755);
+    (wrapper, marker)
+}
+
+/// Mounts below `dir` in this mount namespace.
+fn mounts_below(dir: &std::path::Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|target| target.starts_with(&prefix))
+        .map(String::from)
+        .collect()
+}
+
+/// Monitors alive for containers of this daemon's state directory.
+fn monitors_of(daemon: &Daemon) -> usize {
+    let state = daemon.state_dir().display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("wharf-monitor") && cmdline.contains(&state)
+        })
+        .count()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The daemon killed right after the runtime created, signalled or deleted
+/// a container, before Wharf recorded it: after a restart the record
+/// agrees with the runtime, the operation can be repeated, and no mount,
+/// monitor or runtime state is left behind once the pod is gone.
+#[tokio::test]
+async fn a_crash_at_each_runtime_step_is_recovered() {
+    let wrapper_dir = tempfile::tempdir().unwrap();
+    let (wrapper, marker) = crashing_runtime(wrapper_dir.path());
+    let mut daemon = daemon_with(&format!("[runtime]\npath = {wrapper:?}\n")).await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "crashes");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let command = [
+        "sh",
+        "-c",
+        "trap 'exit 9' TERM; while true; do usleep 10000; done",
+    ];
+
+    // `create`: the runtime made the container, Wharf never recorded it.
+    std::fs::write(&marker, format!("create\n{}\n", daemon.pid())).unwrap();
+    let lost = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("worker", &command),
+    )
+    .await;
+    assert!(lost.is_err(), "the daemon died during the create");
+    daemon.kill9();
+    daemon.spawn().await;
+    let mut client = daemon.runtime().await;
+    let listed = client
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(
+        listed.is_empty(),
+        "the unrecorded container is gone: {listed:?}"
+    );
+    wait_until("the unrecorded container's monitor exits", || {
+        monitors_of(&daemon) == 0
+    })
+    .await;
+    assert!(mounts_below(&daemon.state_dir().join("containers")).is_empty());
+    // Its name was released with it.
+    let id = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("worker", &command),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &id).await;
+
+    // `kill`: the stop signal was sent, Wharf died before seeing the exit.
+    std::fs::write(&marker, format!("kill\n{}\n", daemon.pid())).unwrap();
+    let stop = StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 10,
+    };
+    assert!(client.stop_container(stop.clone()).await.is_err());
+    daemon.kill9();
+    daemon.spawn().await;
+    let mut client = daemon.runtime().await;
+    client.stop_container(stop).await.unwrap();
+    let stopped = status(&mut client, &id).await;
+    assert_eq!(
+        (stopped.state, stopped.exit_code),
+        (ContainerState::ContainerExited as i32, 9),
+        "the exit the container really had"
+    );
+
+    // `delete`: the runtime forgot the container, its record remained.
+    std::fs::write(&marker, format!("delete\n{}\n", daemon.pid())).unwrap();
+    let remove = RemoveContainerRequest {
+        container_id: id.clone(),
+    };
+    assert!(client.remove_container(remove.clone()).await.is_err());
+    daemon.kill9();
+    daemon.spawn().await;
+    let mut client = daemon.runtime().await;
+    client.remove_container(remove).await.unwrap();
+    let gone = client
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
+    remove_pod(&mut client, &pod_id).await;
+    assert!(mounts_below(&daemon.state_dir()).is_empty());
+    assert_eq!(monitors_of(&daemon), 0);
+    for own in ["containers", "runc"] {
+        let left: Vec<_> = std::fs::read_dir(daemon.state_dir().join(own))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{own} holds {left:?}");
+    }
+    let records: Vec<_> = std::fs::read_dir(daemon.root().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(records.is_empty(), "records left: {records:?}");
+}
