@@ -16,6 +16,11 @@ pub enum Kind {
     /// A remote party (a registry, a plugin) failed or could not be reached.
     Unavailable,
     DeadlineExceeded,
+    /// A configured limit (size, count) would be exceeded.
+    ResourceExhausted,
+    /// Content is corrupt: it does not match the digest it was named by.
+    /// Not worth retrying, unlike [`Kind::Unavailable`].
+    DataLoss,
     Unimplemented,
     /// A bug or a local fault (I/O on our own files).
     Internal,

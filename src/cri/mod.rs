@@ -157,6 +157,8 @@ pub(crate) fn status_of<E: Classify + std::error::Error>(error: E) -> Status {
         Kind::FailedPrecondition => Code::FailedPrecondition,
         Kind::Unavailable => Code::Unavailable,
         Kind::DeadlineExceeded => Code::DeadlineExceeded,
+        Kind::ResourceExhausted => Code::ResourceExhausted,
+        Kind::DataLoss => Code::DataLoss,
         Kind::Unimplemented => Code::Unimplemented,
         Kind::Internal => Code::Internal,
     };

@@ -95,9 +95,13 @@ impl Classify for ImageError {
             | ImageError::LayerCountMismatch { .. }
             | ImageError::DiffIdMismatch { .. }
             | ImageError::Decompress(_) => Kind::InvalidArgument,
-            // What arrived is not what the registry promised: maybe a
-            // broken connection or proxy, worth a retry.
-            ImageError::BlobSize { .. } | ImageError::BlobDigest { .. } => Kind::Unavailable,
+            // Fewer or more bytes than promised: maybe a broken connection
+            // or proxy, worth a retry.
+            ImageError::BlobSize { .. } => Kind::Unavailable,
+            // The right number of bytes, but not the content named by the
+            // digest: the registry serves a corrupt blob, and a retry gets
+            // the same one.
+            ImageError::BlobDigest { .. } => Kind::DataLoss,
             ImageError::Stalled { .. } => Kind::DeadlineExceeded,
             ImageError::Store(_) | ImageError::Task(_) => Kind::Internal,
         }
