@@ -66,8 +66,12 @@ pub enum ImageError {
     },
     #[error("decompressing layer: {0}")]
     Decompress(#[source] std::io::Error),
-    #[error(transparent)]
-    Unpack(#[from] UnpackError),
+    #[error("layer {layer}: {source}")]
+    Unpack {
+        layer: Digest,
+        #[source]
+        source: UnpackError,
+    },
     #[error("pull of {reference} cancelled: no data received for {}s", timeout.as_secs())]
     Stalled {
         reference: String,
@@ -87,7 +91,7 @@ impl Classify for ImageError {
             ImageError::InvalidReference(_) | ImageError::AmbiguousId(_) => Kind::InvalidArgument,
             ImageError::Registry(e) => e.kind(),
             ImageError::Manifest(e) => e.kind(),
-            ImageError::Unpack(e) => e.kind(),
+            ImageError::Unpack { source, .. } => source.kind(),
             ImageError::Content(e) => e.kind(),
             // The image itself is broken: retrying will not help.
             ImageError::NestedIndex
