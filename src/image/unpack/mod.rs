@@ -296,8 +296,9 @@ pub enum UnpackError {
         source: io::Error,
     },
     #[error(
-        "unpacked size exceeds {} bytes (at entry {last_entry:?}), the limit set by {}",
+        "unpacked size exceeds {} bytes{}, the limit set by {}",
         .limit.bytes,
+        .last_entry.as_ref().map(|e| format!(" (at entry {e:?})")).unwrap_or_default(),
         .limit.setting
     )]
     TooLarge {
