@@ -41,6 +41,24 @@ request_timeout_secs = 30
 # Layers of one pull downloaded (and unpacked) at the same time.
 max_concurrent_downloads = 3
 
+[image]
+# Limits against decompression bombs: a pull that would unpack more fails
+# with RESOURCE_EXHAUSTED and leaves nothing behind. Unpacked bytes are those
+# of a layer's uncompressed tar, plus the holes of sparse files.
+
+# Bytes one layer may unpack to (32 GiB).
+max_layer_unpacked_bytes = 34359738368
+
+# Bytes all the layers one pull unpacks may add up to (64 GiB); layers
+# already stored are not unpacked again and do not count.
+max_image_unpacked_bytes = 68719476736
+
+# A layer may also unpack to at most max_unpack_ratio times its compressed
+# size, plus unpack_ratio_allowance_bytes (1 GiB), so that small layers of,
+# say, zero-filled files still fit.
+max_unpack_ratio = 100
+unpack_ratio_allowance_bytes = 1073741824
+
 [cni]
 # CNI network configuration files (.conflist, .conf, .json).
 conf_dir = "/etc/cni/net.d"
@@ -74,6 +92,8 @@ pub struct Config {
     #[serde(default)]
     pub registry: RegistrySection,
     #[serde(default)]
+    pub image: ImageSection,
+    #[serde(default)]
     pub cni: CniSection,
     #[serde(default)]
     pub runtime: RuntimeSection,
@@ -86,6 +106,15 @@ pub struct RegistrySection {
     pub stall_timeout_secs: u64,
     pub request_timeout_secs: u64,
     pub max_concurrent_downloads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageSection {
+    pub max_layer_unpacked_bytes: u64,
+    pub max_image_unpacked_bytes: u64,
+    pub max_unpack_ratio: u64,
+    pub unpack_ratio_allowance_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -122,6 +151,18 @@ impl Default for RegistrySection {
     }
 }
 
+impl Default for ImageSection {
+    fn default() -> Self {
+        const GIB: u64 = 1024 * 1024 * 1024;
+        Self {
+            max_layer_unpacked_bytes: 32 * GIB,
+            max_image_unpacked_bytes: 64 * GIB,
+            max_unpack_ratio: 100,
+            unpack_ratio_allowance_bytes: GIB,
+        }
+    }
+}
+
 impl Default for CniSection {
     fn default() -> Self {
         Self {
@@ -150,6 +191,7 @@ impl Default for Config {
             state_dir: "/run/wharf".into(),
             log_level: "info".into(),
             registry: RegistrySection::default(),
+            image: ImageSection::default(),
             cni: CniSection::default(),
             runtime: RuntimeSection::default(),
         }
@@ -211,6 +253,23 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "runtime.command_timeout_secs must be at least 1".into(),
             ));
+        }
+        for (key, value) in [
+            (
+                "max_layer_unpacked_bytes",
+                self.image.max_layer_unpacked_bytes,
+            ),
+            (
+                "max_image_unpacked_bytes",
+                self.image.max_image_unpacked_bytes,
+            ),
+            ("max_unpack_ratio", self.image.max_unpack_ratio),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "image.{key} must be at least 1"
+                )));
+            }
         }
         // Monitors listen on <state_dir>/containers/<64-hex id>/monitor.sock
         // and a unix socket path has at most 107 bytes.
@@ -318,7 +377,22 @@ mod tests {
     }
 
     #[test]
+    fn image_defaults_are_the_unpack_defaults() {
+        let image = ImageSection::default();
+        let unpack = crate::image::unpack::UnpackOptions::default();
+        assert_eq!(image.max_layer_unpacked_bytes, unpack.max_layer_bytes);
+        assert_eq!(image.max_image_unpacked_bytes, unpack.max_image_bytes);
+        assert_eq!(image.max_unpack_ratio, unpack.max_ratio);
+        assert_eq!(image.unpack_ratio_allowance_bytes, unpack.ratio_allowance);
+        let config = Config::parse("[image]\nmax_unpack_ratio = 10\n").unwrap();
+        assert_eq!(config.image.max_unpack_ratio, 10);
+        assert_eq!(config.image.max_layer_unpacked_bytes, 32 << 30);
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_bad_values() {
+        assert!(Config::parse("[image]\nmax_layer_unpacked_bytes = 0").is_err());
+        assert!(Config::parse("[image]\nmax_layer_unpacked_bytes = -1").is_err());
         assert!(Config::parse("sockett = \"/x\"").is_err());
         assert!(Config::parse("[registry]\nmax_concurrent_downloads = 0").is_err());
         assert!(Config::parse("root = \"relative\"").is_err());

@@ -16,9 +16,13 @@ pub enum Kind {
     /// A remote party (a registry, a plugin) failed or could not be reached.
     Unavailable,
     DeadlineExceeded,
-    Unimplemented,
-    /// Out of disk space or quota, or an answer too large to send.
+    /// A configured limit (size, count) would be exceeded, the disk or a
+    /// quota is full, or an answer is too large to send.
     ResourceExhausted,
+    /// Content is corrupt: it does not match the digest it was named by.
+    /// Not worth retrying, unlike [`Kind::Unavailable`].
+    DataLoss,
+    Unimplemented,
     /// A bug or a local fault (I/O on our own files).
     Internal,
 }

@@ -134,7 +134,13 @@ async fn serve(config: Config) -> Result<(), String> {
     let options = PullOptions {
         stall_timeout: config.stall_timeout(),
         max_concurrent_downloads: config.registry.max_concurrent_downloads,
-        unpack: UnpackOptions::default(),
+        unpack: UnpackOptions {
+            max_layer_bytes: config.image.max_layer_unpacked_bytes,
+            max_image_bytes: config.image.max_image_unpacked_bytes,
+            max_ratio: config.image.max_unpack_ratio,
+            ratio_allowance: config.image.unpack_ratio_allowance_bytes,
+            ..UnpackOptions::default()
+        },
     };
     prepare_top_directories(&paths)?;
     let images = Arc::new(

@@ -720,6 +720,10 @@ async fn corrupt_or_truncated_blobs_are_rejected() {
             .await
             .unwrap_err();
         assert_ne!(err.code(), Code::Ok, "{fault:?}");
+        if fault == LayerFault::WrongContent {
+            // Corrupt at the source: not worth a retry.
+            assert_eq!(err.code(), Code::DataLoss, "{}", err.message());
+        }
         assert!(list_ids(&daemon).await.is_empty(), "{fault:?}");
         assert!(
             daemon.layer_entries().is_empty(),
@@ -734,6 +738,88 @@ async fn corrupt_or_truncated_blobs_are_rejected() {
         .unwrap()
         .into_inner();
     assert_eq!(pulled.image_ref, good.config_digest);
+}
+
+#[tokio::test]
+async fn a_decompression_bomb_is_refused_and_leaves_nothing() {
+    let daemon =
+        Daemon::start("[image]\nmax_unpack_ratio = 10\nunpack_ratio_allowance_bytes = 1048576\n")
+            .await;
+    // 256 MiB of zeros in a layer of about 256 KiB.
+    let (layer, diff_id) = common::fake_registry::zeros_layer(256);
+    assert!(layer.len() < 1 << 20, "{} bytes", layer.len());
+    let fake = FakeRegistry::serve_layer(LayerFault::None, layer, diff_id).await;
+    let mut client = daemon.images().await;
+    let err = client
+        .pull_image(pull_request(&fake.image(), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    for expected in [fake.layer_digest.as_str(), "[image] max_unpack_ratio"] {
+        assert!(err.message().contains(expected), "{}", err.message());
+    }
+    assert!(list_ids(&daemon).await.is_empty());
+    assert!(
+        daemon.layer_entries().is_empty(),
+        "no layer and no temporary directory: {:?}",
+        daemon.layer_entries()
+    );
+    // The daemon still answers, and pulls what fits.
+    let good = FakeRegistry::start(LayerFault::None, 256 << 10).await;
+    let pulled = client
+        .pull_image(pull_request(&good.image(), None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pulled.image_ref, good.config_digest);
+}
+
+#[tokio::test]
+async fn a_cancelled_pull_stops_unpacking_and_leaves_nothing() {
+    let daemon = Daemon::start("").await;
+    let slow = FakeRegistry::start(
+        LayerFault::Slow {
+            bytes_per_second: 1 << 20,
+        },
+        8 << 20,
+    )
+    .await;
+    let pull = {
+        let channel = daemon.channel().await;
+        let image = slow.image();
+        tokio::spawn(async move {
+            let mut client = k8s_cri::v1::image_service_client::ImageServiceClient::new(channel);
+            client.pull_image(pull_request(&image, None)).await
+        })
+    };
+    let unpacking = |daemon: &Daemon| {
+        daemon
+            .layer_entries()
+            .iter()
+            .any(|e| e.starts_with(".tmp-"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !unpacking(&daemon) {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The client goes away: the request is reset and its future dropped.
+    pull.abort();
+    // The unpack thread removes its partial layer only once it has stopped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while unpacking(&daemon) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unpack went on: {:?}",
+            daemon.layer_entries()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(daemon.layer_entries().is_empty());
+    assert!(
+        list_ids(&daemon).await.is_empty(),
+        "the daemon still answers"
+    );
 }
 
 #[tokio::test]

@@ -195,8 +195,9 @@ pub(crate) fn status_of<E: Classify + std::error::Error + 'static>(error: E) -> 
         Kind::FailedPrecondition => Code::FailedPrecondition,
         Kind::Unavailable => Code::Unavailable,
         Kind::DeadlineExceeded => Code::DeadlineExceeded,
-        Kind::Unimplemented => Code::Unimplemented,
         Kind::ResourceExhausted => Code::ResourceExhausted,
+        Kind::DataLoss => Code::DataLoss,
+        Kind::Unimplemented => Code::Unimplemented,
         Kind::Internal => Code::Internal,
     };
     Status::new(code, validate::bounded_message(chain(&error)))

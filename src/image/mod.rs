@@ -66,8 +66,12 @@ pub enum ImageError {
     },
     #[error("decompressing layer: {0}")]
     Decompress(#[source] std::io::Error),
-    #[error(transparent)]
-    Unpack(#[from] UnpackError),
+    #[error("layer {layer}: {source}")]
+    Unpack {
+        layer: Digest,
+        #[source]
+        source: UnpackError,
+    },
     #[error("pull of {reference} cancelled: no data received for {}s", timeout.as_secs())]
     Stalled {
         reference: String,
@@ -87,7 +91,7 @@ impl Classify for ImageError {
             ImageError::InvalidReference(_) | ImageError::AmbiguousId(_) => Kind::InvalidArgument,
             ImageError::Registry(e) => e.kind(),
             ImageError::Manifest(e) => e.kind(),
-            ImageError::Unpack(e) => e.kind(),
+            ImageError::Unpack { source, .. } => source.kind(),
             ImageError::Content(e) => e.kind(),
             // The image itself is broken: retrying will not help.
             ImageError::NestedIndex
@@ -95,9 +99,13 @@ impl Classify for ImageError {
             | ImageError::LayerCountMismatch { .. }
             | ImageError::DiffIdMismatch { .. }
             | ImageError::Decompress(_) => Kind::InvalidArgument,
-            // What arrived is not what the registry promised: maybe a
-            // broken connection or proxy, worth a retry.
-            ImageError::BlobSize { .. } | ImageError::BlobDigest { .. } => Kind::Unavailable,
+            // Fewer or more bytes than promised: maybe a broken connection
+            // or proxy, worth a retry.
+            ImageError::BlobSize { .. } => Kind::Unavailable,
+            // The right number of bytes, but not the content named by the
+            // digest: the registry serves a corrupt blob, and a retry gets
+            // the same one.
+            ImageError::BlobDigest { .. } => Kind::DataLoss,
             ImageError::Stalled { .. } => Kind::DeadlineExceeded,
             ImageError::Store(_) | ImageError::Task(_) => Kind::Internal,
         }

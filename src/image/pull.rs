@@ -1,6 +1,11 @@
 //! Pulling an image: resolve the manifest for this platform, fetch the
 //! config, stream every missing layer through digest verification straight
 //! into its unpacked directory, then publish the image record.
+//!
+//! Each layer is unpacked on a blocking thread, within the size limits of
+//! [`UnpackOptions`]. Dropping a layer's future (the client went away, the
+//! pull stalled, another layer failed) cancels its thread, which then removes
+//! its partial layer; a failed pull waits for that before it answers.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use super::manifest::{self, Descriptor, Manifest, Parsed, Platform};
 use super::metadata::ImageRecord;
 use super::reference::Reference;
 use super::registry::{Credentials, Repository};
-use super::unpack::{self, UnpackOptions};
+use super::unpack::{self, Cancel, ImageBudget, LayerControl, UnpackOptions};
 use super::{ImageError, ImageService};
 
 /// What the pull needs from the image config.
@@ -69,6 +74,16 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 /// Channel depth between the download and the unpacker: enough to keep the
 /// network busy while a large file is written, small enough to bound memory.
 const CHUNKS_IN_FLIGHT: usize = 32;
+
+/// What the layers of one pull share.
+struct PullShared {
+    /// Unpacked bytes of all the layers this pull unpacks.
+    budget: Arc<ImageBudget>,
+    /// Cloned into every unpack thread, which drops it last, after removing
+    /// its layer if unfinished: once every clone is gone, no thread of this
+    /// pull writes anything any more.
+    unpacking: mpsc::Sender<()>,
+}
 
 impl ImageService {
     /// Pulls `reference` and returns the image ID.
@@ -133,11 +148,22 @@ impl ImageService {
             bytes: AtomicU64::new(0),
             layers: AtomicUsize::new(0),
         });
-        let fetch_layers = self.fetch_layers(&repository, &manifest, &diff_ids, &progress);
-        tokio::select! {
-            result = fetch_layers => result?,
-            stalled = self.watch_progress(&progress, started) => return Err(stalled),
-        }
+        let (unpacking, mut unpackers_gone) = mpsc::channel::<()>(1);
+        let shared = PullShared {
+            budget: self.options.unpack.image_budget(),
+            unpacking,
+        };
+        let fetch_layers = self.fetch_layers(&repository, &manifest, &diff_ids, &progress, &shared);
+        let fetched = tokio::select! {
+            result = fetch_layers => result,
+            stalled = self.watch_progress(&progress, started) => Err(stalled),
+        };
+        // On failure the layers' futures are gone, which cancelled their
+        // unpack threads: wait until those have stopped and removed their
+        // partial layers, so that nothing is left once the error is out.
+        drop(shared);
+        while unpackers_gone.recv().await.is_some() {}
+        fetched?;
 
         let top_digest = index
             .as_ref()
@@ -180,6 +206,7 @@ impl ImageService {
         manifest: &Manifest,
         diff_ids: &[Digest],
         progress: &Progress,
+        shared: &PullShared,
     ) -> Result<(), ImageError> {
         // Built up front: a closure inside the stream type trips the
         // compiler's Send inference for the calling RPC future.
@@ -188,7 +215,7 @@ impl ImageService {
             .iter()
             .zip(diff_ids)
             .map(|(descriptor, diff_id)| {
-                self.fetch_layer(repository, descriptor, diff_id, progress)
+                self.fetch_layer(repository, descriptor, diff_id, progress, shared)
             })
             .collect();
         stream::iter(fetches)
@@ -203,6 +230,7 @@ impl ImageService {
         descriptor: &Descriptor,
         diff_id: &Digest,
         progress: &Progress,
+        shared: &PullShared,
     ) -> Result<(), ImageError> {
         let _same_layer = self.layer_locks.lock(diff_id).await;
         if self.layers.contains(diff_id) {
@@ -210,38 +238,58 @@ impl ImageService {
             progress.layers.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let pending = self.layers.begin()?;
-        let (chunks, receiver) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
-        let unpacker = spawn_unpacker(receiver, &pending, self.options.unpack.clone());
+        let cancel = Cancel::default();
+        // Whatever drops this future stops the unpack thread within one
+        // buffer of data; the thread then removes the partial layer.
+        let _stop_unpacker = cancel.on_drop();
+        let (chunks, receiver) = mpsc::channel::<Option<Bytes>>(CHUNKS_IN_FLIGHT);
+        let unpacker = spawn_unpacker(UnpackJob {
+            receiver,
+            pending: self.layers.begin()?,
+            options: self.options.unpack.clone(),
+            control: LayerControl {
+                limit: self.options.unpack.layer_limit(descriptor.size),
+                image: Arc::clone(&shared.budget),
+                cancel: cancel.clone(),
+            },
+            layer: descriptor.digest.clone(),
+            diff_id: diff_id.clone(),
+            running: shared.unpacking.clone(),
+        });
 
         let downloaded = self
             .download(repository, descriptor, chunks, progress)
             .await;
-        // The unpacker sees the end of the stream once `chunks` is dropped by
-        // `download`; wait for it either way so no thread writes on.
+        if downloaded.is_err() {
+            // Not after the chunks still queued: they are not trustworthy.
+            cancel.cancel();
+        }
+        // The unpacker sees the end of the stream only once `download` has
+        // verified it all; wait for it either way so no thread writes on.
         let unpacked = unpacker
             .await
             .map_err(|e| ImageError::Task(e.to_string()))?;
-        downloaded?;
-        let (usage, actual_diff_id) = unpacked?;
-        if &actual_diff_id != diff_id {
-            return Err(ImageError::DiffIdMismatch {
-                layer: descriptor.digest.clone(),
-                expected: diff_id.clone(),
-                actual: actual_diff_id,
-            });
-        }
+        let (pending, usage) = match (downloaded, unpacked) {
+            (Ok(()), Ok(unpacked)) => unpacked,
+            (Err(error), Ok((pending, _))) => {
+                discard(pending).await;
+                return Err(error);
+            }
+            // A download failure causes the unpacker's: report the cause.
+            (Err(error), Err(_)) | (Ok(()), Err(error)) => return Err(error),
+        };
         self.layers.commit(pending, diff_id, usage)?;
         progress.layers.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Streams one blob into `chunks`, verifying size and digest.
+    /// Streams one blob into `chunks`, verifying size and digest; only a
+    /// verified blob gets the final `None`.
     async fn download(
         &self,
         repository: &Repository,
         descriptor: &Descriptor,
-        chunks: mpsc::Sender<Bytes>,
+        chunks: mpsc::Sender<Option<Bytes>>,
         progress: &Progress,
     ) -> Result<(), ImageError> {
         let mut blob = repository
@@ -263,7 +311,7 @@ impl ImageService {
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             self.bytes_received
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if chunks.send(chunk).await.is_err() {
+            if chunks.send(Some(chunk)).await.is_err() {
                 // The unpacker stopped early: its error is the one to report.
                 return Ok(());
             }
@@ -282,6 +330,8 @@ impl ImageService {
                 actual,
             });
         }
+        // If the unpacker has stopped, its error is the one to report.
+        let _ = chunks.send(None).await;
         Ok(())
     }
 
@@ -315,50 +365,117 @@ impl ImageService {
     }
 }
 
-type UnpackResult = Result<(LayerUsage, Digest), ImageError>;
+/// Removes a layer that will not be committed, off the async threads.
+async fn discard(pending: PendingLayer) {
+    let _ = tokio::task::spawn_blocking(move || drop(pending)).await;
+}
 
-/// Unpacks the chunks arriving on `receiver` on a blocking thread, hashing
-/// the uncompressed stream to check the layer's diff ID.
-fn spawn_unpacker(
-    receiver: mpsc::Receiver<Bytes>,
-    pending: &PendingLayer,
+/// One layer for [`spawn_unpacker`].
+struct UnpackJob {
+    receiver: mpsc::Receiver<Option<Bytes>>,
+    pending: PendingLayer,
     options: UnpackOptions,
-) -> tokio::task::JoinHandle<UnpackResult> {
-    let dest = pending.fs_dir();
+    control: LayerControl,
+    /// The blob's digest, for errors.
+    layer: Digest,
+    diff_id: Digest,
+    running: mpsc::Sender<()>,
+}
+
+/// Unpacks the chunks arriving on the job's channel on a blocking thread and
+/// checks the layer's diff ID. Returns the unpacked layer, or removes it
+/// (still on that thread) and returns the error.
+fn spawn_unpacker(
+    job: UnpackJob,
+) -> tokio::task::JoinHandle<Result<(PendingLayer, LayerUsage), ImageError>> {
     tokio::task::spawn_blocking(move || {
-        let compressed = ChannelReader {
+        let UnpackJob {
             receiver,
-            current: Bytes::new(),
+            pending,
+            options,
+            control,
+            layer,
+            diff_id,
+            running,
+        } = job;
+        let unpacked = unpack_stream(receiver, &pending.fs_dir(), &options, &control, &layer);
+        let outcome = match unpacked {
+            Ok((usage, actual)) if actual == diff_id => Ok((pending, usage)),
+            failed => {
+                // Removed before the pull hears that this thread is done.
+                drop(pending);
+                Err(match failed {
+                    Ok((_, actual)) => ImageError::DiffIdMismatch {
+                        layer,
+                        expected: diff_id,
+                        actual,
+                    },
+                    Err(error) => error,
+                })
+            }
         };
-        let decompressed = unpack::decompressed(compressed).map_err(ImageError::Decompress)?;
-        let mut hashing = HashingReader {
-            inner: decompressed,
-            digest: DigestWriter::default(),
-        };
-        let stats = unpack::unpack_layer(&mut hashing, &dest, &options)?;
-        // Tar readers stop at the end-of-archive marker; the diff ID covers
-        // every byte, padding included.
-        std::io::copy(&mut hashing, &mut std::io::sink()).map_err(ImageError::Decompress)?;
-        let usage = LayerUsage {
-            bytes: stats.bytes,
-            inodes: stats.inodes,
-        };
-        Ok((usage, hashing.digest.finish()))
+        drop(running);
+        outcome
     })
 }
 
-/// Blocking `Read` over chunks from an async channel.
+/// Decompresses, hashes and unpacks a layer arriving on `receiver`; returns
+/// its usage and its diff ID.
+fn unpack_stream(
+    receiver: mpsc::Receiver<Option<Bytes>>,
+    dest: &std::path::Path,
+    options: &UnpackOptions,
+    control: &LayerControl,
+    layer: &Digest,
+) -> Result<(LayerUsage, Digest), ImageError> {
+    let compressed = ChannelReader {
+        receiver,
+        current: Bytes::new(),
+        ended: false,
+    };
+    let decompressed = unpack::decompressed(compressed).map_err(ImageError::Decompress)?;
+    let mut hashing = HashingReader {
+        inner: decompressed,
+        digest: DigestWriter::default(),
+    };
+    // Reads the stream to its end: the diff ID covers every byte, the
+    // padding after the tar's end marker included.
+    let stats = unpack::unpack_layer(&mut hashing, dest, options, control).map_err(|source| {
+        ImageError::Unpack {
+            layer: layer.clone(),
+            source,
+        }
+    })?;
+    let usage = LayerUsage {
+        bytes: stats.bytes,
+        inodes: stats.inodes,
+    };
+    Ok((usage, hashing.digest.finish()))
+}
+
+/// Blocking `Read` over chunks from an async channel; `None` marks the end.
 struct ChannelReader {
-    receiver: mpsc::Receiver<Bytes>,
+    receiver: mpsc::Receiver<Option<Bytes>>,
     current: Bytes,
+    ended: bool,
 }
 
 impl std::io::Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.receiver.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
+                Some(Some(chunk)) => self.current = chunk,
+                Some(None) => self.ended = true,
+                // Not an end: the download failed or was dropped.
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the layer download stopped before its end",
+                    ))
+                }
             }
         }
         let n = buf.len().min(self.current.len());

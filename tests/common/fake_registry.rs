@@ -81,9 +81,41 @@ fn layer(size: usize) -> (Vec<u8>, String) {
     (gz.finish().unwrap(), diff_id)
 }
 
+/// A gzip layer whose tar holds one file of `mib` MiB of zeros: a few KiB
+/// compressed. Built from gzip members (which may be concatenated) so that
+/// one MiB is compressed only once. Its diff ID is not computed: pulls of it
+/// are expected to fail before the diff ID is checked.
+pub fn zeros_layer(mib: usize) -> (Vec<u8>, String) {
+    let gzip = |data: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap()
+    };
+    let mut header = tar::Header::new_gnu();
+    header.set_path("zeros.bin").unwrap();
+    header.set_size((mib as u64) << 20);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_cksum();
+    let mebibyte = gzip(&vec![0u8; 1 << 20]);
+    let mut layer = gzip(header.as_bytes());
+    for _ in 0..mib {
+        layer.extend_from_slice(&mebibyte);
+    }
+    layer.extend(gzip(&[0u8; 1024]));
+    (layer, sha256(b"diff ID not computed"))
+}
+
 impl FakeRegistry {
     pub async fn start(fault: LayerFault, layer_size: usize) -> FakeRegistry {
         let (layer, diff_id) = layer(layer_size);
+        Self::serve_layer(fault, layer, diff_id).await
+    }
+
+    /// Serves an image of one given (compressed) layer.
+    pub async fn serve_layer(fault: LayerFault, layer: Vec<u8>, diff_id: String) -> FakeRegistry {
         let layer_digest = sha256(&layer);
         let config = format!(
             r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["sh"]}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#

@@ -9,9 +9,13 @@
 //!   `FailedPrecondition`: retrying cannot help until someone changes
 //!   credentials or configuration;
 //! - the remote could not be reached, answered 5xx or another unexpected
-//!   status, or sent bad data (digest or size mismatch, oversized or
-//!   malformed body) → `Unavailable`: the caller did nothing wrong, and a
-//!   later retry or another mirror may succeed;
+//!   status, or sent bad data (size mismatch, oversized or malformed body)
+//!   → `Unavailable`: the caller did nothing wrong, and a later retry or
+//!   another mirror may succeed;
+//! - the content received does not hash to the digest it was asked by →
+//!   `DataLoss`: a transfer error would have failed the connection or the
+//!   length check first, so what is served is corrupt and retrying fetches
+//!   the same bytes;
 //! - a request got no answer within the configured timeout → `DeadlineExceeded`;
 //! - a URL we built does not parse, or the HTTP client cannot be built →
 //!   `Internal` (a bug, since inputs are validated first).
@@ -142,9 +146,9 @@ impl Classify for RegistryError {
             | UnexpectedStatus { .. }
             | TooLarge { .. }
             | SizeMismatch { .. }
-            | DigestMismatch { .. }
             | Malformed { .. }
             | Body { .. } => Kind::Unavailable,
+            DigestMismatch { .. } => Kind::DataLoss,
             Timeout { .. } => Kind::DeadlineExceeded,
             HttpClient(_) | InvalidUrl { .. } => Kind::Internal,
         }
@@ -268,6 +272,6 @@ mod tests {
             expected: Digest::of(b"a"),
             actual: Digest::of(b"b"),
         };
-        assert_eq!(mismatch.kind(), Kind::Unavailable);
+        assert_eq!(mismatch.kind(), Kind::DataLoss);
     }
 }

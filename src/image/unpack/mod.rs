@@ -10,6 +10,13 @@
 //! OCI whiteouts become overlayfs ones: `dir/.wh.name` → a 0:0 character device
 //! `dir/name`; `dir/.wh..wh..opq` → `trusted.overlay.opaque=y` on `dir`. Other
 //! `.wh..wh.*` names are AUFS bookkeeping and are ignored, as docker does.
+//!
+//! Layers are also bounded in size ([`LayerControl`]): every byte of the
+//! uncompressed stream, plus the holes of sparse entries, counts against the
+//! layer's limit and the image's, so a decompression bomb stops at the limit.
+//! Runs of zeros are written as holes, so no entry allocates disk for them.
+//! The unpack can be cancelled from another thread; it notices within one
+//! buffer of data.
 
 mod decompress;
 
@@ -18,11 +25,15 @@ pub use decompress::decompressed;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
+use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{self, AtFlags, OFlag, OpenHow, ResolveFlag};
@@ -44,6 +55,11 @@ const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
 /// and possibly GNU sparse maps; this allowance covers those.
 const HEADER_SLACK: u64 = 16 * 512;
 const COPY_BUFFER_SIZE: usize = 128 * 1024;
+/// Zero runs this long, aligned in the file, are left as holes.
+const HOLE_BLOCK: usize = 4096;
+static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
+
+const GIB: u64 = 1024 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct UnpackOptions {
@@ -53,6 +69,19 @@ pub struct UnpackOptions {
     /// Cap on the PAX and GNU long-name/long-link data describing one entry,
     /// which the parser must hold in memory.
     pub max_header_bytes: usize,
+    /// `[image] max_layer_unpacked_bytes`: what one layer may unpack to.
+    /// Unpacked bytes are those of the uncompressed stream plus the holes of
+    /// sparse entries.
+    pub max_layer_bytes: u64,
+    /// `[image] max_image_unpacked_bytes`: what all the layers one pull
+    /// unpacks may add up to (layers already stored are not unpacked again).
+    pub max_image_bytes: u64,
+    /// `[image] max_unpack_ratio` and `[image] unpack_ratio_allowance_bytes`:
+    /// a layer of `n` compressed bytes may unpack to `n * max_ratio +
+    /// ratio_allowance` bytes. The allowance lets small layers of, say,
+    /// zero-filled files through.
+    pub max_ratio: u64,
+    pub ratio_allowance: u64,
 }
 
 impl Default for UnpackOptions {
@@ -60,13 +89,176 @@ impl Default for UnpackOptions {
         UnpackOptions {
             allow_devices: false,
             max_header_bytes: 1024 * 1024,
+            max_layer_bytes: 32 * GIB,
+            max_image_bytes: 64 * GIB,
+            max_ratio: 100,
+            ratio_allowance: GIB,
         }
     }
 }
 
+impl UnpackOptions {
+    /// The tighter of the per-layer limits, for a layer of `compressed` bytes.
+    pub fn layer_limit(&self, compressed: u64) -> ByteLimit {
+        let by_ratio = compressed
+            .saturating_mul(self.max_ratio)
+            .saturating_add(self.ratio_allowance);
+        if by_ratio < self.max_layer_bytes {
+            ByteLimit {
+                bytes: by_ratio,
+                setting: LimitSetting::Ratio {
+                    ratio: self.max_ratio,
+                    compressed,
+                    allowance: self.ratio_allowance,
+                },
+            }
+        } else {
+            ByteLimit {
+                bytes: self.max_layer_bytes,
+                setting: LimitSetting::Layer,
+            }
+        }
+    }
+
+    /// A budget for all the layers of one image.
+    pub fn image_budget(&self) -> Arc<ImageBudget> {
+        Arc::new(ImageBudget::new(self.max_image_bytes))
+    }
+
+    /// Control for unpacking a layer of `compressed` bytes on its own: a
+    /// fresh image budget, never cancelled.
+    pub fn standalone(&self, compressed: u64) -> LayerControl {
+        LayerControl {
+            limit: self.layer_limit(compressed),
+            image: self.image_budget(),
+            cancel: Cancel::default(),
+        }
+    }
+}
+
+/// Which configuration setting a [`ByteLimit`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitSetting {
+    /// `[image] max_layer_unpacked_bytes`.
+    Layer,
+    /// `[image] max_unpack_ratio` times the compressed size, plus
+    /// `[image] unpack_ratio_allowance_bytes`.
+    Ratio {
+        ratio: u64,
+        compressed: u64,
+        allowance: u64,
+    },
+    /// `[image] max_image_unpacked_bytes`.
+    Image,
+}
+
+impl LimitSetting {
+    /// The configuration key that raises this limit.
+    pub fn config_key(&self) -> &'static str {
+        match self {
+            LimitSetting::Layer => "[image] max_layer_unpacked_bytes",
+            LimitSetting::Ratio { .. } => "[image] max_unpack_ratio",
+            LimitSetting::Image => "[image] max_image_unpacked_bytes",
+        }
+    }
+}
+
+impl fmt::Display for LimitSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LimitSetting::Layer => f.write_str(self.config_key()),
+            LimitSetting::Ratio {
+                ratio,
+                compressed,
+                allowance,
+            } => write!(
+                f,
+                "{} = {ratio} times the {compressed} compressed bytes, plus \
+                 [image] unpack_ratio_allowance_bytes = {allowance}",
+                self.config_key()
+            ),
+            LimitSetting::Image => write!(
+                f,
+                "{}, for all the layers of the image together",
+                self.config_key()
+            ),
+        }
+    }
+}
+
+/// A number of unpacked bytes not to exceed, and where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteLimit {
+    pub bytes: u64,
+    pub setting: LimitSetting,
+}
+
+/// Unpacked bytes shared by the layers of one image, which may be unpacked
+/// at the same time on different threads.
+#[derive(Debug)]
+pub struct ImageBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl ImageBudget {
+    pub fn new(limit: u64) -> ImageBudget {
+        ImageBudget {
+            limit,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `bytes` more; false once the total exceeds the limit.
+    fn charge(&self, bytes: u64) -> bool {
+        let add = |used: u64| Some(used.saturating_add(bytes));
+        let before = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, add);
+        before.unwrap_or(u64::MAX).saturating_add(bytes) <= self.limit
+    }
+}
+
+/// Asks a running unpack to stop; it does within one buffer of data and
+/// fails with [`UnpackError::Cancelled`]. Clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// A guard that cancels when dropped: held by the future that waits for
+    /// the unpack, it stops the unpack if that future is dropped.
+    pub fn on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(self.clone())
+    }
+}
+
+pub struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The limits one layer's unpack runs under, and how to stop it.
+#[derive(Debug, Clone)]
+pub struct LayerControl {
+    pub limit: ByteLimit,
+    pub image: Arc<ImageBudget>,
+    pub cancel: Cancel,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UnpackStats {
-    /// Regular-file bytes written.
+    /// Regular-file bytes written (runs of zeros left as holes not counted).
     pub bytes: u64,
     /// Filesystem entries created (including implicit parents, hardlinks and
     /// whiteouts).
@@ -103,6 +295,18 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "unpacked size exceeds {} bytes{}, the limit set by {}",
+        .limit.bytes,
+        .last_entry.as_ref().map(|e| format!(" (at entry {e:?})")).unwrap_or_default(),
+        .limit.setting
+    )]
+    TooLarge {
+        last_entry: Option<String>,
+        limit: ByteLimit,
+    },
+    #[error("unpack cancelled")]
+    Cancelled,
 }
 
 /// Why an entry of a layer is refused.
@@ -151,6 +355,10 @@ impl Classify for UnpackError {
             UnpackError::Rejected { .. } | UnpackError::HeaderTooLarge { .. } => {
                 Kind::InvalidArgument
             }
+            UnpackError::TooLarge { .. } => Kind::ResourceExhausted,
+            // Only ever seen by a caller that stopped waiting, or alongside
+            // the download failure that caused it.
+            UnpackError::Cancelled => Kind::Unavailable,
             // An OS error means reading our own blob failed; anything else
             // (tar format, gzip or zstd data, truncation) is the layer's fault.
             UnpackError::Archive { source, .. } if source.raw_os_error().is_none() => {
@@ -164,18 +372,44 @@ impl Classify for UnpackError {
     }
 }
 
-/// Reads a (decompressed) tar stream and writes it under `dest`, which must
-/// exist and be empty. On error `dest` holds partial output for the caller to
-/// remove; nothing outside it is ever written.
+/// Reads a (decompressed) tar stream to its end and writes it under `dest`,
+/// which must exist and be empty, within the limits of `control`. On error
+/// `dest` holds partial output for the caller to remove; nothing outside it
+/// is ever written.
 pub fn unpack_layer<R: Read>(
     tar: R,
     dest: &Path,
     opts: &UnpackOptions,
+    control: &LayerControl,
 ) -> Result<UnpackStats, UnpackError> {
-    let mut unpacker = Unpacker::new(dest, opts)?;
+    let meter = Meter {
+        control,
+        used: Cell::new(0),
+        stopped: Cell::new(None),
+        last_entry: Default::default(),
+    };
+    let result = unpack_metered(tar, dest, opts, &meter);
+    // Whatever error the parser or a write made of it, a stop is the cause.
+    match meter.stopped.get() {
+        Some(Stop::Cancelled) => Err(UnpackError::Cancelled),
+        Some(Stop::TooLarge(limit)) => Err(UnpackError::TooLarge {
+            last_entry: meter.last_entry.take(),
+            limit,
+        }),
+        None => result,
+    }
+}
+
+fn unpack_metered<R: Read>(
+    tar: R,
+    dest: &Path,
+    opts: &UnpackOptions,
+    meter: &Meter<'_>,
+) -> Result<UnpackStats, UnpackError> {
+    let mut unpacker = Unpacker::new(dest, opts, meter)?;
     let budget = HeaderBudget::default();
     let reader = Budgeted {
-        inner: tar,
+        inner: Metered { inner: tar, meter },
         budget: &budget,
     };
     let mut archive = tar::Archive::new(reader);
@@ -196,6 +430,7 @@ pub fn unpack_layer<R: Read>(
             Some(Err(source)) => return Err(archive_error(last_entry, source)),
         };
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        meter.last_entry.replace(Some(name.clone()));
         unpacker
             .apply(&mut entry)
             .map_err(|failure| failure.for_entry(&name))?;
@@ -204,7 +439,84 @@ pub fn unpack_layer<R: Read>(
         io::copy(&mut entry, &mut io::sink()).map_err(|e| archive_error(Some(name.clone()), e))?;
         last_entry = Some(name);
     }
+    // Tar readers stop at the end-of-archive marker; read (and count) what
+    // follows too, so the caller's digest covers the whole stream.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| archive_error(last_entry, e))?;
     unpacker.finish()
+}
+
+/// Why [`Meter`] stopped the stream.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    TooLarge(ByteLimit),
+    Cancelled,
+}
+
+/// Counts unpacked bytes against the layer's and the image's limits and
+/// watches for cancellation. Once it stops, every read fails, and
+/// [`unpack_layer`] reports the stop whatever became of that read error.
+struct Meter<'c> {
+    control: &'c LayerControl,
+    used: Cell<u64>,
+    stopped: Cell<Option<Stop>>,
+    last_entry: std::cell::RefCell<Option<String>>,
+}
+
+impl Meter<'_> {
+    fn stop(&self, why: Stop) -> io::Error {
+        if self.stopped.get().is_none() {
+            self.stopped.set(Some(why));
+        }
+        io::Error::other(match why {
+            Stop::TooLarge(_) => "layer exceeds its unpacked size limit",
+            Stop::Cancelled => "unpack cancelled",
+        })
+    }
+
+    /// Fails if the unpack was stopped or cancelled.
+    fn check(&self) -> io::Result<()> {
+        if let Some(why) = self.stopped.get() {
+            return Err(self.stop(why));
+        }
+        if self.control.cancel.is_cancelled() {
+            return Err(self.stop(Stop::Cancelled));
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` more unpacked bytes.
+    fn charge(&self, bytes: u64) -> io::Result<()> {
+        self.check()?;
+        let used = self.used.get().saturating_add(bytes);
+        self.used.set(used);
+        if used > self.control.limit.bytes {
+            return Err(self.stop(Stop::TooLarge(self.control.limit)));
+        }
+        if !self.control.image.charge(bytes) {
+            let limit = ByteLimit {
+                bytes: self.control.image.limit,
+                setting: LimitSetting::Image,
+            };
+            return Err(self.stop(Stop::TooLarge(limit)));
+        }
+        Ok(())
+    }
+}
+
+/// The uncompressed stream, counted by a [`Meter`].
+struct Metered<'m, 'c, R> {
+    inner: R,
+    meter: &'m Meter<'c>,
+}
+
+impl<R: Read> Read for Metered<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.meter.check()?;
+        let read = self.inner.read(buf)?;
+        self.meter.charge(read as u64)?;
+        Ok(read)
+    }
 }
 
 enum Failure {
@@ -265,9 +577,9 @@ enum Slot {
 }
 
 struct Unpacker<'a> {
-    dest: &'a Path,
     root: OwnedFd,
     options: &'a UnpackOptions,
+    meter: &'a Meter<'a>,
     stats: UnpackStats,
     /// Directory mtimes, set once everything is written because creating a
     /// child changes its parent's mtime.
@@ -276,7 +588,11 @@ struct Unpacker<'a> {
 }
 
 impl<'a> Unpacker<'a> {
-    fn new(dest: &'a Path, options: &'a UnpackOptions) -> Result<Unpacker<'a>, UnpackError> {
+    fn new(
+        dest: &Path,
+        options: &'a UnpackOptions,
+        meter: &'a Meter<'a>,
+    ) -> Result<Unpacker<'a>, UnpackError> {
         let destination_error = |source| UnpackError::Destination {
             dest: dest.to_path_buf(),
             source,
@@ -289,9 +605,9 @@ impl<'a> Unpacker<'a> {
             return Err(UnpackError::DestinationNotEmpty(dest.to_path_buf()));
         }
         Ok(Unpacker {
-            dest,
             root,
             options,
+            meter,
             stats: UnpackStats::default(),
             directory_times: BTreeMap::new(),
             copy_buffer: vec![0; COPY_BUFFER_SIZE],
@@ -335,7 +651,7 @@ impl<'a> Unpacker<'a> {
                 // The layer deleted the lower directory, then made a new one:
                 // in overlayfs terms, an opaque directory.
                 if matches!(slot, Slot::FreedWhiteout) {
-                    self.set_opaque(&path)?;
+                    set_opaque(&parent, name)?;
                 }
                 self.directory_times.insert(path.clone(), attributes.mtime);
                 SFlag::S_IFDIR
@@ -397,29 +713,50 @@ impl<'a> Unpacker<'a> {
         Ok((file_type, stat::makedev(major, minor)))
     }
 
-    fn write_file(
+    /// Writes the entry's data, leaving aligned runs of zeros (among them
+    /// the holes of a GNU sparse entry) as holes.
+    fn write_file<R: Read>(
         &mut self,
         parent: &OwnedFd,
         name: &OsStr,
-        data: &mut impl Read,
+        entry: &mut tar::Entry<R>,
     ) -> Result<(), Failure> {
+        // The holes of a sparse entry are not in the stream, which the meter
+        // counts: charge them up front, before spending any time on them.
+        if entry.header().entry_type().is_gnu_sparse() {
+            let stored = entry.header().entry_size().unwrap_or(0);
+            let holes = entry.size().saturating_sub(stored);
+            self.meter.charge(holes).map_err(Failure::Archive)?;
+        }
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
         let mode = Mode::S_IRUSR | Mode::S_IWUSR;
         let fd = fcntl::openat(parent, name, flags | OFlag::O_CLOEXEC, mode)
             .map_err(failed("creating file"))?;
-        let mut file = File::from(fd);
+        let file = File::from(fd);
         self.stats.inodes += 1;
+        let mut offset = 0u64;
+        let mut written_to = 0u64;
         loop {
-            let read = match data.read(&mut self.copy_buffer) {
-                Ok(0) => return Ok(()),
+            // Holes are produced without reading the stream: check here too.
+            self.meter.check().map_err(Failure::Archive)?;
+            let read = match entry.read(&mut self.copy_buffer) {
+                Ok(0) => break,
                 Ok(read) => read,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Failure::Archive(e)),
             };
-            file.write_all(&self.copy_buffer[..read])
-                .map_err(failed("writing file"))?;
-            self.stats.bytes += read as u64;
+            let chunk = &self.copy_buffer[..read];
+            let (bytes, end) =
+                write_sparse(&file, chunk, offset).map_err(failed("writing file"))?;
+            self.stats.bytes += bytes;
+            written_to = written_to.max(end);
+            offset += read as u64;
         }
+        // A file ending in a hole gets its length from truncate.
+        if written_to < offset {
+            file.set_len(offset).map_err(failed("extending file"))?;
+        }
+        Ok(())
     }
 
     /// Creates hardlink `name` to `target`, which must name a non-directory
@@ -474,7 +811,7 @@ impl<'a> Unpacker<'a> {
     ) -> Result<(), Failure> {
         let parent = self.open_directory(parent_path, true)?;
         match hidden.as_bytes() {
-            OPAQUE_MARKER => return self.set_opaque(parent_path),
+            OPAQUE_MARKER => return set_opaque(&parent, OsStr::new(".")),
             aufs if aufs.starts_with(WHITEOUT_PREFIX) => {
                 tracing::debug!(dir = %parent_path.display(), "ignoring AUFS metadata {hidden:?}");
                 return Ok(());
@@ -486,7 +823,7 @@ impl<'a> Unpacker<'a> {
         // entries; over a directory of this layer that means "opaque".
         match stat::fstatat(&parent, hidden, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(existing) if file_type(existing.st_mode) == SFlag::S_IFDIR => {
-                return self.set_opaque(&parent_path.join(hidden));
+                return set_opaque(&parent, hidden);
             }
             Ok(_) => return Ok(()),
             Err(Errno::ENOENT) => {}
@@ -500,11 +837,6 @@ impl<'a> Unpacker<'a> {
             .map_err(failed("chown"))?;
         self.stats.inodes += 1;
         Ok(())
-    }
-
-    fn set_opaque(&self, directory: &Path) -> Result<(), Failure> {
-        lsetxattr(&self.dest.join(directory), OVERLAY_OPAQUE_XATTR, b"y")
-            .map_err(failed("marking directory opaque"))
     }
 
     /// Opens the directory at `relative` beneath `dest`, refusing symlinks
@@ -585,8 +917,10 @@ impl<'a> Unpacker<'a> {
             SFlag::S_IFDIR if keep_directory => Ok(Slot::KeptDirectory),
             SFlag::S_IFDIR => {
                 // std's remove_dir_all never follows symlinks inside the tree,
-                // and the path to it was just walked without any.
-                fs::remove_dir_all(self.dest.join(path))
+                // and `parent` was reached without any. Through the
+                // descriptor's link, as the full path may exceed PATH_MAX.
+                let link = format!("/proc/self/fd/{}", parent.as_raw_fd());
+                fs::remove_dir_all(Path::new(&link).join(name))
                     .map_err(failed("removing replaced directory"))?;
                 self.directory_times.retain(|dir, _| !dir.starts_with(path));
                 Ok(Slot::Free)
@@ -628,7 +962,7 @@ impl<'a> Unpacker<'a> {
                 tracing::debug!(path = %path.display(), "skipping extended attribute {key:?}");
                 continue;
             }
-            match lsetxattr(&self.dest.join(path), key, value) {
+            match set_xattr_at(parent, name, key, value) {
                 Ok(()) => {}
                 Err(Errno::EOPNOTSUPP) => {
                     tracing::warn!(path = %path.display(), "extended attribute {key:?} unsupported here; skipped");
@@ -758,20 +1092,72 @@ fn xattr_is_wanted(name: &str, file_type: SFlag) -> bool {
     }
 }
 
-/// nix has no xattr calls, so this calls libc directly. It takes a path, as
-/// Linux has no `*at` form before 6.13; that is sound here because the path
-/// lies beneath `dest`, whose directories were just walked without symlinks,
-/// and nothing else writes into `dest` while we unpack.
+/// Marks directory `name` in `parent` opaque for overlayfs.
+fn set_opaque(parent: &OwnedFd, name: &OsStr) -> Result<(), Failure> {
+    set_xattr_at(parent, name, OVERLAY_OPAQUE_XATTR, b"y")
+        .map_err(failed("marking directory opaque"))
+}
+
+/// Sets extended attribute `key` on `name` in `parent` (not following a
+/// symlink). Linux has no `setxattrat` before 6.13, and `fsetxattr` refuses
+/// `O_PATH` descriptors (opening fifos or devices for real is no option), so
+/// this opens `name` with `O_PATH | O_NOFOLLOW` and goes through its
+/// `/proc/self/fd` link, which always resolves to that very inode, symlinks
+/// included. Unlike a path from `dest`, that works at any depth: a full
+/// path may be longer than `PATH_MAX`.
+fn set_xattr_at(parent: &OwnedFd, name: &OsStr, key: &str, value: &[u8]) -> Result<(), Errno> {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let target = fcntl::openat(parent, name, flags, Mode::empty())?;
+    let link = format!("/proc/self/fd/{}", target.as_raw_fd());
+    setxattr(Path::new(&link), key, value)
+}
+
+/// nix has no xattr calls, so this calls libc directly. Follows symlinks:
+/// meant for `/proc/self/fd` links only.
 #[allow(unsafe_code)]
-fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> Result<(), Errno> {
+fn setxattr(path: &Path, name: &str, value: &[u8]) -> Result<(), Errno> {
     let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
     let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
     let (value, size) = (value.as_ptr().cast(), value.len());
     // SAFETY: `path` and `name` are NUL-terminated strings that outlive the
     // call, and `value` and `size` describe one live slice; the kernel only
     // reads from all three.
-    let result = unsafe { libc::lsetxattr(path.as_ptr(), name.as_ptr(), value, size, 0) };
+    let result = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), value, size, 0) };
     Errno::result(result).map(drop)
+}
+
+/// Writes `data`, which belongs at `offset` in `file`, skipping the blocks
+/// (aligned in the file) that hold only zeros. Returns the bytes written and
+/// the file offset just past the last one.
+fn write_sparse(file: &File, data: &[u8], offset: u64) -> io::Result<(u64, u64)> {
+    let (mut written, mut end) = (0u64, 0u64);
+    let mut run: Option<usize> = None;
+    let mut position = 0;
+    let mut flush = |from: usize, to: usize| -> io::Result<()> {
+        file.write_all_at(&data[from..to], offset + from as u64)?;
+        written += (to - from) as u64;
+        end = offset + to as u64;
+        Ok(())
+    };
+    while position < data.len() {
+        let in_block = ((offset + position as u64) % HOLE_BLOCK as u64) as usize;
+        let block_end = data.len().min(position + HOLE_BLOCK - in_block);
+        let block = &data[position..block_end];
+        let zero = block == &ZEROS[..block.len()];
+        match (zero, run) {
+            (true, Some(from)) => {
+                flush(from, position)?;
+                run = None;
+            }
+            (false, None) => run = Some(position),
+            _ => {}
+        }
+        position = block_end;
+    }
+    if let Some(from) = run {
+        flush(from, data.len())?;
+    }
+    Ok((written, end))
 }
 
 /// Bounds what the tar parser may read while producing the next entry. The

@@ -1,6 +1,8 @@
 use super::Rejection::*;
 use super::*;
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::time::{Duration, Instant};
 use tar::{Builder, Header};
 
 const MTIME: u64 = 1_500_000_000;
@@ -94,7 +96,9 @@ impl Sandbox {
     }
 
     fn unpack(&self, layer: Layer, options: &UnpackOptions) -> Result<UnpackStats, UnpackError> {
-        unpack_layer(&layer.bytes()[..], &self.dest(), options)
+        let bytes = layer.bytes();
+        let control = options.standalone(bytes.len() as u64);
+        unpack_layer(&bytes[..], &self.dest(), options, &control)
     }
 
     fn meta(&self, path: &str) -> fs::Metadata {
@@ -411,11 +415,13 @@ fn detects_gzip_zstd_and_plain_tar() {
         decompressed(io::Cursor::new(zstd(&tar))).unwrap(),
         &sandbox.dest(),
         &options,
+        &options.standalone(1024),
     )
     .unwrap();
     assert_eq!(sandbox.read("hello"), b"world");
     let corrupt = decompressed(io::Cursor::new([&gzip(&tar)[..20], &[0xff; 64]].concat())).unwrap();
-    let error = unpack_layer(corrupt, &Sandbox::new().dest(), &options).unwrap_err();
+    let control = options.standalone(1024);
+    let error = unpack_layer(corrupt, &Sandbox::new().dest(), &options, &control).unwrap_err();
     assert!(matches!(error, UnpackError::Archive { .. }), "{error}");
     assert_eq!(error.kind(), Kind::InvalidArgument);
 }
@@ -432,7 +438,9 @@ fn requires_an_empty_destination() {
         "{error}"
     );
     let missing = sandbox.0.path().join("missing");
-    let error = unpack_layer(&b""[..], &missing, &UnpackOptions::default()).unwrap_err();
+    let options = UnpackOptions::default();
+    let control = options.standalone(0);
+    let error = unpack_layer(&b""[..], &missing, &options, &control).unwrap_err();
     assert!(matches!(error, UnpackError::Destination { .. }), "{error}");
     assert_eq!(error.kind(), Kind::Internal);
 }
@@ -445,4 +453,364 @@ fn parses_pax_times() {
     assert_eq!(parse("-1.25"), Some((-2, 750_000_000)));
     assert_eq!(parse("1.5x"), None);
     assert_eq!(parse(""), None);
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// A tar header for a regular file `name` of `size` bytes.
+fn file_header(name: &str, size: u64) -> Header {
+    let mut header = Header::new_gnu();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(MTIME);
+    header.set_size(size);
+    header.set_cksum();
+    header
+}
+
+/// A gzip layer holding one file of `size` zeros (a multiple of 1 MiB): a
+/// few KiB for many MiB. Built from gzip members, which may be concatenated,
+/// so that one MiB of zeros is compressed only once.
+fn gzip_bomb(size: u64) -> Vec<u8> {
+    let gzip = |data: &[u8]| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    };
+    assert_eq!(size % MIB, 0);
+    let mebibyte = gzip(&vec![0u8; MIB as usize]);
+    let mut layer = gzip(file_header("zeros", size).as_bytes());
+    for _ in 0..size / MIB {
+        layer.extend_from_slice(&mebibyte);
+    }
+    // The end-of-archive marker.
+    layer.extend(gzip(&[0u8; 1024]));
+    layer
+}
+
+/// Disk space `path` takes, as opposed to its length.
+fn allocated(path: &Path) -> u64 {
+    fs::symlink_metadata(path).unwrap().blocks() * 512
+}
+
+/// Unpacks a compressed layer as a pull does.
+fn unpack_compressed(
+    sandbox: &Sandbox,
+    layer: &[u8],
+    options: &UnpackOptions,
+    control: &LayerControl,
+) -> Result<UnpackStats, UnpackError> {
+    let stream = decompressed(io::Cursor::new(layer.to_vec())).unwrap();
+    unpack_layer(stream, &sandbox.dest(), options, control)
+}
+
+#[test]
+fn a_gzip_bomb_stops_at_the_layer_limit() {
+    let bomb = gzip_bomb(16 * MIB);
+    assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+    let options = UnpackOptions {
+        max_layer_bytes: 4 * MIB,
+        ..UnpackOptions::default()
+    };
+    let sandbox = Sandbox::new();
+    let control = options.standalone(bomb.len() as u64);
+    assert_eq!(control.limit.setting, LimitSetting::Layer);
+    let error = unpack_compressed(&sandbox, &bomb, &options, &control).unwrap_err();
+    assert_eq!(error.kind(), Kind::ResourceExhausted, "{error}");
+    let UnpackError::TooLarge { limit, last_entry } = &error else {
+        panic!("{error}")
+    };
+    assert_eq!((limit.bytes, limit.setting), (4 * MIB, LimitSetting::Layer));
+    assert_eq!(last_entry.as_deref(), Some("zeros"));
+    let message = error.to_string();
+    assert!(
+        message.contains("[image] max_layer_unpacked_bytes") && message.contains("4194304"),
+        "{message}"
+    );
+    // Stopped at the limit: at most one more buffer was written.
+    let written = fs::symlink_metadata(sandbox.dest().join("zeros")).unwrap();
+    assert!(
+        written.len() <= 4 * MIB + COPY_BUFFER_SIZE as u64,
+        "{}",
+        written.len()
+    );
+
+    // The ratio to the compressed size, with its allowance, is tighter here.
+    let options = UnpackOptions {
+        max_ratio: 10,
+        ratio_allowance: MIB,
+        ..UnpackOptions::default()
+    };
+    let control = options.standalone(bomb.len() as u64);
+    let expected = bomb.len() as u64 * 10 + MIB;
+    let error = unpack_compressed(&Sandbox::new(), &bomb, &options, &control).unwrap_err();
+    assert_eq!(error.kind(), Kind::ResourceExhausted);
+    let UnpackError::TooLarge { limit, .. } = &error else {
+        panic!("{error}")
+    };
+    assert_eq!(limit.bytes, expected);
+    assert!(matches!(
+        limit.setting,
+        LimitSetting::Ratio { ratio: 10, .. }
+    ));
+    assert!(error.to_string().contains("max_unpack_ratio"), "{error}");
+
+    // Within the limits the same layer unpacks, its zeros left as holes.
+    let sandbox = Sandbox::new();
+    let stats = unpack_compressed(
+        &sandbox,
+        &bomb,
+        &UnpackOptions::default(),
+        &control_for(&bomb),
+    )
+    .unwrap();
+    let zeros = sandbox.dest().join("zeros");
+    assert_eq!(fs::metadata(&zeros).unwrap().len(), 16 * MIB);
+    assert!(
+        allocated(&zeros) < MIB,
+        "{} bytes allocated",
+        allocated(&zeros)
+    );
+    assert_eq!(stats.bytes, 0, "nothing but holes written");
+}
+
+fn control_for(layer: &[u8]) -> LayerControl {
+    UnpackOptions::default().standalone(layer.len() as u64)
+}
+
+#[test]
+fn zero_runs_become_holes_and_data_stays_intact() {
+    // Data, a long zero run, data not aligned to a block, then zeros at the end.
+    let mut data = vec![0u8; 3 * MIB as usize];
+    data[..100].fill(b'a');
+    data[MIB as usize + 4000..MIB as usize + 4200].fill(b'b');
+    data[2 * MIB as usize - 1] = b'c';
+    let sandbox = unpacked(layer().file("mixed", &data));
+    assert_eq!(sandbox.read("mixed"), data);
+    let path = sandbox.dest().join("mixed");
+    assert!(allocated(&path) <= 64 * 1024, "{}", allocated(&path));
+}
+
+/// A GNU sparse entry: `data` at `offset`, in a file of `real_size` bytes.
+fn sparse_layer(name: &str, offset: u64, data: &[u8; 512], real_size: u64) -> Layer {
+    let mut header = Header::new_gnu();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(EntryType::GNUSparse);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(MTIME);
+    header.set_size(data.len() as u64);
+    let gnu = header.as_gnu_mut().unwrap();
+    gnu.set_real_size(real_size);
+    gnu.sparse[0].set_offset(offset);
+    gnu.sparse[0].set_length(data.len() as u64);
+    // A last, empty block marks the end of the file.
+    gnu.sparse[1].set_offset(real_size);
+    gnu.sparse[1].set_length(0);
+    header.set_cksum();
+    let mut builder = Builder::new(Vec::new());
+    builder.append(&header, &data[..]).unwrap();
+    Layer(builder)
+}
+
+#[test]
+fn sparse_entries_count_their_holes_and_stay_sparse() {
+    // 16 GiB declared in a layer of a few KiB: beyond the ratio allowance,
+    // refused before any time or disk is spent on it.
+    let huge = sparse_layer("huge", 4096, &[b'x'; 512], 16 << 30);
+    let sandbox = Sandbox::new();
+    let started = Instant::now();
+    let error = sandbox.unpack(huge, &UnpackOptions::default()).unwrap_err();
+    assert_eq!(error.kind(), Kind::ResourceExhausted, "{error}");
+    assert!(matches!(
+        error,
+        UnpackError::TooLarge {
+            limit: ByteLimit {
+                setting: LimitSetting::Ratio { .. },
+                ..
+            },
+            ..
+        }
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let path = sandbox.dest().join("huge");
+    assert!(!path.exists() || allocated(&path) < MIB);
+
+    // Within the limits: the right content, allocated only where data is.
+    let size = 256 * MIB;
+    let sandbox = Sandbox::new();
+    let stats = sandbox
+        .unpack(
+            sparse_layer("sparse", 100 * MIB, &[b'y'; 512], size),
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(stats.bytes, 512);
+    let path = sandbox.dest().join("sparse");
+    assert_eq!(fs::metadata(&path).unwrap().len(), size);
+    assert!(allocated(&path) < MIB, "{}", allocated(&path));
+    let mut file = File::open(&path).unwrap();
+    let mut around = vec![0u8; 1024];
+    std::io::Seek::seek(&mut file, io::SeekFrom::Start(100 * MIB - 256)).unwrap();
+    file.read_exact(&mut around).unwrap();
+    assert_eq!(around[..256], [0; 256]);
+    assert_eq!(around[256..768], [b'y'; 512]);
+    assert_eq!(around[768..], [0; 256]);
+}
+
+#[test]
+fn the_image_limit_spans_its_layers() {
+    let options = UnpackOptions {
+        max_image_bytes: 3 * MIB,
+        ..UnpackOptions::default()
+    };
+    let budget = options.image_budget();
+    let control = LayerControl {
+        limit: options.layer_limit(4 * MIB),
+        image: Arc::clone(&budget),
+        cancel: Cancel::default(),
+    };
+    let data = vec![b'd'; 2 * MIB as usize];
+    let first = Sandbox::new();
+    let bytes = layer().file("one", &data).bytes();
+    unpack_layer(&bytes[..], &first.dest(), &options, &control).unwrap();
+    let second = Sandbox::new();
+    let bytes = layer().file("two", &data).bytes();
+    let error = unpack_layer(&bytes[..], &second.dest(), &options, &control).unwrap_err();
+    assert_eq!(error.kind(), Kind::ResourceExhausted);
+    let UnpackError::TooLarge { limit, .. } = &error else {
+        panic!("{error}")
+    };
+    assert_eq!((limit.bytes, limit.setting), (3 * MIB, LimitSetting::Image));
+    assert!(
+        error.to_string().contains("max_image_unpacked_bytes"),
+        "{error}"
+    );
+    // Another image has its own budget.
+    let third = Sandbox::new();
+    let control = options.standalone(4 * MIB);
+    unpack_layer(&bytes[..], &third.dest(), &options, &control).unwrap();
+}
+
+/// A tar stream that never ends: one file header declaring 1 TiB, then an
+/// endless supply of data.
+struct Endless {
+    header: Vec<u8>,
+    sent: usize,
+}
+
+impl Read for Endless {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.sent < self.header.len() {
+            let n = buf.len().min(self.header.len() - self.sent);
+            buf[..n].copy_from_slice(&self.header[self.sent..self.sent + n]);
+            self.sent += n;
+            return Ok(n);
+        }
+        buf.fill(b'e');
+        Ok(buf.len())
+    }
+}
+
+#[test]
+fn cancel_stops_a_running_unpack() {
+    let sandbox = Sandbox::new();
+    let options = UnpackOptions {
+        max_layer_bytes: u64::MAX,
+        max_image_bytes: u64::MAX,
+        max_ratio: u64::MAX,
+        ..UnpackOptions::default()
+    };
+    let control = options.standalone(1);
+    let cancel = control.cancel.clone();
+    let (done, finished) = std::sync::mpsc::channel();
+    let dest = sandbox.dest();
+    let endless = Endless {
+        header: file_header("endless", 1 << 40).as_bytes().to_vec(),
+        sent: 0,
+    };
+    std::thread::spawn(move || {
+        let _ = done.send(unpack_layer(endless, &dest, &options, &control));
+    });
+    let file = sandbox.dest().join("endless");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fs::metadata(&file).map(|m| m.len()).unwrap_or(0) < MIB {
+        assert!(
+            Instant::now() < deadline,
+            "the unpack never started writing"
+        );
+        std::thread::yield_now();
+    }
+    // As when the future waiting for a pull's layer is dropped.
+    drop(cancel.on_drop());
+    // Returned, so the thread writes no more.
+    let result = finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the unpack stops soon after a cancel");
+    let error = result.unwrap_err();
+    assert!(matches!(error, UnpackError::Cancelled), "{error}");
+}
+
+#[test]
+fn long_paths_get_xattrs_opaque_markers_and_replacements() {
+    let component = "d".repeat(200);
+    let deep_dir = vec![component.as_str(); 25].join("/");
+    assert!(deep_dir.len() > 4096);
+    let file = format!("{deep_dir}/file");
+    let layer = layer()
+        .pax(&[
+            ("path", file.as_bytes()),
+            ("SCHILY.xattr.user.deep", b"yes"),
+        ])
+        .file("placeholder", b"data")
+        .pax(&[("path", format!("{deep_dir}/.wh..wh..opq").as_bytes())])
+        .file("placeholder", b"")
+        .pax(&[("path", format!("{deep_dir}/old/inner").as_bytes())])
+        .file("placeholder", b"")
+        // Replaces the directory "old" and what it holds.
+        .pax(&[("path", format!("{deep_dir}/old").as_bytes())])
+        .file("placeholder", b"now a file");
+    let sandbox = unpacked(layer);
+    // Walk down with descriptors: the full path is too long for one call.
+    let mut directory = fcntl::open(
+        &sandbox.dest(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )
+    .unwrap();
+    for _ in 0..25 {
+        directory = fcntl::openat(
+            &directory,
+            component.as_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        fgetxattr(&directory, OVERLAY_OPAQUE_XATTR),
+        Some(b"y".to_vec())
+    );
+    let file = fcntl::openat(&directory, "file", OFlag::O_RDONLY, Mode::empty()).unwrap();
+    assert_eq!(fgetxattr(&file, "user.deep"), Some(b"yes".to_vec()));
+    let old = fcntl::openat(&directory, "old", OFlag::O_RDONLY, Mode::empty()).unwrap();
+    let mut content = String::new();
+    File::from(old).read_to_string(&mut content).unwrap();
+    assert_eq!(content, "now a file");
+}
+
+#[allow(unsafe_code)]
+fn fgetxattr(fd: &OwnedFd, name: &str) -> Option<Vec<u8>> {
+    let name = CString::new(name).unwrap();
+    let mut value = vec![0u8; 256];
+    let (buffer, size) = (value.as_mut_ptr().cast(), value.len());
+    // SAFETY: an open descriptor, a NUL-terminated name and a writable
+    // buffer of `size` bytes, all alive for the duration of the call.
+    let len = unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), buffer, size) };
+    value.truncate(usize::try_from(len).ok()?);
+    Some(value)
 }
