@@ -68,16 +68,21 @@ impl Drop for ExecFiles {
     }
 }
 
-/// Reads everything, keeping the first `cap` bytes in `out`; returns how
-/// many bytes were read in all.
-async fn read_capped(mut reader: impl AsyncRead + Unpin, out: &mut Vec<u8>, cap: usize) -> u64 {
+/// Reads everything, keeping the first `cap` bytes in `out` and counting
+/// every byte read in `total` as it goes (the read may be abandoned before
+/// the end: a process that leaves the pipe open behind it).
+async fn read_capped(
+    mut reader: impl AsyncRead + Unpin,
+    out: &mut Vec<u8>,
+    total: &mut u64,
+    cap: usize,
+) {
     let mut buf = [0u8; 8192];
-    let mut total = 0u64;
     loop {
         match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => return total,
+            Ok(0) | Err(_) => return,
             Ok(n) => {
-                total += n as u64;
+                *total += n as u64;
                 let room = cap.saturating_sub(out.len());
                 out.extend_from_slice(&buf[..n.min(room)]);
             }
@@ -194,11 +199,11 @@ impl OciRuntime {
                 if let Some(pipe) = stdout_pipe {
                     let stderr_read = async {
                         if let Some(pipe) = stderr_pipe {
-                            stderr_total = read_capped(pipe, &mut stderr, output_cap).await;
+                            read_capped(pipe, &mut stderr, &mut stderr_total, output_cap).await;
                         }
                     };
                     let stdout_read = async {
-                        stdout_total = read_capped(pipe, &mut stdout, output_cap).await;
+                        read_capped(pipe, &mut stdout, &mut stdout_total, output_cap).await;
                     };
                     tokio::join!(stdout_read, stderr_read);
                 }
@@ -299,7 +304,9 @@ mod tests {
     async fn output_is_capped_but_fully_read() {
         let data = vec![b'x'; 100_000];
         let mut out = Vec::new();
-        assert_eq!(read_capped(&data[..], &mut out, 10).await, 100_000);
+        let mut total = 0;
+        read_capped(&data[..], &mut out, &mut total, 10).await;
+        assert_eq!(total, 100_000);
         assert_eq!(out, b"xxxxxxxxxx");
     }
 
