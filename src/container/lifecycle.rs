@@ -156,12 +156,12 @@ impl ContainerService {
         let container = entry.get();
         self.options.runtime.delete(&container.id, true).await?;
         rootfs::unmount(&container.rootfs)?;
-        crate::store::remove_dir_atomic(&self.record_dir(&container.id))?;
-        if let Err(e) = std::fs::remove_dir_all(&container.state_dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(id = %container.id, error = %e, "removing container state");
-            }
-        }
+        // The record dir holds the writable layer: any size, so deleted off
+        // the async workers.
+        let (record_dir, state_dir) = (self.record_dir(&container.id), container.state_dir.clone());
+        tokio::task::spawn_blocking(move || remove_files(&record_dir, &state_dir))
+            .await
+            .map_err(|e| ContainerError::Task("removing the container's files", e))??;
         self.containers
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -348,6 +348,17 @@ impl ContainerService {
         let _ = std::fs::remove_dir_all(&state_dir);
         let _ = crate::store::remove_dir_atomic(&self.record_dir(id));
     }
+}
+
+/// Removes a container's record (with its writable layer) and state.
+fn remove_files(record_dir: &Path, state_dir: &Path) -> Result<(), ContainerError> {
+    crate::store::remove_dir_atomic(record_dir)?;
+    if let Err(e) = std::fs::remove_dir_all(state_dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %state_dir.display(), error = %e, "removing container state");
+        }
+    }
+    Ok(())
 }
 
 /// What became of a requested start.

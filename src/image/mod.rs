@@ -129,7 +129,8 @@ pub struct FsUsage {
 pub struct ImageService {
     root: PathBuf,
     content: ContentStore,
-    layers: LayerStore,
+    /// Shared with the blocking threads that commit layers.
+    layers: Arc<LayerStore>,
     index: RwLock<Arc<ImageIndex>>,
     /// Serialises changes to the index and its file.
     commit_lock: tokio::sync::Mutex<()>,
@@ -156,7 +157,7 @@ impl ImageService {
     ) -> Result<ImageService, ImageError> {
         crate::store::ensure_dir_mode(&root, crate::store::PRIVATE_DIR_MODE)?;
         let content = ContentStore::open(root.join("content"))?;
-        let layers = LayerStore::open(root.join("layers"))?;
+        let layers = Arc::new(LayerStore::open(root.join("layers"))?);
         let index = ImageIndex::load(&metadata::index_path(&root))?;
         let service = ImageService {
             content,

@@ -278,7 +278,12 @@ impl ImageService {
             // A download failure causes the unpacker's: report the cause.
             (Err(error), Err(_)) | (Ok(()), Err(error)) => return Err(error),
         };
-        self.layers.commit(pending, diff_id, usage)?;
+        // Flushes the layer's filesystem: seconds for a big layer, so not
+        // on an async worker.
+        let (layers, committed_id) = (Arc::clone(&self.layers), diff_id.clone());
+        tokio::task::spawn_blocking(move || layers.commit(pending, &committed_id, usage))
+            .await
+            .map_err(|e| ImageError::Task(e.to_string()))??;
         progress.layers.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
