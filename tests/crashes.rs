@@ -355,3 +355,52 @@ async fn a_crash_at_each_runtime_step_is_recovered() {
         .collect();
     assert!(records.is_empty(), "records left: {records:?}");
 }
+
+/// Processes of this machine whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> usize {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == wanted)
+                && !stat.contains(") Z ")
+        })
+        .count()
+}
+
+/// A client that gives up on an ExecSync (kubelet's probe timing out on
+/// its side, a ^C in crictl) leaves no process running in the container.
+#[tokio::test]
+async fn a_cancelled_exec_leaves_no_process_behind() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "cancelled-exec");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let config = container_config("host", &["sleep", "3600"]);
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+    start(&mut client, &id).await;
+
+    let argv = ["sleep", "4242"];
+    let request = ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: argv.iter().map(|s| s.to_string()).collect(),
+        timeout: 0,
+    };
+    let mut exec_client = daemon.runtime().await;
+    let call = tokio::spawn(async move { exec_client.exec_sync(request).await });
+    wait_until("the exec runs", || processes_running(&argv) == 1).await;
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    wait_until("the cancelled exec's process is killed", || {
+        processes_running(&argv) == 0
+    })
+    .await;
+    let still = exec(&mut client, &id, &["true"]).await;
+    assert_eq!(still.exit_code, 0, "the container serves execs afterwards");
+    remove_pod(&mut client, &pod_id).await;
+}

@@ -32,11 +32,14 @@ pub struct ExecOutput {
 }
 
 /// The process spec, pid file and log of one exec, in the runtime root
-/// (runc ignores plain files there); removed on drop.
+/// (runc ignores plain files there); removed on drop. Dropped before the
+/// process was reaped (the ExecSync call was cancelled), it kills the
+/// process too: nobody is left to collect its output or end it.
 struct ExecFiles {
     process: PathBuf,
     pid: PathBuf,
     log: PathBuf,
+    reaped: bool,
 }
 
 impl ExecFiles {
@@ -47,6 +50,7 @@ impl ExecFiles {
             process: root.join(format!("{base}.json")),
             pid: root.join(format!("{base}.pid")),
             log: root.join(format!("{base}.log")),
+            reaped: false,
         }
     }
 
@@ -62,6 +66,11 @@ impl ExecFiles {
 
 impl Drop for ExecFiles {
     fn drop(&mut self) {
+        if !self.reaped {
+            if let Some(pid) = self.read_pid() {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
         for path in [&self.process, &self.pid, &self.log] {
             let _ = std::fs::remove_file(path);
         }
@@ -150,7 +159,7 @@ impl OciRuntime {
         timeout: Option<Duration>,
         output_cap: usize,
     ) -> Result<ExecOutput, RuntimeError> {
-        let files = ExecFiles::new(&self.root, id);
+        let mut files = ExecFiles::new(&self.root, id);
         tokio::fs::create_dir_all(&self.root)
             .await
             .map_err(|source| RuntimeError::Io {
@@ -242,6 +251,8 @@ impl OciRuntime {
             status
         };
 
+        // The runtime waits for the process, so it is gone too.
+        files.reaped = true;
         let exit_code = signal_exit_code(status);
         if !timed_out && exit_code != 0 {
             // A process's own failure leaves no error in the runtime's log;
