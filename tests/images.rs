@@ -906,3 +906,51 @@ async fn images_survive_restart_and_kill_during_pull_leaves_nothing() {
     daemon.spawn().await;
     assert_eq!(list_ids(&daemon).await, before);
 }
+
+/// The disk fills up while a layer unpacks: RESOURCE_EXHAUSTED (not
+/// INTERNAL), no partial layer or image left, and the same pull works once
+/// there is room again.
+#[tokio::test]
+async fn a_full_disk_during_unpack_is_resource_exhausted_and_leaves_nothing() {
+    let daemon = Daemon::start("").await;
+    let layers = daemon.layers_dir();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "wharf-test-full"])
+        .arg(&layers)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let unmount = unmount_on_drop(&layers);
+    // 8 MiB that do not compress, into 2 MiB of room.
+    let fake = FakeRegistry::start(LayerFault::None, 8 << 20).await;
+    let mut client = daemon.images().await;
+    let err = client
+        .pull_image(pull_request(&fake.image(), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(list_ids(&daemon).await.is_empty());
+    assert!(
+        daemon.layer_entries().is_empty(),
+        "no partial layer: {:?}",
+        daemon.layer_entries()
+    );
+    drop(unmount);
+    let pulled = client
+        .pull_image(pull_request(&fake.image(), None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pulled.image_ref, fake.config_digest);
+}
+
+/// Unmounts `target` when dropped, also when the test fails half-way.
+fn unmount_on_drop(target: &std::path::Path) -> impl Drop + '_ {
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    Unmount(target)
+}
