@@ -404,3 +404,71 @@ async fn a_cancelled_exec_leaves_no_process_behind() {
     assert_eq!(still.exit_code, 0, "the container serves execs afterwards");
     remove_pod(&mut client, &pod_id).await;
 }
+
+/// The daemon killed while a CNI plugin adds the pod to its network: after
+/// a restart the pod is gone, its network was deleted (DEL ran), no
+/// namespace pin or mount is left, and its name can be used again.
+#[tokio::test]
+async fn a_crash_during_pod_network_setup_is_undone() {
+    let plugins = tempfile::tempdir().unwrap();
+    let marker = plugins.path().join("crash-in-add");
+    let deletes = plugins.path().join("deletes.log");
+    let plugin = plugins.path().join("wharf-crash");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\ncase \"$CNI_COMMAND\" in\nADD) if [ -s {marker:?} ]; then pid=$(cat {marker:?}); rm -f {marker:?}; kill -9 \"$pid\"; fi\n    echo '{{\"cniVersion\":\"1.0.0\"}}';;\nDEL) echo \"$CNI_CONTAINERID\" >> {deletes:?};;\nVERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.4.0\",\"1.0.0\"]}}';;\nesac\n"
+        ),
+    )
+    .unwrap();
+    set_mode(&plugin, 0o755);
+    let mut daemon = Daemon::start(&format!(
+        "bin_dirs = [{:?}, \"/usr/lib/cni\", \"/opt/cni/bin\"]\n",
+        plugins.path()
+    ))
+    .await;
+    std::fs::write(
+        daemon.cni_dir().join("10-crash.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"wharf-test-crash","plugins":[{"type":"loopback"},{"type":"wharf-crash"}]}"#,
+    )
+    .unwrap();
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "network-crash");
+    std::fs::write(&marker, daemon.pid().to_string()).unwrap();
+    let lost = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await;
+    assert!(lost.is_err(), "the daemon died during the network setup");
+    daemon.kill9();
+    daemon.spawn().await;
+    let mut client = daemon.runtime().await;
+
+    let pods = client
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "the unrecorded pod is gone: {pods:?}");
+    let deleted = std::fs::read_to_string(&deletes).unwrap_or_default();
+    assert_eq!(
+        deleted.lines().count(),
+        1,
+        "its network was deleted: {deleted:?}"
+    );
+    assert!(mounts_below(&daemon.state_dir()).is_empty());
+    let left: Vec<_> = std::fs::read_dir(daemon.state_dir().join("sandboxes"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "sandbox state left: {left:?}");
+
+    // Its name is free again (on a network that works).
+    std::fs::write(daemon.cni_dir().join("10-crash.conflist"), LOOPBACK_CONFLIST).unwrap();
+    let pod_id = run_pod(&mut client, pod).await;
+    remove_pod(&mut client, &pod_id).await;
+}

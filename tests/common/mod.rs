@@ -175,7 +175,8 @@ impl Daemon {
     pub async fn spawn(&mut self) {
         let config = self.dir.path().join("wharf.toml");
         let text = self.config_text();
-        // A [registry] table in extra_config would clash: merge by hand.
+        // A [registry] or [cni] table in extra_config would clash: merge by
+        // hand.
         let text = merge_registry_section(&text);
         std::fs::write(&config, text).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -346,25 +347,31 @@ impl Drop for Daemon {
 /// Moves `key = value` lines given before `[registry]` under it when they
 /// are registry keys, so tests can pass `stall_timeout_secs = 2`.
 fn merge_registry_section(text: &str) -> String {
-    let registry_keys = [
-        "stall_timeout_secs",
-        "request_timeout_secs",
-        "max_concurrent_downloads",
+    // Keys of the [registry] and [cni] tables the harness writes itself.
+    let moved_keys = [
+        ("[registry]\n", "stall_timeout_secs"),
+        ("[registry]\n", "request_timeout_secs"),
+        ("[registry]\n", "max_concurrent_downloads"),
+        ("[cni]\n", "bin_dirs"),
     ];
-    let (mut top, mut registry_extra) = (String::new(), String::new());
+    let mut top = String::new();
+    let mut moved: Vec<(&str, String)> = Vec::new();
     for line in text.lines() {
-        if registry_keys
+        match moved_keys
             .iter()
-            .any(|k| line.trim_start().starts_with(k))
+            .find(|(_, key)| line.trim_start().starts_with(key))
         {
-            registry_extra.push_str(line);
-            registry_extra.push('\n');
-        } else {
-            top.push_str(line);
-            top.push('\n');
+            Some((table, _)) => moved.push((table, format!("{line}\n"))),
+            None => {
+                top.push_str(line);
+                top.push('\n');
+            }
         }
     }
-    top.replace("[registry]\n", &format!("[registry]\n{registry_extra}"))
+    for (table, line) in moved {
+        top = top.replacen(table, &format!("{table}{line}"), 1);
+    }
+    top
 }
 
 /// Shorthand for a pull request.
