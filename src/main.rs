@@ -190,7 +190,7 @@ async fn serve(config: Config) -> Result<(), String> {
             paths.state.clone(),
             container_options,
             Arc::clone(&images),
-            sandboxes,
+            Arc::clone(&sandboxes),
         )
         .await
         .map_err(|e| format!("recovering containers: {}", wharf::error::chain(&e)))?,
@@ -209,6 +209,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let services = Services {
         config: Arc::new(config),
         images,
+        sandboxes,
         containers,
         cni,
     };

@@ -16,7 +16,7 @@ use super::{rootfs, ContainerError, ContainerService, Entry};
 use crate::api;
 use crate::image::ImageService;
 use crate::runtime::{self, MonitorConfig};
-use crate::sandbox::{Sandbox, SandboxState};
+use crate::sandbox::Sandbox;
 use crate::store::now_nanos;
 
 impl ContainerService {
@@ -47,15 +47,22 @@ impl ContainerService {
             .map(|i| i.image.trim().to_string())
             .filter(|i| !i.is_empty())
             .ok_or(ContainerError::Missing("config.image.image"))?;
-        let sandbox_entry = self.sandboxes.get(sandbox_id)?;
-        // Held until the container is recorded, so that a concurrent
-        // StopPodSandbox either sees it or runs first and leaves the pod
-        // NotReady for the check below.
-        let _pod_op = sandbox_entry.op.lock().await;
-        let sandbox = sandbox_entry.get();
-        if sandbox.state != SandboxState::Ready {
-            return Err(ContainerError::SandboxNotReady(sandbox.id));
-        }
+        // Until the container is recorded, so that a concurrent
+        // StopPodSandbox either sees it or runs first.
+        self.sandboxes
+            .while_ready(sandbox_id, async move |sandbox| {
+                self.create_in(sandbox, config, metadata, image_name).await
+            })
+            .await
+    }
+
+    async fn create_in(
+        &self,
+        sandbox: Sandbox,
+        config: api::ContainerConfig,
+        metadata: api::ContainerMetadata,
+        image_name: String,
+    ) -> Result<Container, ContainerError> {
         let image = self
             .images
             .resolve(&image_name)?

@@ -243,39 +243,21 @@ impl ContainerService {
         Ok(())
     }
 
-    /// StopPodSandbox: every container of the pod is killed, then the pod's
-    /// network and namespaces go. Unknown pods succeed (CRI).
-    pub async fn stop_sandbox(&self, sandbox_id: &str) -> Result<(), ContainerError> {
-        self.with_sandbox(sandbox_id, false).await
-    }
-
-    /// RemovePodSandbox: its containers too. Unknown pods succeed (CRI).
-    pub async fn remove_sandbox(&self, sandbox_id: &str) -> Result<(), ContainerError> {
-        self.with_sandbox(sandbox_id, true).await
-    }
-
-    /// Stops (or removes) a pod's containers, then the pod itself, holding
-    /// the pod's lock throughout so no container is created meanwhile.
-    async fn with_sandbox(&self, sandbox_id: &str, remove: bool) -> Result<(), ContainerError> {
-        let entry = match self.sandboxes.get(sandbox_id) {
-            Ok(entry) => entry,
-            Err(crate::sandbox::SandboxError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        let _op = entry.op.lock().await;
-        let sandbox_id = entry.get().id;
-        for container in self.in_sandbox(&sandbox_id) {
-            let _container_op = container.op.lock().await;
-            if remove {
-                self.remove_locked(&container).await?;
-            } else {
-                self.stop_locked(&container, Duration::ZERO).await?;
-            }
+    /// Stops every container of pod `sandbox_id` (for StopPodSandbox, which
+    /// holds the pod's lock meanwhile).
+    pub async fn stop_all_in(&self, sandbox_id: &str) -> Result<(), ContainerError> {
+        for container in self.in_sandbox(sandbox_id) {
+            let _op = container.op.lock().await;
+            self.stop_locked(&container, Duration::ZERO).await?;
         }
-        if remove {
-            self.sandboxes.remove(&entry).await?;
-        } else {
-            self.sandboxes.stop(&entry).await?;
+        Ok(())
+    }
+
+    /// Removes every container of pod `sandbox_id` (for RemovePodSandbox).
+    pub async fn remove_all_in(&self, sandbox_id: &str) -> Result<(), ContainerError> {
+        for container in self.in_sandbox(sandbox_id) {
+            let _op = container.op.lock().await;
+            self.remove_locked(&container).await?;
         }
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! Containers: create (an overlay rootfs, an OCI spec, a monitor running
-//! `runc create`), start, stop, remove, status, exec; and the parts of pod
-//! lifecycle that involve containers (stopping or removing a pod stops or
-//! removes its containers first).
+//! `runc create`), start, stop, remove, status, exec. Pods are the
+//! [`SandboxService`]'s: a container is created while its pod is locked and
+//! Ready ([`SandboxService::while_ready`]), and stopping or removing a pod
+//! calls back into [`ContainerService::stop_all_in`] and
+//! [`ContainerService::remove_all_in`].
 //!
 //! Records live under `<root>/containers/<id>` (with the writable layer);
 //! the bundle, the monitor's files and the rootfs mount under
@@ -39,8 +41,6 @@ pub enum ContainerError {
     Ambiguous(String),
     #[error("image {0:?} is not present; pull it first")]
     ImageNotFound(String),
-    #[error("pod sandbox {0} is not ready")]
-    SandboxNotReady(String),
     #[error("container {id} is {state}, {action} needs it {needed}")]
     WrongState {
         id: String,
@@ -75,9 +75,7 @@ impl Classify for ContainerError {
             | ContainerError::Ambiguous(_)
             | ContainerError::Invalid { .. } => Kind::InvalidArgument,
             ContainerError::NotFound(_) | ContainerError::ImageNotFound(_) => Kind::NotFound,
-            ContainerError::SandboxNotReady(_) | ContainerError::WrongState { .. } => {
-                Kind::FailedPrecondition
-            }
+            ContainerError::WrongState { .. } => Kind::FailedPrecondition,
             ContainerError::NameTaken(_) => Kind::AlreadyExists,
             ContainerError::Sandbox(e) => e.kind(),
             ContainerError::Image(e) => e.kind(),
@@ -179,10 +177,6 @@ impl ContainerService {
         };
         service.recover().await?;
         Ok(service)
-    }
-
-    pub fn sandboxes(&self) -> &SandboxService {
-        &self.sandboxes
     }
 
     pub fn get(&self, id_or_prefix: &str) -> Result<Arc<Entry>, ContainerError> {

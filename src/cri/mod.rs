@@ -26,6 +26,7 @@ use crate::container::ContainerService;
 use crate::error::{chain, kind_of, Classify, Kind};
 use crate::image::ImageService;
 use crate::network::Cni;
+use crate::sandbox::SandboxService;
 
 use crate::api as proto;
 
@@ -42,6 +43,7 @@ pub const MAX_EXEC_OUTPUT_BYTES: usize = MAX_MESSAGE_BYTES - (64 << 10);
 pub struct Services {
     pub config: Arc<Config>,
     pub images: Arc<ImageService>,
+    pub sandboxes: Arc<SandboxService>,
     pub containers: Arc<ContainerService>,
     pub cni: Arc<Cni>,
 }

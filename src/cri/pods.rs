@@ -16,8 +16,7 @@ pub async fn run(
     let config = request.config.ok_or_else(|| required("config"))?;
     validate::pod_config(&config)?;
     let sandbox = services
-        .containers
-        .sandboxes()
+        .sandboxes
         .run(config, &request.runtime_handler)
         .await
         .map_err(status_of)?;
@@ -31,9 +30,10 @@ pub async fn stop(
     request: StopPodSandboxRequest,
 ) -> Result<StopPodSandboxResponse, Status> {
     let id = validate::id(&request.pod_sandbox_id, "pod_sandbox_id")?;
+    let containers = &services.containers;
     services
-        .containers
-        .stop_sandbox(id)
+        .sandboxes
+        .stop_pod(id, async |pod_id| containers.stop_all_in(pod_id).await)
         .await
         .map_err(status_of)?;
     Ok(StopPodSandboxResponse {})
@@ -44,9 +44,10 @@ pub async fn remove(
     request: RemovePodSandboxRequest,
 ) -> Result<RemovePodSandboxResponse, Status> {
     let id = validate::id(&request.pod_sandbox_id, "pod_sandbox_id")?;
+    let containers = &services.containers;
     services
-        .containers
-        .remove_sandbox(id)
+        .sandboxes
+        .remove_pod(id, async |pod_id| containers.remove_all_in(pod_id).await)
         .await
         .map_err(status_of)?;
     Ok(RemovePodSandboxResponse {})
@@ -57,12 +58,7 @@ pub async fn status(
     request: PodSandboxStatusRequest,
 ) -> Result<PodSandboxStatusResponse, Status> {
     let id = validate::id(&request.pod_sandbox_id, "pod_sandbox_id")?;
-    let sandbox = services
-        .containers
-        .sandboxes()
-        .get(id)
-        .map_err(status_of)?
-        .get();
+    let sandbox = services.sandboxes.get(id).map_err(status_of)?.get();
     let mut info = HashMap::new();
     if request.verbose {
         info.insert("info".to_string(), verbose_info(&sandbox)?);
@@ -99,8 +95,7 @@ pub fn list(
     let state = filter.and_then(|f| f.state.as_ref()).map(|s| s.state);
     let labels = filter.map(|f| &f.label_selector);
     let sandboxes = services
-        .containers
-        .sandboxes()
+        .sandboxes
         .list()
         .iter()
         .filter(|s| s.id.starts_with(id_prefix))

@@ -1,5 +1,6 @@
-//! CRI `RuntimeService`: runtime-level calls. Pod and container calls answer
-//! `UNIMPLEMENTED` until their issue lands (see README's RPC table).
+//! CRI `RuntimeService`: dispatches each RPC to its handler (runtime-level
+//! calls here, pods in `pods`, containers in `containers`); the RPCs not
+//! built yet answer `UNIMPLEMENTED` (see README's RPC table).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -10,6 +10,7 @@
 pub mod files;
 pub mod namespaces;
 mod record;
+mod stop;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -47,6 +48,10 @@ pub enum SandboxError {
     Network(#[from] CniError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0} did not finish: {1}")]
+    Task(&'static str, #[source] tokio::task::JoinError),
+    #[error("pod sandbox {0} is not ready")]
+    NotReady(String),
 }
 
 /// kubelet gives an absolute `log_directory` (or none); a relative one
@@ -73,10 +78,11 @@ impl Classify for SandboxError {
             | SandboxError::Ambiguous(_) => Kind::InvalidArgument,
             SandboxError::UnknownHandler(_) | SandboxError::NotFound(_) => Kind::NotFound,
             SandboxError::NameTaken(_) => Kind::AlreadyExists,
+            SandboxError::NotReady(_) => Kind::FailedPrecondition,
             SandboxError::Namespaces(e) => e.kind(),
             SandboxError::Files(e) => e.kind(),
             SandboxError::Network(e) => e.kind(),
-            SandboxError::Store(_) => Kind::Internal,
+            SandboxError::Store(_) | SandboxError::Task(..) => Kind::Internal,
         }
     }
 }
@@ -85,7 +91,7 @@ impl Classify for SandboxError {
 /// CNI plugins), while `record` is only held for a moment, so listing never
 /// waits behind a slow stop.
 pub struct Entry {
-    pub op: tokio::sync::Mutex<()>,
+    op: tokio::sync::Mutex<()>,
     record: RwLock<Sandbox>,
 }
 
@@ -437,51 +443,9 @@ impl SandboxService {
             .insert(id, entry);
         Ok(sandbox)
     }
-
-    /// Tears the network down and releases the namespaces and `/dev/shm`;
-    /// the record stays, NotReady. The caller holds `entry.op` and has
-    /// stopped the containers. Repeating it is harmless.
-    pub async fn stop(&self, entry: &Entry) -> Result<(), SandboxError> {
-        let sandbox = entry.get();
-        if let Some(netns) = &sandbox.namespaces.net {
-            let pod = pod_network(&sandbox.id, &sandbox.config, netns);
-            let cni = Arc::clone(&self.cni);
-            tokio::spawn(async move { cni.teardown(&pod).await })
-                .await
-                .map_err(|e| SandboxError::Invalid {
-                    field: "network",
-                    reason: e.to_string(),
-                })??;
-        }
-        if let Some(holder) = &sandbox.pid_holder {
-            holder.stop()?;
-        }
-        namespaces::unpin(&sandbox.state_dir.join("ns"))?;
-        files::unmount_shm(&sandbox.state_dir)?;
-        if sandbox.state != SandboxState::NotReady {
-            let stopped = entry.update(|s| s.state = SandboxState::NotReady);
-            record::save(&self.record_dir(&stopped.id), &stopped, false)?;
-        }
-        Ok(())
-    }
-
-    /// Removes a stopped sandbox's record and state. The caller holds
-    /// `entry.op` and has removed the containers.
-    pub async fn remove(&self, entry: &Entry) -> Result<(), SandboxError> {
-        self.stop(entry).await?;
-        let sandbox = entry.get();
-        crate::store::remove_dir_atomic(&self.record_dir(&sandbox.id))?;
-        self.clean_state(&sandbox.id);
-        self.names.release(&sandbox.name);
-        self.sandboxes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&sandbox.id);
-        Ok(())
-    }
 }
 
-fn pod_network(id: &str, config: &api::PodSandboxConfig, netns: &Path) -> PodNetwork {
+pub(crate) fn pod_network(id: &str, config: &api::PodSandboxConfig, netns: &Path) -> PodNetwork {
     let metadata = config.metadata.clone().unwrap_or_default();
     PodNetwork {
         id: id.to_string(),

@@ -1,0 +1,105 @@
+//! Stopping and removing pods, and the pod lock that keeps containers
+//! from being created while that happens. The container service takes part
+//! through the closures it passes in; the lock itself stays here.
+
+use std::sync::Arc;
+
+use super::SandboxState;
+use super::{files, namespaces, pod_network, record, Entry, Sandbox, SandboxError, SandboxService};
+
+impl SandboxService {
+    /// Runs `create` on pod `id` while it is Ready, holding its lock: a
+    /// StopPodSandbox waits until `create` is done (and then sees what it
+    /// made), and `create` never runs on a pod being stopped.
+    pub async fn while_ready<T, E: From<SandboxError>>(
+        &self,
+        id: &str,
+        create: impl AsyncFnOnce(Sandbox) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let entry = self.get(id)?;
+        let _op = entry.op.lock().await;
+        let sandbox = entry.get();
+        if sandbox.state != SandboxState::Ready {
+            return Err(SandboxError::NotReady(sandbox.id).into());
+        }
+        create(sandbox).await
+    }
+
+    /// StopPodSandbox: `stop_containers` (given the pod's full ID), then the
+    /// pod's network and namespaces, holding the pod's lock throughout so
+    /// that no container is created meanwhile. Unknown pods succeed (CRI).
+    pub async fn stop_pod<E: From<SandboxError>>(
+        &self,
+        id: &str,
+        stop_containers: impl AsyncFnOnce(&str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Some(entry) = self.get_or_none(id)? else {
+            return Ok(());
+        };
+        let _op = entry.op.lock().await;
+        stop_containers(&entry.get().id).await?;
+        Ok(self.teardown(&entry).await?)
+    }
+
+    /// RemovePodSandbox: `remove_containers`, then the pod, as
+    /// [`SandboxService::stop_pod`] does. Unknown pods succeed (CRI).
+    pub async fn remove_pod<E: From<SandboxError>>(
+        &self,
+        id: &str,
+        remove_containers: impl AsyncFnOnce(&str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Some(entry) = self.get_or_none(id)? else {
+            return Ok(());
+        };
+        let _op = entry.op.lock().await;
+        remove_containers(&entry.get().id).await?;
+        Ok(self.forget(&entry).await?)
+    }
+
+    fn get_or_none(&self, id: &str) -> Result<Option<Arc<Entry>>, SandboxError> {
+        match self.get(id) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(SandboxError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Tears the network down and releases the namespaces and `/dev/shm`;
+    /// the record stays, NotReady. With `entry.op` held and the containers
+    /// stopped. Repeating it is harmless.
+    async fn teardown(&self, entry: &Entry) -> Result<(), SandboxError> {
+        let sandbox = entry.get();
+        if let Some(netns) = &sandbox.namespaces.net {
+            let pod = pod_network(&sandbox.id, &sandbox.config, netns);
+            let cni = Arc::clone(&self.cni);
+            tokio::spawn(async move { cni.teardown(&pod).await })
+                .await
+                .map_err(|e| SandboxError::Task("tearing down the pod network", e))??;
+        }
+        if let Some(holder) = &sandbox.pid_holder {
+            holder.stop()?;
+        }
+        namespaces::unpin(&sandbox.state_dir.join("ns"))?;
+        files::unmount_shm(&sandbox.state_dir)?;
+        if sandbox.state != SandboxState::NotReady {
+            let stopped = entry.update(|s| s.state = SandboxState::NotReady);
+            record::save(&self.record_dir(&stopped.id), &stopped, false)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a sandbox's record and state, with `entry.op` held and the
+    /// containers removed.
+    async fn forget(&self, entry: &Entry) -> Result<(), SandboxError> {
+        self.teardown(entry).await?;
+        let sandbox = entry.get();
+        crate::store::remove_dir_atomic(&self.record_dir(&sandbox.id))?;
+        self.clean_state(&sandbox.id);
+        self.names.release(&sandbox.name);
+        self.sandboxes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sandbox.id);
+        Ok(())
+    }
+}
