@@ -6,7 +6,8 @@
 //! - resources: [`store`], [`runtime`], [`network`], [`cgroup`],
 //!   `image::{registry, content, layers, unpack}`;
 //! - the per-container [`monitor`] uses only `runtime`, `cgroup` and `store`;
-//! - leaves any layer may use: [`api`], [`config`], [`error`], [`sync`].
+//! - leaves any layer may use: [`api`], [`config`], [`error`], [`sync`],
+//!   [`undo`].
 
 #![deny(unsafe_code)]
 
@@ -24,3 +25,4 @@ pub mod sandbox;
 pub mod store;
 pub mod sync;
 pub mod sys;
+pub mod undo;

@@ -162,38 +162,6 @@ impl Registrar {
     }
 }
 
-/// Steps to undo, run in reverse unless the operation completes.
-#[derive(Default)]
-pub struct Undo<'a> {
-    steps: Vec<(&'static str, UndoStep<'a>)>,
-}
-
-type UndoStep<'a> = Box<dyn FnOnce() -> Result<(), String> + Send + 'a>;
-
-impl<'a> Undo<'a> {
-    pub fn push(
-        &mut self,
-        what: &'static str,
-        step: impl FnOnce() -> Result<(), String> + Send + 'a,
-    ) {
-        self.steps.push((what, Box::new(step)));
-    }
-
-    pub fn disarm(mut self) {
-        self.steps.clear();
-    }
-}
-
-impl Drop for Undo<'_> {
-    fn drop(&mut self) {
-        while let Some((what, step)) = self.steps.pop() {
-            if let Err(e) = step() {
-                tracing::error!(step = what, error = %e, "cleaning up after a failed operation");
-            }
-        }
-    }
-}
-
 /// Why [`by_id_or_prefix`] found nothing.
 pub enum LookupMiss {
     NotFound,

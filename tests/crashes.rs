@@ -468,7 +468,11 @@ async fn a_crash_during_pod_network_setup_is_undone() {
     assert!(left.is_empty(), "sandbox state left: {left:?}");
 
     // Its name is free again (on a network that works).
-    std::fs::write(daemon.cni_dir().join("10-crash.conflist"), LOOPBACK_CONFLIST).unwrap();
+    std::fs::write(
+        daemon.cni_dir().join("10-crash.conflist"),
+        LOOPBACK_CONFLIST,
+    )
+    .unwrap();
     let pod_id = run_pod(&mut client, pod).await;
     remove_pod(&mut client, &pod_id).await;
 }

@@ -18,6 +18,7 @@ use crate::image::ImageService;
 use crate::runtime::{self, MonitorConfig};
 use crate::sandbox::Sandbox;
 use crate::store::now_nanos;
+use crate::undo::Undo;
 
 impl ContainerService {
     /// CreateContainer. Runs to completion even when the caller goes away
@@ -77,100 +78,95 @@ impl ContainerService {
             metadata.name, pod.name, pod.namespace, pod.uid, metadata.attempt
         );
         self.names.reserve(&name, &id)?;
-        let mut undo = crate::sync::Undo::default();
-        undo.push("releasing the container name", || {
-            self.names.release(&name);
-            Ok(())
-        });
-        let record_dir = self.record_dir(&id);
-        let state_dir = self.state_dir(&id);
-        for dir in [&record_dir, &state_dir] {
-            crate::store::create_dir_all(dir)?;
-        }
-        {
-            let (record_dir, state_dir) = (record_dir.clone(), state_dir.clone());
-            undo.push("removing container directories", move || {
-                let _ = std::fs::remove_dir_all(&state_dir);
-                std::fs::remove_dir_all(&record_dir).map_err(|e| e.to_string())
+        let mut undo = Undo::default();
+        let created: Result<Container, ContainerError> = async {
+            undo.push("releasing the container name", || {
+                self.names.release(&name);
+                Ok::<_, ContainerError>(())
             });
-        }
-        self.images.hold_layers(&id, image.layers.clone());
-        {
-            let id = id.clone();
-            undo.push("releasing image layers", move || {
-                self.images.release_layers(&id).map_err(|e| e.to_string())
-            });
-        }
-
-        let request = BundleRequest {
-            images: Arc::clone(&self.images),
-            lower_dirs: self.images.lower_dirs(&image),
-            image: image.clone(),
-            image_name: image_name.clone(),
-            id: id.clone(),
-            sandbox: sandbox.clone(),
-            config: config.clone(),
-            namespaces,
-            record_dir: record_dir.clone(),
-            state_dir: state_dir.clone(),
-            log_path: log_path.clone(),
-            host: self.options.host.clone(),
-        };
-        let bundle = tokio::task::spawn_blocking(move || request.prepare())
-            .await
-            .map_err(|e| ContainerError::Task("preparing the bundle", e))??;
-        let rootfs_dir = bundle.rootfs.clone();
-        undo.push("unmounting the rootfs", move || {
-            spec::remove_created_host_paths(&bundle.created_host_paths);
-            rootfs::unmount(&bundle.rootfs).map_err(|e| e.to_string())
-        });
-
-        runtime::create_with_monitor(
-            &self.options.runtime,
-            &MonitorConfig {
-                monitor_binary: self.options.monitor_binary.clone(),
-                id: id.clone(),
-                bundle: state_dir.clone(),
-                state_dir: state_dir.clone(),
-                log_path: log_path.clone().unwrap_or_else(|| "/dev/null".into()),
-                stdin: config.stdin,
-                stdin_once: config.stdin_once,
-                tty: config.tty,
-            },
-        )
-        .await?;
-        let container = Container {
-            id: id.clone(),
-            sandbox_id: sandbox.id.clone(),
-            name: name.clone(),
-            created_at_ns: now_nanos(),
-            started_at_ns: None,
-            start_requested_at_ns: None,
-            image_ref: image
-                .repo_digests
-                .first()
-                .cloned()
-                .unwrap_or_else(|| image.id.to_string()),
-            image_id: image.id.to_string(),
-            image_name,
-            layers: image.layers.clone(),
-            log_path,
-            state_dir,
-            rootfs: rootfs_dir,
-            stop_signal: bundle.stop_signal,
-            failure: None,
-            exit: None,
-            config,
-        };
-        if let Err(error) = record::save(&record_dir, &container, true) {
-            // The one undo step that is asynchronous, so it is not in `undo`
-            // (which runs the rest, unmounting the rootfs, on return).
-            if let Err(e) = self.options.runtime.delete(&id, true).await {
-                tracing::error!(id = %id, error = %e, "deleting the container of a failed create");
+            let record_dir = self.record_dir(&id);
+            let state_dir = self.state_dir(&id);
+            for dir in [&record_dir, &state_dir] {
+                crate::store::create_dir_all(dir)?;
             }
-            return Err(error.into());
+            {
+                let (record_dir, state_dir) = (record_dir.clone(), state_dir.clone());
+                undo.push("removing container directories", move || {
+                    let _ = std::fs::remove_dir_all(&state_dir);
+                    std::fs::remove_dir_all(&record_dir)
+                });
+            }
+            self.images.hold_layers(&id, image.layers.clone());
+            undo.push("releasing image layers", || self.images.release_layers(&id));
+
+            let request = BundleRequest {
+                images: Arc::clone(&self.images),
+                lower_dirs: self.images.lower_dirs(&image),
+                image: image.clone(),
+                image_name: image_name.clone(),
+                id: id.clone(),
+                sandbox: sandbox.clone(),
+                config: config.clone(),
+                namespaces,
+                record_dir: record_dir.clone(),
+                state_dir: state_dir.clone(),
+                log_path: log_path.clone(),
+                host: self.options.host.clone(),
+            };
+            let bundle = tokio::task::spawn_blocking(move || request.prepare())
+                .await
+                .map_err(|e| ContainerError::Task("preparing the bundle", e))??;
+            let (rootfs_dir, stop_signal) = (bundle.rootfs.clone(), bundle.stop_signal);
+            undo.push("unmounting the rootfs", move || {
+                spec::remove_created_host_paths(&bundle.created_host_paths);
+                rootfs::unmount(&bundle.rootfs)
+            });
+
+            runtime::create_with_monitor(
+                &self.options.runtime,
+                &MonitorConfig {
+                    monitor_binary: self.options.monitor_binary.clone(),
+                    id: id.clone(),
+                    bundle: state_dir.clone(),
+                    state_dir: state_dir.clone(),
+                    log_path: log_path.clone().unwrap_or_else(|| "/dev/null".into()),
+                    stdin: config.stdin,
+                    stdin_once: config.stdin_once,
+                    tty: config.tty,
+                },
+            )
+            .await?;
+            undo.push_async("deleting the runtime's container", || {
+                self.options.runtime.delete(&id, true)
+            });
+            let container = Container {
+                id: id.clone(),
+                sandbox_id: sandbox.id.clone(),
+                name: name.clone(),
+                created_at_ns: now_nanos(),
+                started_at_ns: None,
+                start_requested_at_ns: None,
+                image_ref: image
+                    .repo_digests
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| image.id.to_string()),
+                image_id: image.id.to_string(),
+                image_name: image_name.clone(),
+                layers: image.layers.clone(),
+                log_path: log_path.clone(),
+                state_dir,
+                rootfs: rootfs_dir,
+                stop_signal,
+                failure: None,
+                exit: None,
+                config: config.clone(),
+            };
+            record::save(&record_dir, &container, true)?;
+            Ok(container)
         }
-        undo.disarm();
+        .await;
+        let container = undo.finish(created).await?;
         self.containers
             .write()
             .unwrap_or_else(|e| e.into_inner())

@@ -66,6 +66,20 @@ pub enum ContainerError {
     Store(#[from] StoreError),
     #[error("{0} did not finish: {1}")]
     Task(&'static str, #[source] tokio::task::JoinError),
+    #[error("{error} (and rolling back failed: {cleanup})")]
+    Undone {
+        error: Box<ContainerError>,
+        cleanup: crate::undo::CleanupFailures,
+    },
+}
+
+impl crate::undo::Undone for ContainerError {
+    fn with_cleanup_failures(self, cleanup: crate::undo::CleanupFailures) -> Self {
+        ContainerError::Undone {
+            error: Box::new(self),
+            cleanup,
+        }
+    }
 }
 
 impl Classify for ContainerError {
@@ -83,6 +97,8 @@ impl Classify for ContainerError {
             ContainerError::Rootfs(e) => e.kind(),
             ContainerError::Runtime(e) => e.kind(),
             ContainerError::Store(_) | ContainerError::Task(..) => Kind::Internal,
+            // What the caller sees is the cause; the rollback is extra.
+            ContainerError::Undone { error, .. } => error.kind(),
         }
     }
 }

@@ -21,7 +21,8 @@ use crate::api;
 use crate::error::{shown, Classify, Kind};
 use crate::network::{Cni, CniError, PodNetwork, PortMapping, Protocol};
 use crate::store::StoreError;
-use crate::sync::{by_id_or_prefix, new_id, LookupMiss, NameTaken, Registrar, Undo};
+use crate::sync::{by_id_or_prefix, new_id, LookupMiss, NameTaken, Registrar};
+use crate::undo::Undo;
 
 use namespaces::{NamespaceError, NamespaceKind, PinRequest, PinnedNamespaces};
 pub use record::{Sandbox, SandboxState};
@@ -52,6 +53,20 @@ pub enum SandboxError {
     Task(&'static str, #[source] tokio::task::JoinError),
     #[error("pod sandbox {0} is not ready")]
     NotReady(String),
+    #[error("{error} (and rolling back failed: {cleanup})")]
+    Undone {
+        error: Box<SandboxError>,
+        cleanup: crate::undo::CleanupFailures,
+    },
+}
+
+impl crate::undo::Undone for SandboxError {
+    fn with_cleanup_failures(self, cleanup: crate::undo::CleanupFailures) -> Self {
+        SandboxError::Undone {
+            error: Box::new(self),
+            cleanup,
+        }
+    }
 }
 
 /// kubelet gives an absolute `log_directory` (or none); a relative one
@@ -79,6 +94,7 @@ impl Classify for SandboxError {
             SandboxError::UnknownHandler(_) | SandboxError::NotFound(_) => Kind::NotFound,
             SandboxError::NameTaken(_) => Kind::AlreadyExists,
             SandboxError::NotReady(_) => Kind::FailedPrecondition,
+            SandboxError::Undone { error, .. } => error.kind(),
             SandboxError::Namespaces(e) => e.kind(),
             SandboxError::Files(e) => e.kind(),
             SandboxError::Network(e) => e.kind(),
@@ -282,120 +298,116 @@ impl SandboxService {
         );
         self.names.reserve(&name, &id)?;
         let mut undo = Undo::default();
-        let release_name = name.clone();
-        undo.push("releasing the sandbox name", move || {
-            self.names.release(&release_name);
-            Ok(())
-        });
-
-        let state_dir = self.state_dir(&id);
-        crate::store::create_dir_all(&state_dir)?;
-        {
-            let dir = state_dir.clone();
-            undo.push("removing sandbox state", move || {
-                std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())
+        let made: Result<Sandbox, SandboxError> = async {
+            undo.push("releasing the sandbox name", || {
+                self.names.release(&name);
+                Ok::<_, SandboxError>(())
             });
-        }
+            let state_dir = self.state_dir(&id);
+            crate::store::create_dir_all(&state_dir)?;
+            {
+                let dir = state_dir.clone();
+                undo.push("removing sandbox state", move || {
+                    std::fs::remove_dir_all(&dir)
+                });
+            }
 
-        // kubelet always sets the hostname of a pod with its own network;
-        // when it does not (host network, or a bare CRI client), the node's
-        // name applies, as with containerd and CRI-O.
-        let hostname = if modes.host_network || config.hostname.is_empty() {
-            nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        } else {
-            config.hostname.clone()
-        };
-        let mut kinds = Vec::new();
-        if !modes.host_network {
-            kinds.extend([NamespaceKind::Net, NamespaceKind::Uts]);
-        }
-        if !modes.host_ipc {
-            kinds.push(NamespaceKind::Ipc);
-        }
-        let sysctls: Vec<(String, String)> = config
-            .linux
-            .as_ref()
-            .map(|l| {
-                l.sysctls
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let ns_dir = state_dir.join("ns");
-        let pinned = if kinds.is_empty() && sysctls.is_empty() {
-            PinnedNamespaces::default()
-        } else {
-            let request = PinRequest {
-                dir: &ns_dir,
-                kinds: &kinds,
-                hostname: (!modes.host_network).then_some(hostname.as_str()),
-                sysctls: &sysctls,
+            // kubelet always sets the hostname of a pod with its own
+            // network; when it does not (host network, or a bare CRI
+            // client), the node's name applies, as with containerd and
+            // CRI-O.
+            let hostname = if modes.host_network || config.hostname.is_empty() {
+                nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            } else {
+                config.hostname.clone()
             };
-            let pinned = namespaces::pin(&request)?;
-            let dir = ns_dir.clone();
-            undo.push("unpinning namespaces", move || {
-                namespaces::unpin(&dir).map_err(|e| e.to_string())
-            });
-            pinned
-        };
+            let mut kinds = Vec::new();
+            if !modes.host_network {
+                kinds.extend([NamespaceKind::Net, NamespaceKind::Uts]);
+            }
+            if !modes.host_ipc {
+                kinds.push(NamespaceKind::Ipc);
+            }
+            let sysctls: Vec<(String, String)> = config
+                .linux
+                .as_ref()
+                .map(|l| {
+                    l.sysctls
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ns_dir = state_dir.join("ns");
+            let pinned = if kinds.is_empty() && sysctls.is_empty() {
+                PinnedNamespaces::default()
+            } else {
+                let request = PinRequest {
+                    dir: &ns_dir,
+                    kinds: &kinds,
+                    hostname: (!modes.host_network).then_some(hostname.as_str()),
+                    sysctls: &sysctls,
+                };
+                let pinned = namespaces::pin(&request)?;
+                let dir = ns_dir.clone();
+                undo.push("unpinning namespaces", move || namespaces::unpin(&dir));
+                pinned
+            };
 
-        let pid_holder = if modes.pod_pid {
-            let mut holder = std::process::Command::new(&self.pid_holder);
-            holder.arg("pause");
-            let dir = ns_dir.clone();
-            let holder =
-                tokio::task::spawn_blocking(move || namespaces::spawn_pid_holder(&dir, holder))
-                    .await
-                    .map_err(|e| SandboxError::Invalid {
-                        field: "pid namespace",
-                        reason: e.to_string(),
-                    })??;
-            let stop = holder.clone();
-            undo.push("stopping the PID namespace holder", move || {
-                stop.stop().map_err(|e| e.to_string())
-            });
-            Some(holder)
-        } else {
-            None
-        };
+            let pid_holder = if modes.pod_pid {
+                let mut holder = std::process::Command::new(&self.pid_holder);
+                holder.arg("pause");
+                let dir = ns_dir.clone();
+                let holder =
+                    tokio::task::spawn_blocking(move || namespaces::spawn_pid_holder(&dir, holder))
+                        .await
+                        .map_err(|e| {
+                            SandboxError::Task("starting the PID namespace holder", e)
+                        })??;
+                let stop = holder.clone();
+                undo.push("stopping the PID namespace holder", move || stop.stop());
+                Some(holder)
+            } else {
+                None
+            };
 
-        let resolv_conf = files::write_resolv_conf(&state_dir, config.dns_config.as_ref())?;
-        let hostname_file = files::write_hostname(&state_dir, &hostname)?;
-        let shm = if modes.host_ipc {
-            None
-        } else {
-            let shm = files::mount_shm(&state_dir, files::DEFAULT_SHM_SIZE)?;
-            let dir = state_dir.clone();
-            undo.push("unmounting shm", move || {
-                files::unmount_shm(&dir).map_err(|e| e.to_string())
-            });
-            Some(shm)
-        };
+            let resolv_conf = files::write_resolv_conf(&state_dir, config.dns_config.as_ref())?;
+            let hostname_file = files::write_hostname(&state_dir, &hostname)?;
+            let shm = if modes.host_ipc {
+                None
+            } else {
+                let shm = files::mount_shm(&state_dir, files::DEFAULT_SHM_SIZE)?;
+                let dir = state_dir.clone();
+                undo.push("unmounting shm", move || files::unmount_shm(&dir));
+                Some(shm)
+            };
 
-        // Last: the one step whose undo is asynchronous.
-        let mut network = None;
-        if let Some(netns) = &pinned.net {
-            let pod = pod_network(&id, &config, netns);
-            // Run to completion even if the caller goes away: a half-done
-            // ADD is undone by `setup` itself only if it finishes.
-            let cni = Arc::clone(&self.cni);
-            let status =
-                tokio::spawn(async move { cni.setup(&pod).await.map(|status| (status, pod)) })
-                    .await
-                    .map_err(|e| SandboxError::Invalid {
-                        field: "network",
-                        reason: e.to_string(),
-                    })??;
-            network = Some(status);
-        }
-        let ips: Vec<IpAddr> = network
-            .as_ref()
-            .map(|(status, _)| status.ips.clone())
-            .unwrap_or_default();
-        let finish = || -> Result<Sandbox, SandboxError> {
+            let mut ips: Vec<IpAddr> = Vec::new();
+            if let Some(netns) = &pinned.net {
+                let pod = pod_network(&id, &config, netns);
+                // Run to completion even if the caller goes away: a
+                // half-done ADD is undone by `setup` itself only if it
+                // finishes.
+                let cni = Arc::clone(&self.cni);
+                let (status, pod) =
+                    tokio::spawn(async move { cni.setup(&pod).await.map(|status| (status, pod)) })
+                        .await
+                        .map_err(|e| SandboxError::Task("setting up the pod network", e))??;
+                ips = status.ips;
+                undo.push_async("tearing down the pod network", async move || {
+                    self.cni.teardown(&pod).await
+                });
+            }
+            // A record half-written when saving failed goes too.
+            let record_dir = self.record_dir(&id);
+            {
+                let dir = record_dir.clone();
+                undo.push("removing the sandbox record", move || {
+                    crate::store::remove_dir_atomic(&dir)
+                });
+            }
             let hosts = files::write_hosts(&state_dir, &hostname, &ips, modes.host_network)?;
             let sandbox = Sandbox {
                 id: id.clone(),
@@ -403,36 +415,22 @@ impl SandboxService {
                 created_at_ns: crate::store::now_nanos(),
                 state: SandboxState::Ready,
                 modes,
-                namespaces: pinned.clone(),
-                pid_holder: pid_holder.clone(),
+                namespaces: pinned,
+                pid_holder,
                 ips: ips.iter().map(ToString::to_string).collect(),
-                hostname: hostname.clone(),
-                state_dir: state_dir.clone(),
-                resolv_conf: resolv_conf.clone(),
+                hostname,
+                state_dir,
+                resolv_conf,
                 hosts,
-                hostname_file: hostname_file.clone(),
-                shm: shm.clone(),
+                hostname_file,
+                shm,
                 config: config.clone(),
             };
-            record::save(&self.record_dir(&id), &sandbox, true)?;
+            record::save(&record_dir, &sandbox, true)?;
             Ok(sandbox)
-        };
-        let sandbox = match finish() {
-            Ok(sandbox) => sandbox,
-            Err(error) => {
-                if let Some((_, pod)) = &network {
-                    if let Err(e) = self.cni.teardown(pod).await {
-                        tracing::error!(id = %id, error = %e, "tearing down the network of a failed sandbox");
-                    }
-                }
-                // A record half-written when saving failed.
-                if let Err(e) = crate::store::remove_dir_atomic(&self.record_dir(&id)) {
-                    tracing::error!(id = %id, error = %e, "removing the record of a failed sandbox");
-                }
-                return Err(error);
-            }
-        };
-        undo.disarm();
+        }
+        .await;
+        let sandbox = undo.finish(made).await?;
         let entry = Arc::new(Entry {
             op: Default::default(),
             record: RwLock::new(sandbox.clone()),

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::files::{validate_hostname, InvalidHostname};
 use crate::error::{Classify, Kind};
 use crate::sys;
+use crate::undo::{CleanupFailures, Undo, Undone};
 
 /// The file a shared PID namespace is pinned on, beside the others.
 pub const PID_FILE: &str = "pid";
@@ -159,10 +160,19 @@ pub enum NamespaceError {
     /// A step failed and undoing the earlier ones failed too: something
     /// may be left mounted.
     #[error("{error}; undoing also failed: {cleanup}")]
-    Undo {
+    Undone {
         error: Box<NamespaceError>,
-        cleanup: Box<NamespaceError>,
+        cleanup: CleanupFailures,
     },
+}
+
+impl Undone for NamespaceError {
+    fn with_cleanup_failures(self, cleanup: CleanupFailures) -> Self {
+        NamespaceError::Undone {
+            error: Box::new(self),
+            cleanup,
+        }
+    }
 }
 
 impl Classify for NamespaceError {
@@ -176,7 +186,7 @@ impl Classify for NamespaceError {
             | NamespaceError::InvalidHostname(_)
             | NamespaceError::HostnameWithoutUts => Kind::InvalidArgument,
             NamespaceError::AlreadyPinned { .. } => Kind::AlreadyExists,
-            NamespaceError::Undo { error, .. } => error.kind(),
+            NamespaceError::Undone { error, .. } => error.kind(),
             NamespaceError::Os { .. }
             | NamespaceError::ThreadPanicked { .. }
             | NamespaceError::HolderFailed { .. } => Kind::Internal,
@@ -246,7 +256,7 @@ pub fn pin(request: &PinRequest) -> Result<PinnedNamespaces, NamespaceError> {
             Ok(pinned)
         })
     });
-    result.map_err(|error| undo.run_after(error))
+    undo.finish_now(result)
 }
 
 /// Unmounts and removes every pin file in `dir`, then `dir` if empty.
@@ -287,33 +297,7 @@ fn on_throwaway_thread<T: Send>(
     })
 }
 
-/// What a pin created so far, removed in reverse order if a later step
-/// fails.
-#[derive(Default)]
-struct Undo {
-    dir: Option<PathBuf>,
-    pins: Vec<PathBuf>,
-}
-
-impl Undo {
-    fn run_after(self, error: NamespaceError) -> NamespaceError {
-        let mut cleanup = remove_pins(self.pins.into_iter().rev()).err();
-        if let Some(dir) = &self.dir {
-            if let Err(e) = fs::remove_dir(dir) {
-                cleanup.get_or_insert(io_error("removing", dir)(e));
-            }
-        }
-        match cleanup {
-            None => error,
-            Some(cleanup) => NamespaceError::Undo {
-                error: Box::new(error),
-                cleanup: Box::new(cleanup),
-            },
-        }
-    }
-}
-
-fn create_dir(dir: &Path, undo: &mut Undo) -> Result<(), NamespaceError> {
+fn create_dir(dir: &Path, undo: &mut Undo<'_>) -> Result<(), NamespaceError> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -322,19 +306,25 @@ fn create_dir(dir: &Path, undo: &mut Undo) -> Result<(), NamespaceError> {
         .mode(0o755)
         .create(dir)
         .map_err(io_error("creating", dir))?;
-    undo.dir = Some(dir.to_path_buf());
+    let dir = dir.to_path_buf();
+    undo.push("removing the namespace directory", move || {
+        fs::remove_dir(&dir).map_err(io_error("removing", &dir))
+    });
     Ok(())
 }
 
 /// Bind-mounts the namespace file `source` onto a new empty file `target`.
-fn bind_pin(source: &Path, target: &Path, undo: &mut Undo) -> Result<(), NamespaceError> {
+fn bind_pin(source: &Path, target: &Path, undo: &mut Undo<'_>) -> Result<(), NamespaceError> {
     match OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o444)
         .open(target)
     {
-        Ok(_) => undo.pins.push(target.to_path_buf()),
+        Ok(_) => {
+            let pin = target.to_path_buf();
+            undo.push("unpinning", move || remove_pins(std::iter::once(pin)));
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             return Err(NamespaceError::AlreadyPinned {
                 path: target.to_path_buf(),
@@ -520,41 +510,39 @@ pub fn spawn_pid_holder(dir: &Path, mut holder: Command) -> Result<PidHolder, Na
         .stdout(Stdio::piped())
         .process_group(0);
     let mut undo = Undo::default();
-    create_dir(dir, &mut undo).map_err(|e| undo_after(&mut undo, e))?;
-    // Only children are born into a namespace made by unshare(CLONE_NEWPID),
-    // so the holder is spawned from the thread that made it.
-    let mut child = on_throwaway_thread(dir, || {
-        unshare(CloneFlags::CLONE_NEWPID)
-            .map_err(os_error("unsharing a PID namespace for", dir))?;
-        holder
-            .spawn()
-            .map_err(|e| holder_failed(&program, format!("starting: {e}")))
-    })
-    .map_err(|e| undo_after(&mut undo, e))?;
-
-    let started = wait_until_ready(&mut child, &program).and_then(|()| {
-        let source = PathBuf::from(format!("/proc/{}/ns/pid", child.id()));
-        let ns_inode = fs::metadata(&source)
-            .map_err(io_error("inspecting", &source))?
-            .ino();
-        let path = dir.join(PID_FILE);
-        bind_pin(&source, &path, &mut undo)?;
-        Ok(PidHolder {
-            pid: child.id(),
-            path,
-            ns_inode,
-        })
-    });
-    started.map_err(|error| {
-        let _ = child.kill();
-        let _ = child.wait();
-        undo_after(&mut undo, error)
-    })
-    // Dropping `child` neither kills nor reaps it; `stop` reaps it.
-}
-
-fn undo_after(undo: &mut Undo, error: NamespaceError) -> NamespaceError {
-    std::mem::take(undo).run_after(error)
+    let started = (|| {
+        create_dir(dir, &mut undo)?;
+        // Only children are born into a namespace made by
+        // unshare(CLONE_NEWPID), so the holder is spawned from the thread
+        // that made it.
+        let mut child = on_throwaway_thread(dir, || {
+            unshare(CloneFlags::CLONE_NEWPID)
+                .map_err(os_error("unsharing a PID namespace for", dir))?;
+            holder
+                .spawn()
+                .map_err(|e| holder_failed(&program, format!("starting: {e}")))
+        })?;
+        wait_until_ready(&mut child, &program)
+            .and_then(|()| {
+                let source = PathBuf::from(format!("/proc/{}/ns/pid", child.id()));
+                let ns_inode = fs::metadata(&source)
+                    .map_err(io_error("inspecting", &source))?
+                    .ino();
+                let path = dir.join(PID_FILE);
+                bind_pin(&source, &path, &mut undo)?;
+                Ok(PidHolder {
+                    pid: child.id(),
+                    path,
+                    ns_inode,
+                })
+            })
+            .inspect_err(|_| {
+                let _ = child.kill();
+                let _ = child.wait();
+            })
+        // Dropping `child` neither kills nor reaps it; `stop` reaps it.
+    })();
+    undo.finish_now(started)
 }
 
 fn holder_failed(program: &Path, reason: String) -> NamespaceError {
