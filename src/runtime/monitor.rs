@@ -197,10 +197,13 @@ pub async fn watch_exit(state_dir: &Path) -> ContainerEnd {
         .await;
         let (alive, exit) = match checked {
             Ok(checked) => checked,
-            Err(e) => (true, Err(RuntimeError::Monitor {
-                id: state_dir.display().to_string(),
-                message: format!("checking for an exit: {e}"),
-            })),
+            Err(e) => (
+                true,
+                Err(RuntimeError::Monitor {
+                    id: state_dir.display().to_string(),
+                    message: format!("checking for an exit: {e}"),
+                }),
+            ),
         };
         match exit {
             Ok(Some(status)) => return ContainerEnd::Exited(status),
