@@ -9,14 +9,17 @@
 //! samples_ms):
 //!
 //!   lifecycle cri --endpoint unix:///PATH --image REF [--pods N]
-//!                 [--parallel P] [--mode cycle|peak] [--label NAME]
-//!                 [--daemon-pid PID --shim NAME] [--json FILE]
+//!                 [--parallel P] [--mode cycle|peak|status] [--rounds R]
+//!                 [--label NAME] [--daemon-pid PID --shim NAME] [--json FILE]
 //!   lifecycle cleanup --endpoint unix:///PATH
 //!
 //! `cycle` runs each pod's seven calls back to back, P pods at a time.
 //! `peak` starts every pod first (P at a time), samples the memory of the
 //! daemon and of its helper processes (monitors, shims) with all N pods
 //! running, then tears every pod down (P at a time).
+//! `status` starts every pod first (P at a time), then R rounds of one
+//! ListContainers and a ContainerStatus of each container, one call at a
+//! time, with all N containers running; then tears every pod down.
 //!
 //! With no subcommand (as `cargo bench` runs it) it only says how to run it.
 
@@ -52,6 +55,8 @@ const STOP_POD: &str = "StopPodSandbox";
 const REMOVE_POD: &str = "RemovePodSandbox";
 const POD_START: &str = "pod start (run+create+start)";
 const POD_TEARDOWN: &str = "pod teardown (stop..remove pod)";
+const LIST: &str = "ListContainers";
+const STATUS: &str = "ContainerStatus";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -80,6 +85,7 @@ enum Command {
 enum Mode {
     Cycle,
     Peak,
+    Status,
 }
 
 #[derive(Args)]
@@ -107,6 +113,9 @@ struct CriArgs {
     label: String,
     #[arg(long, value_enum, default_value_t = Mode::Cycle)]
     mode: Mode,
+    /// Rounds of ListContainers and ContainerStatus calls (status mode).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rounds: u32,
     #[arg(long, default_value = "/wharf-bench")]
     cgroup_parent: String,
     /// Pod log directories go below it (default: a temporary directory).
@@ -189,14 +198,14 @@ impl Recorder {
         let failures = self.failures.lock().unwrap().clone();
         println!("{title}");
         println!(
-            "  {:<34} {:>5} {:>9} {:>9} {:>9}",
-            "step", "n", "p50 ms", "p95 ms", "max ms"
+            "  {:<34} {:>5} {:>9} {:>9} {:>9} {:>9}",
+            "step", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"
         );
         for (step, s) in &steps {
             let ms = |key: &str| s[key].as_f64().unwrap_or(f64::NAN);
-            let (p50, p95, max) = (ms("p50_ms"), ms("p95_ms"), ms("max_ms"));
+            let (p50, p95, p99, max) = (ms("p50_ms"), ms("p95_ms"), ms("p99_ms"), ms("max_ms"));
             println!(
-                "  {step:<34} {:>5} {p50:>9.2} {p95:>9.2} {max:>9.2}",
+                "  {step:<34} {:>5} {p50:>9.3} {p95:>9.3} {p99:>9.3} {max:>9.3}",
                 s["n"]
             );
         }
@@ -225,6 +234,7 @@ fn stats(durations: &[Duration]) -> Value {
         "n": ms.len(),
         "p50_ms": percentile(0.50),
         "p95_ms": percentile(0.95),
+        "p99_ms": percentile(0.99),
         "mean_ms": ms.iter().sum::<f64>() / ms.len() as f64,
         "max_ms": ms[ms.len() - 1],
         "samples_ms": ms,
@@ -424,6 +434,41 @@ impl Run {
         }
     }
 
+    /// One ListContainers, then a ContainerStatus of each of `ids`, one
+    /// call at a time; each checks that every container still runs.
+    async fn query_status(&self, ids: &[String]) {
+        let mut client = self.client.clone();
+        let request = ListContainersRequest { filter: None };
+        if let Some(reply) = self
+            .call(LIST, "all", true, client.list_containers(request))
+            .await
+        {
+            let running = reply
+                .containers
+                .iter()
+                .filter(|c| c.state == ContainerState::ContainerRunning as i32)
+                .count();
+            if running < ids.len() {
+                let message = format!("{running} of {} containers running", ids.len());
+                self.recorder.fail(LIST, "all", message);
+            }
+        }
+        for id in ids {
+            let request = ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            };
+            let reply = self
+                .call(STATUS, id, true, client.container_status(request))
+                .await;
+            let state = reply.and_then(|r| r.status).map(|s| s.state);
+            if state != Some(ContainerState::ContainerRunning as i32) {
+                self.recorder
+                    .fail(STATUS, id, format!("state {state:?}, not running"));
+            }
+        }
+    }
+
     fn pod_config(&self, name: &str) -> Result<PodSandboxConfig, Error> {
         let log_directory = self.log_root.join(name);
         // kubelet creates the log directory; containerd expects it to exist.
@@ -521,6 +566,33 @@ async fn cri_bench(args: CriArgs) -> Result<(), Error> {
             async move { run.stop_pod(run.start_pod(i).await).await }
         })
         .await;
+    } else if args.mode == Mode::Status {
+        let starter = run.clone();
+        let started = concurrently(n, parallel, move |i| {
+            let run = starter.clone();
+            async move { run.start_pod(i).await }
+        })
+        .await;
+        let ids: Vec<String> = started
+            .iter()
+            .filter(|pod| pod.started)
+            .filter_map(|pod| pod.container_id.clone())
+            .collect();
+        for _ in 0..args.rounds {
+            run.query_status(&ids).await;
+        }
+        let started = Arc::new(
+            started
+                .into_iter()
+                .map(|p| Mutex::new(Some(p)))
+                .collect::<Vec<_>>(),
+        );
+        let stopper = run.clone();
+        concurrently(n, parallel, move |i| {
+            let (run, pod) = (stopper.clone(), started[i].lock().unwrap().take());
+            async move { run.stop_pod(pod.expect("each pod is stopped once")).await }
+        })
+        .await;
     } else {
         if let Some(probe) = &probe {
             memory.insert("idle".into(), probe.sample()?);
@@ -555,10 +627,10 @@ async fn cri_bench(args: CriArgs) -> Result<(), Error> {
     let wall = began.elapsed().as_secs_f64();
 
     let (left_pods, left_containers) = count_bench_objects(&client).await?;
-    let mode = if args.mode == Mode::Cycle {
-        "cycle"
-    } else {
-        "peak"
+    let mode = match args.mode {
+        Mode::Cycle => "cycle",
+        Mode::Peak => "peak",
+        Mode::Status => "status",
     };
     let title = format!(
         "{} {mode}: {n} pods, {parallel} at a time, {wall:.2} s",

@@ -17,8 +17,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use wharf::error::{Classify, Kind};
 use wharf::runtime::protocol::{files, MonitorArgs, SyncMessage};
 use wharf::runtime::{
-    create_with_monitor, monitor_alive, read_exit, reopen_log, ExitStatus, MonitorConfig,
-    OciRuntime, RuntimeError, Status,
+    create_with_monitor, monitor_alive, read_exit, reopen_log, watch_exit, ContainerEnd,
+    ExitStatus, MonitorConfig, OciRuntime, RuntimeError, Status,
 };
 
 const RUNC: &str = "/usr/sbin/runc";
@@ -322,6 +322,44 @@ async fn sigkill_is_recorded_as_137() {
         .await
         .unwrap_err();
     assert_eq!(missing.kind(), Kind::NotFound, "{missing}");
+}
+
+#[tokio::test]
+async fn the_exit_is_pushed_to_a_watcher_and_found_by_a_late_one() {
+    let f = Fixture::new("pushed", "sleep 0.5; exit 5", |_| {});
+    f.create_and_start().await;
+    let state_dir = f.config.state_dir.clone();
+    let early = tokio::spawn(async move { watch_exit(&state_dir).await });
+    let exit = f.wait_exit().await;
+    assert_eq!(exit.exit_code, 5);
+    // The same record as exit.json, pushed over the control socket.
+    assert_eq!(early.await.unwrap(), ContainerEnd::Exited(exit));
+
+    // A watch that starts after the monitor left reads exit.json.
+    let state_dir = f.config.state_dir.clone();
+    wait_for("monitor exit", Duration::from_secs(10), || {
+        (!monitor_alive(&state_dir)).then_some(())
+    })
+    .await;
+    assert_eq!(watch_exit(&state_dir).await, ContainerEnd::Exited(exit));
+}
+
+#[tokio::test]
+async fn a_watcher_reports_a_killed_monitor_as_lost() {
+    let f = Fixture::new("lost", "exec sleep 1000", |_| {});
+    f.create_and_start().await;
+    let state_dir = f.config.state_dir.clone();
+    let watch = tokio::spawn(async move { watch_exit(&state_dir).await });
+    // Connected and waiting: the monitor holds one waiter.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!watch.is_finished());
+    kill(f.monitor_pid().unwrap(), Signal::SIGKILL).unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(20), watch)
+        .await
+        .expect("the watcher noticed the monitor's death")
+        .unwrap();
+    assert_eq!(end, ContainerEnd::Lost);
+    assert_eq!(read_exit(&f.config.state_dir).unwrap(), None);
 }
 
 #[tokio::test]

@@ -535,6 +535,86 @@ async fn containers_and_logs_survive_a_daemon_kill() {
 /// A bridge network with hostPort, inside a network namespace the test
 /// made: the daemon runs in it, so the bridge and NAT rules never touch
 /// the machine's own network.
+async fn remove_container(client: &mut RuntimeServiceClient<tonic::transport::Channel>, id: &str) {
+    let request = RemoveContainerRequest {
+        container_id: id.into(),
+    };
+    client.remove_container(request).await.unwrap();
+}
+
+/// Open descriptors of process `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[tokio::test]
+async fn exit_watchers_leave_no_descriptor_behind() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "watched");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let sleeper = container_config("warmup", &["sleep", "1000"]);
+    let warmup = create(&mut client, &pod_id, &pod, sleeper).await.unwrap();
+    start(&mut client, &warmup).await;
+    remove_container(&mut client, &warmup).await;
+    let baseline = fd_count(daemon.pid());
+
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let config = container_config(&format!("sleeper-{i}"), &["sleep", "1000"]);
+        let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+        start(&mut client, &id).await;
+        ids.push(id);
+    }
+    // One held connection to each container's monitor.
+    assert!(fd_count(daemon.pid()) >= baseline + ids.len());
+    for id in &ids {
+        remove_container(&mut client, id).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fd_count(daemon.pid()) > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors open, {baseline} before",
+            fd_count(daemon.pid())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    remove_pod(&mut client, &pod_id).await;
+}
+
+#[tokio::test]
+async fn a_killed_monitor_leaves_its_container_exited() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "orphaned");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let config = container_config("orphan", &["sleep", "1000"]);
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+    start(&mut client, &id).await;
+    let pid_file = daemon
+        .state_dir()
+        .join("containers")
+        .join(&id)
+        .join("monitor.pid");
+    let monitor: i32 = std::fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let exited = wait_exited(&mut client, &id).await;
+    assert_eq!((exited.exit_code, exited.reason.as_str()), (255, "Error"));
+    assert!(exited.message.contains("monitor"), "{}", exited.message);
+    remove_pod(&mut client, &pod_id).await;
+}
+
 #[tokio::test]
 async fn pod_network_with_ip_and_host_port() {
     // Pull first, outside the namespace (the registry listens on the

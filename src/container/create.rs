@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::record::{self, Container, ContainerState};
 use super::spec::{self, HostFeatures, NamespacePath, Namespaces, SandboxFiles, SpecInput};
-use super::{rootfs, ContainerError, ContainerService, Entry};
+use super::{rootfs, ContainerError, ContainerService};
 use crate::api;
 use crate::image::ImageService;
 use crate::runtime::{self, MonitorConfig};
@@ -167,10 +167,9 @@ impl ContainerService {
         }
         .await;
         let container = undo.finish(created).await?;
-        self.containers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Entry::new(container.clone()));
+        // Watched from here on: an exit since `runc create` is in
+        // `exit.json` by the time the watch finds the monitor gone.
+        self.insert(container.clone());
         Ok(container)
     }
 

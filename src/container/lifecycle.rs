@@ -1,7 +1,7 @@
 //! The container operations of [`ContainerService`], and recovery.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
@@ -10,15 +10,17 @@ use super::spec;
 use super::{rootfs, state_name, ContainerError, ContainerService, Entry};
 use crate::api;
 use crate::error::Classify;
-use crate::runtime::{self, ExecOutput};
+use crate::runtime::{self, ContainerEnd, ExecOutput};
 
 use crate::store::now_nanos;
 
 /// Cap on ExecSync's stdout and stderr together (not each), so that the
 /// reply fits in one gRPC message; what is cut ends with a marker.
 pub const EXEC_OUTPUT_CAP: usize = crate::cri::MAX_EXEC_OUTPUT_BYTES;
-/// How often a stop checks whether the container has exited.
-const EXIT_POLL: Duration = Duration::from_millis(5);
+/// How long an ExecSync may still finish on its own once the container
+/// exited (an exec in the container's own PID namespace dies with its
+/// init and reports that); then it is cancelled, and its process killed.
+const EXEC_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// How long to wait for a SIGKILLed container to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -126,18 +128,10 @@ impl ContainerService {
         }
     }
 
-    /// Whether the container exited within `timeout`.
+    /// Whether the container exited within `timeout`: woken by its exit
+    /// watcher, not polled.
     async fn wait_exit(&self, entry: &Entry, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if entry.get().exit.is_some() {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(EXIT_POLL).await;
-        }
+        entry.wait_exited(timeout).await
     }
 
     /// RemoveContainer: forcibly, and succeeding for an unknown container.
@@ -155,6 +149,8 @@ impl ContainerService {
         self.stop_locked(entry, Duration::ZERO).await?;
         let container = entry.get();
         self.options.runtime.delete(&container.id, true).await?;
+        // Its files are going: the watch (if it still runs) ends here.
+        entry.stop_watching();
         rootfs::unmount(&container.rootfs)?;
         // The record dir holds the writable layer: any size, so deleted off
         // the async workers.
@@ -166,6 +162,10 @@ impl ContainerService {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&container.id);
+        let _ = self.changes.send(super::StateChange {
+            id: container.id.clone(),
+            state: None,
+        });
         self.names.release(&container.name);
         self.images.release_layers(&container.id)?;
         Ok(())
@@ -181,7 +181,8 @@ impl ContainerService {
         if cmd.is_empty() {
             return Err(ContainerError::Missing("cmd"));
         }
-        let container = self.get(id)?.get();
+        let entry = self.get(id)?;
+        let container = entry.get();
         if container.state() != ContainerState::Running {
             return Err(wrong_state(&container, "exec", "running"));
         }
@@ -200,11 +201,18 @@ impl ContainerService {
         process.set_args(Some(cmd));
         process.set_terminal(Some(false));
         process.set_console_size(None);
-        Ok(self
-            .options
-            .runtime
-            .exec_sync(&container.id, &process, timeout, EXEC_OUTPUT_CAP)
-            .await?)
+        let exec =
+            self.options
+                .runtime
+                .exec_sync(&container.id, &process, timeout, EXEC_OUTPUT_CAP);
+        let container_gone = async {
+            entry.exited().await;
+            tokio::time::sleep(EXEC_AFTER_EXIT).await;
+        };
+        tokio::select! {
+            output = exec => Ok(output?),
+            () = container_gone => Err(wrong_state(&entry.get(), "exec", "running")),
+        }
     }
 
     /// ReopenContainerLog: returns once the monitor writes to a fresh file.
@@ -280,7 +288,7 @@ impl ContainerService {
             };
             self.images.hold_layers(&id, container.layers.clone());
             self.names.reserve(&container.name, &id).ok();
-            let entry = Entry::new(container);
+            let entry = Entry::new(container, self.changes.clone());
             if entry.get().start_requested_at_ns.is_some() {
                 // A StartContainer was cut short: did the runtime start it?
                 let outcome = self.start_outcome(&id).await;
@@ -292,17 +300,21 @@ impl ContainerService {
             if matches!(
                 container.state(),
                 ContainerState::Running | ContainerState::Created
-            ) && !runtime::monitor_alive(&container.state_dir)
-                && entry.get().exit.is_none()
-            {
-                tracing::warn!(id = %id, "monitor gone without recording an exit");
-                let lost = entry.update(|c| {
-                    c.failure = Some(
-                        "the container's monitor exited without recording its exit (host reboot?)"
-                            .into(),
-                    )
-                });
-                record::save(&dir, &lost, false)?;
+            ) {
+                // Read once, so that an exit while no daemon ran shows at
+                // once; from here on the watcher reports it.
+                let alive = runtime::monitor_alive(&container.state_dir);
+                match runtime::read_exit(&container.state_dir) {
+                    Ok(Some(exit)) => {
+                        entry.record_end(ContainerEnd::Exited(exit));
+                    }
+                    _ if !alive => {
+                        tracing::warn!(id = %id, "monitor gone without recording an exit");
+                        let lost = entry.record_end(ContainerEnd::Lost);
+                        record::save(&dir, &lost, false)?;
+                    }
+                    _ => entry.watch_exit(),
+                }
             }
             recovered.insert(id, entry);
         }

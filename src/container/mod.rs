@@ -8,6 +8,14 @@
 //! Records live under `<root>/containers/<id>` (with the writable layer);
 //! the bundle, the monitor's files and the rootfs mount under
 //! `<state>/containers/<id>`.
+//!
+//! Exits are pushed, not polled: each created or running container has
+//! one watcher task ([`crate::runtime::watch_exit`], a `wait-exit`
+//! connection to its monitor, started at create and at recovery) that
+//! records the exit in memory once and wakes whoever waits on the entry's
+//! state (StopContainer, ExecSync) and [`ContainerService::subscribe`]rs.
+//! Get, List and Status read memory only. The exit itself stays in the
+//! monitor's `exit.json`, which recovery reads once per container.
 
 mod create;
 mod lifecycle;
@@ -19,11 +27,14 @@ pub mod user;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::AbortHandle;
 
 use crate::error::{Classify, Kind};
 use crate::image::{ImageError, ImageService};
-use crate::runtime::{OciRuntime, RuntimeError};
+use crate::runtime::{ContainerEnd, OciRuntime, RuntimeError};
 use crate::sandbox::{SandboxError, SandboxService};
 use crate::store::StoreError;
 use crate::sync::{by_id_or_prefix, LookupMiss, NameTaken, Registrar};
@@ -103,43 +114,143 @@ impl Classify for ContainerError {
     }
 }
 
+/// What a container's monitor vanished without recording an exit says.
+const LOST: &str = "the container's monitor exited without recording its exit (host reboot?)";
+/// Changes kept for a [`ContainerService::subscribe`]r that lags behind.
+const CHANGES_BACKLOG: usize = 1024;
+
+/// A container's state changed: the hook for GetContainerEvents. `state`
+/// is `None` once the container is removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub id: String,
+    pub state: Option<ContainerState>,
+}
+
 /// One container: `op` serialises lifecycle operations; `record` is held
 /// only for a moment so that listing never waits behind a slow stop.
+/// `state` follows the record's derived state, for waiters.
 pub struct Entry {
     op: tokio::sync::Mutex<()>,
     record: RwLock<Container>,
+    state: watch::Sender<ContainerState>,
+    changes: broadcast::Sender<StateChange>,
+    /// The exit watcher, while one runs; aborted when the entry goes.
+    watcher: Mutex<Option<AbortHandle>>,
 }
 
 impl Entry {
-    fn new(container: Container) -> Arc<Entry> {
+    fn new(container: Container, changes: broadcast::Sender<StateChange>) -> Arc<Entry> {
         Arc::new(Entry {
             op: Default::default(),
+            state: watch::Sender::new(container.state()),
             record: RwLock::new(container),
+            changes,
+            watcher: Mutex::new(None),
         })
     }
 
-    /// The record, with the monitor's exit picked up if the container has
-    /// exited since last looked at.
+    /// The record, from memory: exits are recorded as they happen.
     pub fn get(&self) -> Container {
-        let current = self
-            .record
+        self.record
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if current.state() != ContainerState::Running && current.state() != ContainerState::Created
-        {
-            return current;
-        }
-        match crate::runtime::read_exit(&current.state_dir) {
-            Ok(Some(exit)) => self.update(|c| c.exit = Some(exit)),
-            _ => current,
-        }
+            .clone()
     }
 
+    /// Changes the record; a change of state wakes the waiters and is
+    /// announced (under the record's lock, so in the order it happened).
     fn update(&self, change: impl FnOnce(&mut Container)) -> Container {
         let mut record = self.record.write().unwrap_or_else(|e| e.into_inner());
         change(&mut record);
+        let state = record.state();
+        let changed = self.state.send_if_modified(|current| {
+            let changed = *current != state;
+            *current = state;
+            changed
+        });
+        if changed {
+            let _ = self.changes.send(StateChange {
+                id: record.id.clone(),
+                state: Some(state),
+            });
+        }
         record.clone()
+    }
+
+    /// Records how the container ended (once: a later end changes nothing).
+    fn record_end(&self, end: ContainerEnd) -> Container {
+        self.update(|c| {
+            if c.exit.is_some() {
+                return;
+            }
+            match end {
+                ContainerEnd::Exited(status) => c.exit = Some(status),
+                ContainerEnd::Lost => {
+                    c.failure.get_or_insert_with(|| LOST.into());
+                }
+            }
+        })
+    }
+
+    /// Returns once the container is in the Exited state.
+    async fn exited(&self) {
+        let mut state = self.state.subscribe();
+        if state
+            .wait_for(|s| *s == ContainerState::Exited)
+            .await
+            .is_err()
+        {
+            // Unreachable while `self` holds the sender: never exited.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Whether the container reached the Exited state within `timeout`.
+    async fn wait_exited(&self, timeout: std::time::Duration) -> bool {
+        tokio::time::timeout(timeout, self.exited()).await.is_ok()
+    }
+
+    /// Starts the exit watcher: it records the end, once, in this entry
+    /// (if it still exists) and ends. The task holds the entry weakly, so
+    /// a removed container's watcher ends with the entry.
+    fn watch_exit(self: &Arc<Self>) {
+        let state_dir = self.get().state_dir;
+        let entry: Weak<Entry> = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            let end = crate::runtime::watch_exit(&state_dir).await;
+            if let Some(entry) = entry.upgrade() {
+                if end == ContainerEnd::Lost {
+                    tracing::warn!(id = %entry.get().id, "monitor gone without recording an exit");
+                }
+                entry.record_end(end);
+            }
+        });
+        let previous = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(task.abort_handle());
+        if let Some(previous) = previous {
+            previous.abort();
+        }
+    }
+
+    fn stop_watching(&self) {
+        if let Some(watcher) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            watcher.abort();
+        }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.stop_watching();
     }
 }
 
@@ -157,6 +268,7 @@ pub struct ContainerService {
     sandboxes: Arc<SandboxService>,
     containers: RwLock<HashMap<String, Arc<Entry>>>,
     names: Registrar,
+    changes: broadcast::Sender<StateChange>,
 }
 
 /// What ListContainers filters on.
@@ -190,9 +302,31 @@ impl ContainerService {
             sandboxes,
             containers: RwLock::new(HashMap::new()),
             names: Registrar::default(),
+            changes: broadcast::Sender::new(CHANGES_BACKLOG),
         };
         service.recover().await?;
         Ok(service)
+    }
+
+    /// Every container state change from now on, removals included: the
+    /// hook for GetContainerEvents.
+    pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.changes.subscribe()
+    }
+
+    /// Adds a new container and starts watching for its exit.
+    fn insert(&self, container: Container) {
+        let (id, state) = (container.id.clone(), container.state());
+        let entry = Entry::new(container, self.changes.clone());
+        entry.watch_exit();
+        self.containers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), entry);
+        let _ = self.changes.send(StateChange {
+            id,
+            state: Some(state),
+        });
     }
 
     pub fn get(&self, id_or_prefix: &str) -> Result<Arc<Entry>, ContainerError> {
@@ -244,5 +378,120 @@ fn state_name(state: ContainerState) -> &'static str {
         ContainerState::Running => "running",
         ContainerState::Exited => "exited",
         ContainerState::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::runtime::ExitStatus;
+
+    fn container(started: bool) -> Container {
+        Container {
+            id: "c1".into(),
+            sandbox_id: "p1".into(),
+            name: "c_p_ns_uid_0".into(),
+            created_at_ns: 1,
+            started_at_ns: started.then_some(2),
+            start_requested_at_ns: None,
+            image_name: "busybox".into(),
+            image_id: "sha256:0".into(),
+            image_ref: "sha256:0".into(),
+            layers: Vec::new(),
+            log_path: None,
+            state_dir: "/nonexistent/c1".into(),
+            rootfs: "/nonexistent/c1/rootfs".into(),
+            stop_signal: 15,
+            failure: None,
+            exit: None,
+            config: Default::default(),
+        }
+    }
+
+    fn entry(started: bool) -> (Arc<Entry>, broadcast::Receiver<StateChange>) {
+        let changes = broadcast::Sender::new(16);
+        let receiver = changes.subscribe();
+        (Entry::new(container(started), changes), receiver)
+    }
+
+    fn change(state: ContainerState) -> StateChange {
+        StateChange {
+            id: "c1".into(),
+            state: Some(state),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exit_is_recorded_once_and_wakes_the_waiters() {
+        let (entry, _changes) = entry(true);
+        let waiter = {
+            let entry = Arc::clone(&entry);
+            tokio::spawn(async move { entry.wait_exited(Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        let first = ExitStatus::exited(3, 10);
+        entry.record_end(ContainerEnd::Exited(first));
+        assert!(waiter.await.unwrap());
+        // A later report (a second watcher, a lost monitor) changes nothing.
+        entry.record_end(ContainerEnd::Exited(ExitStatus::killed(9, 11)));
+        entry.record_end(ContainerEnd::Lost);
+        let recorded = entry.get();
+        assert_eq!(recorded.state(), ContainerState::Exited);
+        assert_eq!((recorded.exit, recorded.failure), (Some(first), None));
+        // An exited container is waited for without waiting.
+        assert!(entry.wait_exited(Duration::ZERO).await);
+    }
+
+    #[tokio::test]
+    async fn a_lost_monitor_leaves_the_container_exited_with_the_reason() {
+        let (entry, _changes) = entry(false);
+        assert_eq!(entry.get().state(), ContainerState::Created);
+        entry.record_end(ContainerEnd::Lost);
+        let recorded = entry.get();
+        assert_eq!(recorded.state(), ContainerState::Exited);
+        assert_eq!(
+            (recorded.exit, recorded.failure.as_deref()),
+            (None, Some(LOST))
+        );
+        assert!(entry.wait_exited(Duration::ZERO).await);
+    }
+
+    #[tokio::test]
+    async fn a_running_container_is_not_reported_exited() {
+        let (entry, _changes) = entry(true);
+        assert!(!entry.wait_exited(Duration::from_millis(20)).await);
+        assert_eq!(entry.get().state(), ContainerState::Running);
+    }
+
+    #[tokio::test]
+    async fn each_state_change_is_announced_once() {
+        let (entry, mut changes) = entry(false);
+        entry.update(|c| c.started_at_ns = Some(5));
+        // Not a change of state: not announced.
+        entry.update(|c| c.start_requested_at_ns = None);
+        entry.record_end(ContainerEnd::Exited(ExitStatus::exited(0, 6)));
+        entry.record_end(ContainerEnd::Exited(ExitStatus::exited(1, 7)));
+        assert_eq!(changes.try_recv().unwrap(), change(ContainerState::Running));
+        assert_eq!(changes.try_recv().unwrap(), change(ContainerState::Exited));
+        assert!(changes.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_entry_ends_its_watcher() {
+        let (entry, _changes) = entry(true);
+        // No monitor at this state dir: the watcher finds it lost, unless
+        // it is aborted first; either way it must not outlive the entry.
+        entry.watch_exit();
+        let handle = entry.watcher.lock().unwrap().clone().unwrap();
+        drop(entry);
+        for _ in 0..100 {
+            if handle.is_finished() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the watcher outlived its entry");
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Connections are non-blocking and served from the monitor's poll loop,
 //! so a client that connects and stalls never holds up the container's
-//! output. Attach will be a connection that, after its request line,
-//! turns into a stream (a new `Connection` state) instead of closing.
+//! output. A `wait-exit` connection stays open, idle, until the monitor
+//! answers it with the exit record ([`ControlServer::notify_exit`]) or the
+//! client goes away. Attach will be a connection that, after its request
+//! line, turns into a stream (a new `Connection` state) instead of closing.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -12,10 +14,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::MonitorError;
-use crate::runtime::protocol::{ControlReply, ControlRequest};
+use crate::runtime::protocol::{ControlReply, ControlRequest, ExitStatus};
 
 /// Clients served at once; more are turned away.
 const MAX_CONNECTIONS: usize = 16;
+/// Of those, how many may wait for the exit (the daemon holds one; a
+/// daemon that died and restarted may briefly hold two).
+const MAX_WAITERS: usize = 4;
 /// Longest request line.
 const MAX_REQUEST: usize = 1024;
 /// A client that has not sent its line by then is dropped.
@@ -25,6 +30,8 @@ struct Connection {
     stream: UnixStream,
     request: Vec<u8>,
     accepted_at: Instant,
+    /// Asked `wait-exit`: held open, without a deadline, until the exit.
+    waiting: bool,
     done: bool,
 }
 
@@ -79,14 +86,17 @@ impl ControlServer {
                 stream,
                 request: Vec::new(),
                 accepted_at: Instant::now(),
+                waiting: false,
                 done: false,
             });
         }
     }
 
     /// Reads from connection `index`; once its line is complete, answers
-    /// it with `handle` and closes it.
+    /// it with `handle` and closes it, or, for `wait-exit`, keeps it until
+    /// [`notify_exit`](Self::notify_exit).
     pub fn serve(&mut self, index: usize, handle: impl FnOnce(ControlRequest) -> ControlReply) {
+        let waiters = self.connections.iter().filter(|c| c.waiting).count();
         let Some(connection) = self.connections.get_mut(index) else {
             return;
         };
@@ -104,6 +114,10 @@ impl ControlServer {
                 return;
             }
         };
+        if connection.waiting {
+            // Nothing more is expected from a waiter: ignored.
+            return;
+        }
         connection.request.extend_from_slice(&buf[..read]);
         let Some(end) = connection.request.iter().position(|&b| b == b'\n') else {
             if connection.request.len() > MAX_REQUEST {
@@ -113,6 +127,12 @@ impl ControlServer {
         };
         let line = String::from_utf8_lossy(&connection.request[..end]).into_owned();
         let reply = match ControlRequest::parse(&line) {
+            Some(ControlRequest::WaitExit) if waiters < MAX_WAITERS => {
+                connection.waiting = true;
+                connection.request = Vec::new();
+                return;
+            }
+            Some(ControlRequest::WaitExit) => ControlReply::Error("too many waiters".into()),
             Some(request) => handle(request),
             None => ControlReply::Error(format!("unknown request {line:?}")),
         };
@@ -122,7 +142,16 @@ impl ControlServer {
     /// Drops finished and stalled connections.
     pub fn sweep(&mut self) {
         self.connections
-            .retain(|c| !c.done && c.accepted_at.elapsed() < REQUEST_TIMEOUT);
+            .retain(|c| !c.done && (c.waiting || c.accepted_at.elapsed() < REQUEST_TIMEOUT));
+    }
+
+    /// Answers every `wait-exit` with the exit record. Call it after
+    /// `exit.json` is written: the other connections close unanswered
+    /// when the server is dropped, and their clients then read the file.
+    pub fn notify_exit(&mut self, status: &ExitStatus) {
+        for connection in self.connections.iter_mut().filter(|c| c.waiting && !c.done) {
+            connection.reply(&ControlReply::Exit(*status));
+        }
     }
 }
 
@@ -138,5 +167,88 @@ impl Connection {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+
+    use super::*;
+
+    /// Runs one round of the server: accept, then serve every connection.
+    fn round(server: &mut ControlServer) {
+        server.accept();
+        for index in 0..server.connections.len() {
+            server.serve(index, |_| ControlReply::Ok);
+        }
+        server.sweep();
+    }
+
+    fn client(path: &Path, request: &str) -> BufReader<UnixStream> {
+        let mut stream = UnixStream::connect(path).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        BufReader::new(stream)
+    }
+
+    fn line(reader: &mut BufReader<UnixStream>) -> String {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        line
+    }
+
+    #[test]
+    fn wait_exit_is_held_until_the_exit_and_others_are_answered_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("monitor.sock");
+        let mut server = ControlServer::bind(&path).unwrap();
+        let mut waiter = client(&path, "wait-exit\n");
+        let mut other = client(&path, "reopen-log\n");
+        // The lines may need more than one read each.
+        for _ in 0..3 {
+            round(&mut server);
+        }
+        assert_eq!(line(&mut other), "ok\n");
+        assert_eq!(server.connections.len(), 1, "only the waiter is kept");
+        assert!(server.connections[0].waiting);
+
+        let exit = ExitStatus::exited(4, 9);
+        server.notify_exit(&exit);
+        assert_eq!(
+            ControlReply::parse(&line(&mut waiter)),
+            Some(ControlReply::Exit(exit))
+        );
+        drop(server);
+        assert_eq!(line(&mut waiter), "", "closed after the answer");
+    }
+
+    #[test]
+    fn a_waiter_that_leaves_is_forgotten_and_waiters_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("monitor.sock");
+        let mut server = ControlServer::bind(&path).unwrap();
+        let gone = client(&path, "wait-exit\n");
+        round(&mut server);
+        round(&mut server);
+        assert_eq!(server.connections.len(), 1);
+        drop(gone);
+        round(&mut server);
+        assert!(server.connections.is_empty());
+
+        let mut waiters: Vec<_> = (0..MAX_WAITERS)
+            .map(|_| client(&path, "wait-exit\n"))
+            .collect();
+        let mut turned_away = client(&path, "wait-exit\n");
+        for _ in 0..3 {
+            round(&mut server);
+        }
+        assert_eq!(line(&mut turned_away), "error: too many waiters\n");
+        server.notify_exit(&ExitStatus::killed(9, 1));
+        for waiter in &mut waiters {
+            assert!(line(waiter).starts_with("exit: "));
+        }
     }
 }

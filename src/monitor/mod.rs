@@ -144,8 +144,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         },
     );
     redirect_diagnostics(&args.state_file(files::MONITOR_LOG));
-    let status = supervisor.run();
-    finish(&args, &status)
+    let (status, control) = supervisor.run();
+    finish(&args, &status, control)
 }
 
 /// The paths stay valid after the monitor leaves its working directory.
@@ -241,10 +241,15 @@ fn redirect_diagnostics(path: &Path) {
     }
 }
 
-/// Records the exit, then leaves nothing behind.
-fn finish(args: &MonitorArgs, status: &ExitStatus) -> ExitCode {
+/// Records the exit, tells the daemon, then leaves nothing behind. The
+/// order matters: `exit.json` is written before any control connection
+/// closes, so a daemon whose connection closes unanswered finds the exit
+/// in the file (or knows there will be none).
+fn finish(args: &MonitorArgs, status: &ExitStatus, mut control: ControlServer) -> ExitCode {
     let exit_path = args.state_file(files::EXIT);
     let recorded = store::write_json_atomic(&exit_path, status);
+    control.notify_exit(status);
+    drop(control);
     sys::kill_and_reap_children(REAP_LIMIT);
     match recorded {
         Ok(()) => ExitCode::SUCCESS,

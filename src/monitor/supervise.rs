@@ -84,8 +84,10 @@ impl Supervisor {
     }
 
     /// Runs until the init has exited and its output is drained (or the
-    /// drain limit passed); returns how it exited.
-    pub fn run(mut self) -> ExitStatus {
+    /// drain limit passed); returns how it exited, and the control server,
+    /// still open, for [`ControlServer::notify_exit`] once the exit is
+    /// recorded.
+    pub fn run(mut self) -> (ExitStatus, ControlServer) {
         let mut buf = vec![0u8; READ_CHUNK];
         // The init may have exited before the signalfd was read.
         let mut exited = self.reap();
@@ -140,7 +142,7 @@ impl Supervisor {
             );
         }
         status.oom_killed = self.oom.as_ref().is_some_and(OomProbe::oom_killed);
-        status
+        (status, self.control)
     }
 
     /// Polls every source; the ready ones.
@@ -219,6 +221,8 @@ fn handle(log: &mut CriLogWriter, request: ControlRequest) -> ControlReply {
             Ok(()) => ControlReply::Ok,
             Err(e) => ControlReply::Error(format!("reopening {}: {e}", log.path().display())),
         },
+        // The control server keeps these connections itself.
+        ControlRequest::WaitExit => ControlReply::Error("wait-exit is not served here".into()),
     }
 }
 

@@ -27,8 +27,8 @@ use tokio::process::Command;
 pub use error::{Failure, RuntimeError};
 pub use exec::ExecOutput;
 pub use monitor::{
-    create_with_monitor, default_monitor_binary, monitor_alive, read_exit, reopen_log, Created,
-    MonitorConfig,
+    create_with_monitor, default_monitor_binary, monitor_alive, read_exit, reopen_log, watch_exit,
+    ContainerEnd, Created, MonitorConfig,
 };
 pub use protocol::ExitStatus;
 

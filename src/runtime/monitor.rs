@@ -1,5 +1,22 @@
 //! The daemon's side of the monitor protocol: spawn `wharf-monitor`, wait
-//! for its sync line, read the exit record, talk to its control socket.
+//! for its sync line, learn of the container's exit, talk to its control
+//! socket.
+//!
+//! Exits are pushed: [`watch_exit`] holds a `wait-exit` connection to the
+//! monitor's control socket, which the monitor answers with the exit
+//! record when the container has exited. This rather than inotify on
+//! `exit.json`: one connection tells both that the container exited (the
+//! answer, with the record in it) and that the monitor died without
+//! recording an exit (the connection closes unanswered and `exit.json` is
+//! still missing), which a file watch cannot see; the monitor already
+//! serves the socket from its poll loop, so a held connection costs it a
+//! few bytes and no wake-ups. The cost is one descriptor per live
+//! container in the daemon.
+//!
+//! Nothing is missed between `create` and the subscription: the monitor
+//! writes `exit.json` before it closes any connection or removes its
+//! socket, so a watch that starts late, is refused, or is cut off reads
+//! the file, and a missing file with a dead monitor means the exit is lost.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,6 +44,19 @@ const MAX_LINE: u64 = 64 * 1024;
 const MAX_STDERR: u64 = 16 * 1024;
 /// How long a control request may take.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// First and longest pause before [`watch_exit`] asks again, when a live
+/// monitor turned its `wait-exit` away (busy, or an older monitor that
+/// does not know the request: then this is a slow poll of `exit.json`).
+const WATCH_RETRY_FIRST: Duration = Duration::from_millis(50);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How a container ended, as far as its monitor can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerEnd {
+    Exited(ExitStatus),
+    /// The monitor is gone and recorded no exit (killed, host reboot).
+    Lost,
+}
 
 /// What the daemon tells a new monitor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +174,53 @@ pub fn read_exit(state_dir: &Path) -> Result<Option<ExitStatus>, RuntimeError> {
     Ok(crate::store::read_json(&state_dir.join(files::EXIT))?)
 }
 
+/// Returns when the container of the monitor serving `state_dir` has
+/// ended: its exit record, pushed by the monitor, or read from `exit.json`
+/// when the control connection closed or was refused; [`ContainerEnd::Lost`]
+/// when the monitor is gone without one. Cancel-safe: dropping it closes
+/// the connection, and the monitor forgets it.
+pub async fn watch_exit(state_dir: &Path) -> ContainerEnd {
+    let mut retry = WATCH_RETRY_FIRST;
+    loop {
+        let why = match send_control(state_dir, ControlRequest::WaitExit).await {
+            Ok(ControlReply::Exit(status)) => return ContainerEnd::Exited(status),
+            Ok(other) => format!("answered {:?}", other.to_line().trim()),
+            Err(e) => crate::error::chain(&e),
+        };
+        tracing::debug!(state_dir = %state_dir.display(), %why, "wait-exit ended without the exit");
+        let dir = state_dir.to_path_buf();
+        let checked = tokio::task::spawn_blocking(move || {
+            // Liveness first: a monitor found dead has written all it will.
+            let alive = monitor_alive(&dir);
+            (alive, read_exit(&dir))
+        })
+        .await;
+        let (alive, exit) = match checked {
+            Ok(checked) => checked,
+            Err(e) => (
+                true,
+                Err(RuntimeError::Monitor {
+                    id: state_dir.display().to_string(),
+                    message: format!("checking for an exit: {e}"),
+                }),
+            ),
+        };
+        match exit {
+            Ok(Some(status)) => return ContainerEnd::Exited(status),
+            Ok(None) if !alive => return ContainerEnd::Lost,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(state_dir = %state_dir.display(), error = %crate::error::chain(&e), "reading the exit record");
+                if !alive {
+                    return ContainerEnd::Lost;
+                }
+            }
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(WATCH_RETRY_MAX);
+    }
+}
+
 /// Asks the monitor to reopen the container log; returns once it has.
 pub async fn reopen_log(state_dir: &Path) -> Result<(), RuntimeError> {
     let request = ControlRequest::ReopenLog;
@@ -158,6 +235,11 @@ pub async fn reopen_log(state_dir: &Path) -> Result<(), RuntimeError> {
         })?;
     match reply {
         ControlReply::Ok => Ok(()),
+        ControlReply::Exit(_) => Err(RuntimeError::ControlFailed {
+            state_dir: state_dir.to_path_buf(),
+            request: request.as_str(),
+            message: "answered with an exit record".into(),
+        }),
         ControlReply::Error(message) => Err(RuntimeError::ControlFailed {
             state_dir: state_dir.to_path_buf(),
             request: request.as_str(),

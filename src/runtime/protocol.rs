@@ -80,32 +80,43 @@ pub enum SyncMessage {
 pub enum ControlRequest {
     /// Close and reopen the container log (after kubelet rotated it).
     ReopenLog,
+    /// Answered only when the container has exited, with
+    /// [`ControlReply::Exit`], after `exit.json` is written. The monitor
+    /// writes `exit.json` before it closes any connection, so a connection
+    /// that closes without an answer means: read `exit.json`; if it is not
+    /// there, the monitor died without recording the exit.
+    WaitExit,
 }
 
 impl ControlRequest {
     pub fn as_str(self) -> &'static str {
         match self {
             ControlRequest::ReopenLog => "reopen-log",
+            ControlRequest::WaitExit => "wait-exit",
         }
     }
 
     pub fn parse(line: &str) -> Option<Self> {
         match line.trim_end() {
             "reopen-log" => Some(ControlRequest::ReopenLog),
+            "wait-exit" => Some(ControlRequest::WaitExit),
             _ => None,
         }
     }
 }
 
-/// The answer to a [`ControlRequest`]: `ok` or `error: <message>`.
+/// The answer to a [`ControlRequest`]: `ok`, `error: <message>`, or
+/// `exit: <ExitStatus as JSON>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlReply {
     Ok,
     Error(String),
+    Exit(ExitStatus),
 }
 
 impl ControlReply {
     const ERROR_PREFIX: &'static str = "error: ";
+    const EXIT_PREFIX: &'static str = "exit: ";
 
     /// The reply line, newline included; a message never spans lines.
     pub fn to_line(&self) -> String {
@@ -114,6 +125,10 @@ impl ControlReply {
             ControlReply::Error(message) => {
                 format!("{}{}\n", Self::ERROR_PREFIX, message.replace('\n', " "))
             }
+            ControlReply::Exit(status) => {
+                let json = serde_json::to_string(status).unwrap_or_default();
+                format!("{}{json}\n", Self::EXIT_PREFIX)
+            }
         }
     }
 
@@ -121,6 +136,8 @@ impl ControlReply {
         let line = line.trim_end();
         if line == "ok" {
             Some(ControlReply::Ok)
+        } else if let Some(json) = line.strip_prefix(Self::EXIT_PREFIX) {
+            serde_json::from_str(json).ok().map(ControlReply::Exit)
         } else {
             line.strip_prefix(Self::ERROR_PREFIX)
                 .map(|message| ControlReply::Error(message.to_owned()))
@@ -364,6 +381,22 @@ mod tests {
         );
         assert_eq!(ControlReply::parse("ok\n"), Some(ControlReply::Ok));
         assert_eq!(ControlReply::parse("what"), None);
+    }
+
+    #[test]
+    fn wait_exit_is_answered_with_the_exit_record() {
+        assert_eq!(
+            ControlRequest::parse("wait-exit\n"),
+            Some(ControlRequest::WaitExit)
+        );
+        let exit = ControlReply::Exit(ExitStatus::killed(15, 42));
+        let line = exit.to_line();
+        assert_eq!(
+            line,
+            "exit: {\"exit_code\":143,\"signal\":15,\"exited_at_ns\":42,\"oom_killed\":false}\n"
+        );
+        assert_eq!(ControlReply::parse(&line), Some(exit));
+        assert_eq!(ControlReply::parse("exit: {\"torn"), None);
     }
 
     #[test]
