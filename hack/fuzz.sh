@@ -14,7 +14,8 @@
 #
 # Seeds are the committed fuzz/corpus/<target>/ (written by fuzz/seeds.py);
 # what libFuzzer finds goes to fuzz/target/corpus/<target>/, which is kept
-# between runs so later runs start from it, and never committed.
+# between runs so later runs start from it, and never committed. Inputs that
+# once crashed a target are kept in fuzz/regressions/<target>/ and run first.
 #
 # Environment:
 #   FUZZ_SANITIZER  none (default, fastest) or address
@@ -84,6 +85,19 @@ for target in "${targets[@]}"; do
 	seeds=$fuzz_dir/corpus/$target
 	mkdir -p "$corpus" "$seeds" "$fuzz_dir/artifacts/$target"
 	log=$log_dir/$target.log
+	regressions=("$fuzz_dir/regressions/$target"/*)
+	if [[ -f ${regressions[0]} ]]; then
+		echo "re-running ${#regressions[@]} past crash input(s) of $target" >&2
+		if ! nice -n "$niceness" cargo fuzz run --sanitizer "$sanitizer" "$target" \
+			"${regressions[@]}" -- -rss_limit_mb="$rss_mb" -timeout="$timeout" >"$log" 2>&1; then
+			failed=1
+			reason=$(grep -m1 -E "panicked at|==[0-9]+== ?ERROR|deadly signal" "$log" || true)
+			summary+=("$(printf '%-16s REGRESSION: an input in fuzz/regressions/%s crashes again: %s' \
+				"$target" "$target" "${reason:-see $log}")")
+			remove_stale_work_dirs
+			continue
+		fi
+	fi
 	echo "fuzzing $target for ${seconds}s (log: $log)" >&2
 	status=0
 	# New inputs go to the first corpus directory; the seeds are only read.
