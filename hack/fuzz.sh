@@ -16,6 +16,7 @@
 # what libFuzzer finds goes to fuzz/target/corpus/<target>/, which is kept
 # between runs so later runs start from it, and never committed. Inputs that
 # once crashed a target are kept in fuzz/regressions/<target>/ and run first.
+# fuzz/dicts/<target>.dict, where present, is libFuzzer's dictionary.
 #
 # Environment:
 #   FUZZ_SANITIZER  none (default, fastest) or address
@@ -99,11 +100,15 @@ for target in "${targets[@]}"; do
 		fi
 	fi
 	echo "fuzzing $target for ${seconds}s (log: $log)" >&2
+	options=(-max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout="$timeout"
+		-print_final_stats=1 -close_fd_mask=1)
+	if [[ -f $fuzz_dir/dicts/$target.dict ]]; then
+		options+=(-dict="$fuzz_dir/dicts/$target.dict")
+	fi
 	status=0
 	# New inputs go to the first corpus directory; the seeds are only read.
 	nice -n "$niceness" cargo fuzz run --sanitizer "$sanitizer" "$target" "$corpus" "$seeds" -- \
-		-max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout="$timeout" \
-		-print_final_stats=1 -close_fd_mask=1 >"$log" 2>&1 || status=$?
+		"${options[@]}" >"$log" 2>&1 || status=$?
 	remove_stale_work_dirs
 
 	execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n 1)
