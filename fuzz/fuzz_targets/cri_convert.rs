@@ -139,7 +139,9 @@ fn confine(config: &mut api::ContainerConfig) {
         if !path.is_absolute() {
             continue;
         }
-        let plain = path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        let plain = path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
         let in_dev = plain && path.starts_with("/dev") && !path.starts_with("/dev/shm");
         if !in_dev {
             let relative: PathBuf = path

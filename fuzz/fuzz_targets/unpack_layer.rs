@@ -108,14 +108,14 @@ fn xattr_names(path: &Path) -> Vec<String> {
     let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
     let mut buffer = vec![0u8; 64 * 1024];
     // SAFETY: the buffer is valid for its length and the path NUL-terminated.
-    let len = unsafe {
-        libc::llistxattr(
-            c_path.as_ptr(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-        )
-    };
-    assert!(len >= 0, "llistxattr {}: {}", path.display(), io::Error::last_os_error());
+    let len =
+        unsafe { libc::llistxattr(c_path.as_ptr(), buffer.as_mut_ptr().cast(), buffer.len()) };
+    assert!(
+        len >= 0,
+        "llistxattr {}: {}",
+        path.display(),
+        io::Error::last_os_error()
+    );
     buffer.truncate(len as usize);
     let mut names: Vec<String> = buffer
         .split(|&b| b == 0)
@@ -163,7 +163,13 @@ fn fix_checksums(tar: &mut [u8]) {
         let sum: u32 = header
             .iter()
             .enumerate()
-            .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) })
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(b)
+                }
+            })
             .sum();
         let field = format!("{sum:06o}\0 ");
         header[148..156].copy_from_slice(&field.as_bytes()[..8]);

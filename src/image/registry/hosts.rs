@@ -264,7 +264,9 @@ fn parse_hosts_file(text: &str, file: &Path, domain: &str) -> Result<Vec<Endpoin
 #[doc(hidden)]
 pub fn parse_hosts_toml(text: &str, domain: &str) -> Result<Vec<String>, RegistryError> {
     super::endpoint::validate_domain(domain)?;
-    let file = Path::new("/etc/wharf/certs.d").join(domain).join(HOSTS_FILE);
+    let file = Path::new("/etc/wharf/certs.d")
+        .join(domain)
+        .join(HOSTS_FILE);
     let endpoints = parse_hosts_file(text, &file, domain)?;
     Ok(endpoints.into_iter().map(|e| e.api_root).collect())
 }
