@@ -62,6 +62,8 @@ pub enum ManifestError {
     TooManyEntries(usize),
     #[error("config blob declares {0} bytes, more than the {MAX_CONFIG_BYTES} allowed")]
     ConfigTooLarge(u64),
+    #[error("the config and layer sizes the manifest declares add up to more than 2^64 bytes")]
+    SizeOverflow,
     #[error("no image for platform {wanted} in the index (it has: {available})")]
     NoMatchingPlatform { wanted: String, available: String },
 }
@@ -231,6 +233,14 @@ fn parse_manifest(bytes: &[u8]) -> Result<Parsed, ManifestError> {
     if raw.config.size > MAX_CONFIG_BYTES {
         return Err(ManifestError::ConfigTooLarge(raw.config.size));
     }
+    // The pull adds these up (progress, the image's size): no sum may wrap.
+    let total = raw
+        .layers
+        .iter()
+        .try_fold(raw.config.size, |sum, layer| sum.checked_add(layer.size));
+    if total.is_none() {
+        return Err(ManifestError::SizeOverflow);
+    }
     if let Some(layer) = raw
         .layers
         .iter()
@@ -392,5 +402,31 @@ mod tests {
             parse("text/html", b"<html>"),
             Err(ManifestError::UnsupportedMediaType(_))
         ));
+    }
+
+    #[test]
+    fn rejects_sizes_that_add_up_past_u64() {
+        // Found by fuzz/fuzz_targets/manifest.rs: the pull's sum of layer
+        // sizes overflowed (a panic in debug builds, a wrapped size in release).
+        let layer = |size: u64, n: u8| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{size}}}"#,
+                digest(n)
+            )
+        };
+        let manifest = |layers: &[String]| {
+            format!(
+                r#"{{"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":10}},"layers":[{}]}}"#,
+                digest(0),
+                layers.join(",")
+            )
+        };
+        let overflowing = manifest(&[layer(u64::MAX, 1), layer(1, 2)]);
+        assert!(matches!(
+            parse(media_type::OCI_MANIFEST, overflowing.as_bytes()),
+            Err(ManifestError::SizeOverflow)
+        ));
+        let largest = manifest(&[layer(u64::MAX - 11, 1), layer(1, 2)]);
+        assert!(parse(media_type::OCI_MANIFEST, largest.as_bytes()).is_ok());
     }
 }

@@ -258,6 +258,19 @@ fn parse_hosts_file(text: &str, file: &Path, domain: &str) -> Result<Vec<Endpoin
     Ok(endpoints)
 }
 
+/// [`parse_hosts_file`] for a fuzzer or test outside the crate: the API
+/// roots `text`, as the `hosts.toml` of registry host `domain` (validated
+/// first, as [`super::Resolver::repository`] does), yields in order.
+#[doc(hidden)]
+pub fn parse_hosts_toml(text: &str, domain: &str) -> Result<Vec<String>, RegistryError> {
+    super::endpoint::validate_domain(domain)?;
+    let file = Path::new("/etc/wharf/certs.d")
+        .join(domain)
+        .join(HOSTS_FILE);
+    let endpoints = parse_hosts_file(text, &file, domain)?;
+    Ok(endpoints.into_iter().map(|e| e.api_root).collect())
+}
+
 /// `line L, column C: message` on one line (toml's own Display draws a
 /// multi-line snippet, awkward in logs and gRPC statuses).
 fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {

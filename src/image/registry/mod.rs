@@ -47,6 +47,8 @@ use crate::image::digest::Digest;
 pub use self::auth::Credentials;
 pub use self::body::BlobStream;
 pub use self::error::{RegistryError, RemoteDetail};
+#[doc(hidden)]
+pub use self::hosts::parse_hosts_toml;
 
 /// Manifests and indexes are a few KiB; 4 MiB is what containerd allows.
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
