@@ -218,7 +218,9 @@ fuzz_target!(|data: &[u8]| {
         } else {
             UnpackOptions::default().max_header_bytes
         },
+        ..UnpackOptions::default()
     };
+    let control = options.standalone(blob.len() as u64);
 
     let work = work();
     if work.root.exists() {
@@ -230,7 +232,7 @@ fuzz_target!(|data: &[u8]| {
     // As pull.rs's unpacker thread does, minus the digest.
     let result = decompressed(io::Cursor::new(blob)).and_then(|reader| {
         let mut reader = reader.take(MAX_DECOMPRESSED);
-        let stats = unpack_layer(&mut reader, &work.root, &options);
+        let stats = unpack_layer(&mut reader, &work.root, &options, &control);
         io::copy(&mut reader, &mut io::sink())?;
         Ok(stats)
     });

@@ -814,3 +814,27 @@ fn fgetxattr(fd: &OwnedFd, name: &str) -> Option<Vec<u8>> {
     value.truncate(usize::try_from(len).ok()?);
     Some(value)
 }
+
+/// A 58-byte zstd blob the fuzzer found that made ruzstd 0.8 index out of
+/// bounds: with `panic = "abort"` one layer could kill the daemon. It must
+/// be an error, never a panic.
+#[test]
+fn a_hostile_zstd_frame_is_an_error_not_a_panic() {
+    let input = include_bytes!("../../../fuzz/regressions/unpack_layer/zstd-fse-table-index-panic");
+    let blob = input[1..].to_vec();
+    let dest = tempfile::tempdir().unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let mut reader = super::decompressed(std::io::Cursor::new(blob.clone())).unwrap();
+        let control = control_for(&blob);
+        let unpacked = unpack_layer(
+            &mut reader,
+            dest.path(),
+            &UnpackOptions::default(),
+            &control,
+        );
+        let drained = std::io::copy(&mut reader, &mut std::io::sink());
+        (unpacked.is_err(), drained.is_err())
+    });
+    let (unpack_failed, drain_failed) = result.expect("decompression must not panic");
+    assert!(unpack_failed || drain_failed, "a corrupt frame is an error");
+}
