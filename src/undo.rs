@@ -75,12 +75,7 @@ impl<'a> Undo<'a> {
                 Step::Now(step) => step(),
                 Step::Later(step) => step().await,
             };
-            if let Err(e) = outcome {
-                failures.push(CleanupFailure {
-                    step: what,
-                    error: e,
-                });
-            }
+            record_failure(&mut failures, what, outcome);
         }
         Err(attach(error, failures))
     }
@@ -101,14 +96,19 @@ impl<'a> Undo<'a> {
                 Step::Now(step) => step(),
                 Step::Later(_) => Err("an asynchronous step cannot run here".into()),
             };
-            if let Err(e) = outcome {
-                failures.push(CleanupFailure {
-                    step: what,
-                    error: e,
-                });
-            }
+            record_failure(&mut failures, what, outcome);
         }
         Err(attach(error, failures))
+    }
+}
+
+fn record_failure(
+    failures: &mut Vec<CleanupFailure>,
+    step: &'static str,
+    outcome: Result<(), BoxError>,
+) {
+    if let Err(error) = outcome {
+        failures.push(CleanupFailure { step, error });
     }
 }
 

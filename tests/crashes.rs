@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::pods::*;
-use common::{pull_request, Daemon};
+use common::Daemon;
 use k8s_cri::v1::*;
 use tonic::Code;
 
@@ -18,25 +18,8 @@ use tonic::Code;
 #[tokio::test]
 async fn a_start_interrupted_by_a_crash_is_reconciled() {
     let wrapper_dir = tempfile::tempdir().unwrap();
-    let crash_marker = wrapper_dir.path().join("crash-after-start");
-    let wrapper = wrapper_dir.path().join("runc-wrapper");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nrunc \"$@\"; rc=$?\nif [ $rc -eq 0 ] && [ -e {marker:?} ]; then\n  for arg; do [ \"$arg\" = start ] && kill -9 $PPID; done\nfi\nexit $rc\n",
-            marker = crash_marker
-        ),
-    )
-    .unwrap();
-    set_mode(&wrapper, 0o755);
-    let mut daemon = Daemon::start(&format!("[runtime]\npath = {wrapper:?}\n")).await;
-    std::fs::write(daemon.cni_dir().join("10-lo.conflist"), LOOPBACK_CONFLIST).unwrap();
-    daemon
-        .images()
-        .await
-        .pull_image(pull_request(&busybox(), None))
-        .await
-        .unwrap();
+    let (wrapper, crash_marker) = crashing_runtime(wrapper_dir.path());
+    let mut daemon = daemon_with(&format!("[runtime]\npath = {wrapper:?}\n")).await;
     let mut client = daemon.runtime().await;
     let pod = pod_config(&daemon, "interrupted");
     let pod_id = run_pod(&mut client, pod.clone()).await;
@@ -49,7 +32,7 @@ async fn a_start_interrupted_by_a_crash_is_reconciled() {
     let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
     let created_at = status(&mut client, &id).await.created_at;
 
-    std::fs::write(&crash_marker, b"").unwrap();
+    std::fs::write(&crash_marker, format!("start\n{}\n", daemon.pid())).unwrap();
     let before_start = std::time::SystemTime::now();
     let crashed = client
         .start_container(StartContainerRequest {
@@ -58,7 +41,6 @@ async fn a_start_interrupted_by_a_crash_is_reconciled() {
         .await;
     assert!(crashed.is_err(), "the daemon died during the start");
     let after_crash = std::time::SystemTime::now();
-    std::fs::remove_file(&crash_marker).unwrap();
     drop(client);
     daemon.kill9();
     daemon.spawn().await;
@@ -123,17 +105,10 @@ async fn a_hung_runtime_command_times_out() {
     )
     .unwrap();
     set_mode(&wrapper, 0o755);
-    let daemon = Daemon::start(&format!(
+    let daemon = daemon_with(&format!(
         "[runtime]\npath = {wrapper:?}\ncommand_timeout_secs = 1\n"
     ))
     .await;
-    std::fs::write(daemon.cni_dir().join("10-lo.conflist"), LOOPBACK_CONFLIST).unwrap();
-    daemon
-        .images()
-        .await
-        .pull_image(pull_request(&busybox(), None))
-        .await
-        .unwrap();
     let mut client = daemon.runtime().await;
     let pod = pod_config(&daemon, "hung");
     let pod_id = run_pod(&mut client, pod.clone()).await;

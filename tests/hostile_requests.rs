@@ -7,14 +7,12 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
+use common::pods::{create, LOOPBACK_CONFLIST};
 use common::{image_spec, pull_request, registry, Daemon};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::Channel;
 use tonic::Code;
-
-const LOOPBACK_CONFLIST: &str =
-    r#"{"cniVersion":"1.0.0","name":"wharf-test-lo","plugins":[{"type":"loopback"}]}"#;
 
 /// kubelet's message limit, both ways.
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -92,23 +90,6 @@ async fn run_pod(
         .run_pod_sandbox(request)
         .await
         .map(|r| r.into_inner().pod_sandbox_id)
-}
-
-async fn create(
-    client: &mut RuntimeServiceClient<Channel>,
-    pod_id: &str,
-    pod: &PodSandboxConfig,
-    config: ContainerConfig,
-) -> Result<String, tonic::Status> {
-    let request = CreateContainerRequest {
-        pod_sandbox_id: pod_id.into(),
-        config: Some(config),
-        sandbox_config: Some(pod.clone()),
-    };
-    client
-        .create_container(request)
-        .await
-        .map(|r| r.into_inner().container_id)
 }
 
 async fn pods(client: &mut RuntimeServiceClient<Channel>) -> Vec<PodSandbox> {
