@@ -538,6 +538,43 @@ async fn falls_back_past_dead_failing_and_corrupt_endpoints() {
     assert_eq!(kind, Kind::Unavailable, "{}", wharf::error::chain(&error));
 }
 
+/// A registry that rate-limits (429 with Retry-After): the next host is
+/// tried; with none left the pull is UNAVAILABLE (kubelet retries with its
+/// back-off) and says when the registry asked to be retried.
+#[tokio::test]
+async fn rate_limited_hosts_are_passed_and_reported_with_retry_after() {
+    let registry = RegistryProcess::start(None);
+    let image = TestImage::new("limited");
+    image.push(&registry.addr, "test/app", "v1", None).await;
+    let limited =
+        FakeServer::start(|_| Reply::new(429, "slow down").header("retry-after", "120")).await;
+    let hosts = format!(
+        "server = \"http://{}\"\n[host.\"{}\"]\n",
+        registry.addr,
+        limited.url()
+    );
+    let (resolver, _config) = resolver_with_hosts(&[("limited.test", hosts)]);
+    let repository = resolver
+        .repository("limited.test", "test/app", Credentials::None)
+        .unwrap();
+    let manifest = repository.fetch_manifest("v1").await.unwrap();
+    assert_eq!(manifest.digest, image.manifest_digest());
+    assert!(!limited.seen().is_empty(), "the mirror was asked first");
+
+    let only = format!("server = \"{}\"\n", limited.url());
+    let (resolver, _config) = resolver_with_hosts(&[("only-limited.test", only)]);
+    let repository = resolver
+        .repository("only-limited.test", "test/app", Credentials::None)
+        .unwrap();
+    let (kind, error) = kind_of(repository.fetch_manifest("v1").await);
+    let message = wharf::error::chain(&error);
+    assert_eq!(kind, Kind::Unavailable, "{message}");
+    assert!(
+        message.contains("rate limiting (429), retry after 120"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn basic_auth_against_an_htpasswd_registry() {
     let registry = RegistryProcess::start(Some(("wharf", "s3cret")));

@@ -452,12 +452,14 @@ impl Authenticator {
             "token request"
         );
         if !status.is_success() {
+            let retry_after = RegistryError::retry_after(&response);
             let detail = error_detail(response, self.request_timeout).await;
             return Err(RegistryError::from_status(
                 status,
                 realm_text.to_string(),
                 detail,
                 None,
+                retry_after,
             ));
         }
         let body = read_capped(

@@ -95,6 +95,16 @@ pub enum RegistryError {
         detail: RemoteDetail,
     },
 
+    /// 429: the registry (or the mirror) limits its clients' rate; the
+    /// next host is tried, and kubelet retries with its back-off.
+    #[error("{url} is rate limiting (429){}{detail}", .retry_after.as_ref().map(|s| format!(", retry after {s}")).unwrap_or_default())]
+    RateLimited {
+        url: String,
+        /// The `Retry-After` header as sent (seconds or an HTTP date).
+        retry_after: Option<String>,
+        detail: RemoteDetail,
+    },
+
     #[error("{url} answered unexpected status {status}{detail}")]
     UnexpectedStatus {
         url: String,
@@ -144,6 +154,7 @@ impl Classify for RegistryError {
             }
             Request { .. }
             | UnexpectedStatus { .. }
+            | RateLimited { .. }
             | TooLarge { .. }
             | SizeMismatch { .. }
             | Malformed { .. }
@@ -200,9 +211,15 @@ impl RegistryError {
         url: String,
         detail: RemoteDetail,
         what: Option<&'static str>,
+        retry_after: Option<String>,
     ) -> RegistryError {
         use reqwest::StatusCode;
         match (status, what) {
+            (StatusCode::TOO_MANY_REQUESTS, _) => RegistryError::RateLimited {
+                url,
+                retry_after,
+                detail,
+            },
             (StatusCode::NOT_FOUND, Some(what)) => RegistryError::NotFound { what, url, detail },
             (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => RegistryError::Unauthorized {
                 url,
@@ -215,6 +232,13 @@ impl RegistryError {
                 detail,
             },
         }
+    }
+
+    /// The `Retry-After` header of `response`, bounded (it is echoed).
+    pub(crate) fn retry_after(response: &reqwest::Response) -> Option<String> {
+        let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+        let text = value.to_str().ok()?.trim();
+        (!text.is_empty() && text.len() <= 64).then(|| text.to_string())
     }
 
     /// Maps a transport error, telling a timeout apart so it is classified

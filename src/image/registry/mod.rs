@@ -483,12 +483,14 @@ impl Repository {
         if status.is_success() {
             return Ok(response);
         }
+        let retry_after = RegistryError::retry_after(&response);
         let detail = error_detail(response, self.request_timeout).await;
         Err(RegistryError::from_status(
             status,
             url.to_string(),
             detail,
             Some(what),
+            retry_after,
         ))
     }
 }
