@@ -90,7 +90,8 @@ async fn a_start_interrupted_by_a_crash_is_reconciled() {
 
 /// A runtime that hangs in `start`: the call fails with DEADLINE_EXCEEDED
 /// after the configured time, the hung process is killed, other calls go
-/// on meanwhile, and the container is failed and can be removed.
+/// on meanwhile, and the container is failed and can be removed. One that
+/// hangs in `create` is killed the same way and leaves nothing.
 #[tokio::test]
 async fn a_hung_runtime_command_times_out() {
     let wrapper_dir = tempfile::tempdir().unwrap();
@@ -99,7 +100,7 @@ async fn a_hung_runtime_command_times_out() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nif [ -e {marker:?} ]; then\n  for arg; do [ \"$arg\" = start ] && exec sleep 3600; done\nfi\nexec runc \"$@\"\n",
+            "#!/bin/sh\nif [ -s {marker:?} ]; then\n  step=$(cat {marker:?})\n  for arg; do [ \"$arg\" = \"$step\" ] && exec sleep 3600; done\nfi\nexec runc \"$@\"\n",
             marker = hang_marker
         ),
     )
@@ -115,7 +116,7 @@ async fn a_hung_runtime_command_times_out() {
     let config = container_config("hung", &["sleep", "3600"]);
     let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
 
-    std::fs::write(&hang_marker, b"").unwrap();
+    std::fs::write(&hang_marker, b"start").unwrap();
     let mut other = daemon.runtime().await;
     let (hung, listed) = tokio::join!(
         client.start_container(StartContainerRequest {
@@ -150,6 +151,27 @@ async fn a_hung_runtime_command_times_out() {
         })
         .await
         .unwrap();
+
+    // `runtime create` (run by the monitor) hangs: the same deadline, and
+    // the create is rolled back whole.
+    std::fs::write(&hang_marker, b"create").unwrap();
+    let config = container_config("hung", &["sleep", "3600"]);
+    let hung = create(&mut client, &pod_id, &pod, config.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(hung.code(), Code::DeadlineExceeded, "{hung:?}");
+    wait_until("the hung create is killed", || !sleeping_runtime_running()).await;
+    wait_until("its monitor is gone", || monitors_of(&daemon) == 0).await;
+    let listed = client
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+    std::fs::remove_file(&hang_marker).unwrap();
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+    start(&mut client, &id).await;
     remove_pod(&mut client, &pod_id).await;
 }
 

@@ -122,6 +122,11 @@ impl ContainerService {
                 rootfs::unmount(&bundle.rootfs)
             });
 
+            // Also after a failed or timed-out create: the runtime may have
+            // kept state (deleting an unknown container is fine).
+            undo.push_async("deleting the runtime's container", || {
+                self.options.runtime.delete(&id, true)
+            });
             runtime::create_with_monitor(
                 &self.options.runtime,
                 &MonitorConfig {
@@ -136,9 +141,6 @@ impl ContainerService {
                 },
             )
             .await?;
-            undo.push_async("deleting the runtime's container", || {
-                self.options.runtime.delete(&id, true)
-            });
             let container = Container {
                 id: id.clone(),
                 sandbox_id: sandbox.id.clone(),

@@ -108,6 +108,10 @@ impl OciRuntime {
         }
     }
 
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
     pub fn with_command_timeout(self, command_timeout: Duration) -> Self {
         Self {
             command_timeout,

@@ -141,10 +141,25 @@ pub async fn create_with_monitor(
     };
     let mut line = String::new();
     if let Some(sync) = sync {
-        BufReader::new(sync.take(MAX_LINE))
-            .read_line(&mut line)
-            .await
-            .map_err(|e| monitor_error(format!("reading its sync pipe: {e}")))?;
+        let mut sync = BufReader::new(sync.take(MAX_LINE));
+        let reported = sync.read_line(&mut line);
+        match tokio::time::timeout(runtime.command_timeout(), reported).await {
+            Ok(read) => {
+                read.map_err(|e| monitor_error(format!("reading its sync pipe: {e}")))?;
+            }
+            Err(_) => {
+                // A hung `runtime create`: the monitor leads its own process
+                // group, with the runtime and its init in it. The caller
+                // deletes whatever state the runtime kept.
+                let group = nix::unistd::Pid::from_raw(monitor_pid);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                return Err(RuntimeError::TimedOut {
+                    command: "create",
+                    id: config.id.clone(),
+                    timeout: runtime.command_timeout(),
+                });
+            }
+        }
     }
     if line.trim().is_empty() {
         let mut text = String::new();
