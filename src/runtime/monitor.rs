@@ -280,16 +280,37 @@ async fn send_control(
         request: request.as_str(),
         message,
     };
+    // A monitor that is finishing (its container just exited) may take the
+    // connection and close it unanswered: that is a monitor gone, not a
+    // protocol failure.
+    let gone = |source: std::io::Error| RuntimeError::MonitorGone {
+        state_dir: state_dir.to_path_buf(),
+        source,
+    };
+    let hung_up = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    };
     let line = format!("{}\n", request.as_str());
-    stream
-        .write_all(line.as_bytes())
-        .await
-        .map_err(|e| failed(format!("sending: {e}")))?;
+    if let Err(e) = stream.write_all(line.as_bytes()).await {
+        return Err(if hung_up(&e) {
+            gone(e)
+        } else {
+            failed(format!("sending: {e}"))
+        });
+    }
     let mut reply = String::new();
-    BufReader::new(stream.take(MAX_LINE))
+    match BufReader::new(stream.take(MAX_LINE))
         .read_line(&mut reply)
         .await
-        .map_err(|e| failed(format!("reading the reply: {e}")))?;
+    {
+        Ok(0) => return Err(gone(std::io::ErrorKind::UnexpectedEof.into())),
+        Ok(_) => {}
+        Err(e) if hung_up(&e) => return Err(gone(e)),
+        Err(e) => return Err(failed(format!("reading the reply: {e}"))),
+    }
     ControlReply::parse(&reply).ok_or_else(|| failed(format!("invalid reply {:?}", reply.trim())))
 }
 
