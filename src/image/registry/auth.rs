@@ -8,6 +8,7 @@
 //! and credentials, so a token fetched with one pull's credentials never
 //! serves a pull with other (or no) credentials.
 
+use base64::Engine as _;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +18,6 @@ use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::base64;
 use super::body::{error_detail, read_capped};
 use super::RegistryError;
 use crate::image::digest::Digest;
@@ -89,8 +89,9 @@ impl Credentials {
             return Ok(Credentials::None);
         }
         let invalid = |reason| RegistryError::InvalidCredentials { reason };
-        let decoded =
-            base64::decode(auth.trim()).ok_or_else(|| invalid("auth is not valid base64"))?;
+        let decoded = AUTH_BASE64
+            .decode(auth.trim())
+            .map_err(|_| invalid("auth is not valid base64"))?;
         let decoded = String::from_utf8(decoded)
             .map_err(|_| invalid("auth does not decode to UTF-8 text"))?;
         let (username, password) = decoded
@@ -515,8 +516,17 @@ fn bearer_header(token: &str) -> Option<HeaderValue> {
     Some(value)
 }
 
+/// Standard base64 with padding optional: Docker config files are not
+/// consistent about it.
+const AUTH_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 fn basic_header(username: &str, password: &str) -> HeaderValue {
-    let encoded = base64::encode(format!("{username}:{password}").as_bytes());
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(format!("{username}:{password}").as_bytes());
     let mut value =
         HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is a valid header value");
     value.set_sensitive(true);
@@ -526,6 +536,25 @@ fn basic_header(username: &str, password: &str) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_base64_takes_padding_or_none_and_refuses_garbage() {
+        for (plain, encoded) in [
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("user:pa$$:w0rd", "dXNlcjpwYSQkOncwcmQ="),
+        ] {
+            assert_eq!(AUTH_BASE64.decode(encoded).unwrap(), plain.as_bytes());
+        }
+        assert_eq!(
+            AUTH_BASE64.decode("Zg").unwrap(),
+            b"f",
+            "padding is optional"
+        );
+        for bad in ["Z", "a*bc", "Zm9v\n"] {
+            assert!(AUTH_BASE64.decode(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn credentials_from_cri() {

@@ -25,14 +25,12 @@ pub(crate) struct Capabilities {
     /// Turn a tag into a manifest: the endpoint decides what image a name
     /// means, so public mirrors usually lack it.
     pub resolve: bool,
-    pub push: bool,
 }
 
 impl Capabilities {
     pub(crate) const ALL: Capabilities = Capabilities {
         pull: true,
         resolve: true,
-        push: true,
     };
 
     pub(crate) fn allow(&self, operation: Operation) -> bool {
@@ -185,13 +183,13 @@ pub(crate) fn parse_capabilities(names: &[String]) -> Result<Capabilities, Strin
     let mut capabilities = Capabilities {
         pull: false,
         resolve: false,
-        push: false,
     };
     for name in names {
         match name.to_ascii_lowercase().as_str() {
             "pull" => capabilities.pull = true,
             "resolve" => capabilities.resolve = true,
-            "push" => capabilities.push = true,
+            // Wharf never pushes; accepted as containerd's files have it.
+            "push" => {}
             _ => {
                 return Err(format!(
                     "unknown capability {name:?} (pull, resolve or push)"
@@ -238,7 +236,7 @@ mod tests {
         assert_eq!(parse_capabilities(&[]), Ok(Capabilities::ALL));
         let names = ["Pull".to_string(), "resolve".to_string()];
         let parsed = parse_capabilities(&names).unwrap();
-        assert!(parsed.allow(Operation::Pull) && parsed.allow(Operation::Resolve) && !parsed.push);
+        assert!(parsed.allow(Operation::Pull) && parsed.allow(Operation::Resolve));
         assert!(parse_capabilities(&["fly".to_string()]).is_err());
     }
 }

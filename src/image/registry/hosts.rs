@@ -527,10 +527,9 @@ server = "https://registry-1.docker.io"
             Capabilities {
                 pull: true,
                 resolve: false,
-                push: false
             }
         );
-        assert!(endpoints[1].capabilities.resolve && !endpoints[1].capabilities.push);
+        assert!(endpoints[1].capabilities.resolve && endpoints[1].capabilities.pull);
         assert_eq!(endpoints[2].capabilities, Capabilities::ALL);
         let many: Vec<_> = endpoints[1].headers.get_all("x-many").iter().collect();
         assert_eq!(many, ["a", "b"]);

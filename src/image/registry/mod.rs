@@ -21,7 +21,6 @@
 //! failures are classified.
 
 mod auth;
-mod base64;
 mod body;
 mod endpoint;
 mod error;
