@@ -9,7 +9,11 @@
 //! - leaves any layer may use: [`api`], [`config`], [`error`], [`sync`],
 //!   [`undo`].
 
+// `unsafe` only where a function says `#[allow(unsafe_code)]` (sys,
+// monitor::sys, the xattr call of image::unpack), each block with its
+// SAFETY comment.
 #![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod api;
 pub mod cgroup;

@@ -1,6 +1,6 @@
 //! Kernel calls shared by the services that std and nix do not offer
 //! safely, or that need one tolerant wrapper instead of several.
-//! The crate's only `unsafe` outside the monitor lives here.
+//! One of the few places with `unsafe` (see the crate root).
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
