@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::pods::*;
-use common::Daemon;
+use common::{poll_until, processes_running, Daemon};
 use k8s_cri::v1::*;
 use tonic::Code;
 
@@ -233,11 +233,7 @@ fn monitors_of(daemon: &Daemon) -> usize {
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(what, Duration::from_secs(20), || done().then_some(())).await
 }
 
 /// The daemon killed right after the runtime created, signalled or deleted
@@ -353,23 +349,6 @@ async fn a_crash_at_each_runtime_step_is_recovered() {
     assert!(records.is_empty(), "records left: {records:?}");
 }
 
-/// Processes of this machine whose command line is exactly `argv`.
-fn processes_running(argv: &[&str]) -> usize {
-    let wanted: Vec<u8> = argv
-        .iter()
-        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|entry| {
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == wanted)
-                && !stat.contains(") Z ")
-        })
-        .count()
-}
-
 /// A client that gives up on an ExecSync (kubelet's probe timing out on
 /// its side, a ^C in crictl) leaves no process running in the container.
 #[tokio::test]
@@ -390,11 +369,11 @@ async fn a_cancelled_exec_leaves_no_process_behind() {
     };
     let mut exec_client = daemon.runtime().await;
     let call = tokio::spawn(async move { exec_client.exec_sync(request).await });
-    wait_until("the exec runs", || processes_running(&argv) == 1).await;
+    wait_until("the exec runs", || processes_running(&argv).len() == 1).await;
     call.abort();
     assert!(call.await.unwrap_err().is_cancelled());
     wait_until("the cancelled exec's process is killed", || {
-        processes_running(&argv) == 0
+        processes_running(&argv).is_empty()
     })
     .await;
     let still = exec(&mut client, &id, &["true"]).await;

@@ -7,7 +7,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::time::Duration;
 
 use common::fake_registry::{FakeRegistry, LayerFault};
-use common::{auth_registry, image_spec, pull_request, registry, Daemon, AUTH_PASSWORD, AUTH_USER};
+use common::{
+    auth_registry, image_spec, poll_until, pull_request, registry, Daemon, AUTH_PASSWORD, AUTH_USER,
+};
 use k8s_cri::v1::{
     AuthConfig, ContainerStatsRequest, ImageFilter, ImageFsInfoRequest, ImageStatusRequest,
     ListImagesRequest, RemoveImageRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
@@ -798,23 +800,17 @@ async fn a_cancelled_pull_stops_unpacking_and_leaves_nothing() {
             .iter()
             .any(|e| e.starts_with(".tmp-"))
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !unpacking(&daemon) {
-        assert!(std::time::Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until("the unpack to start", Duration::from_secs(10), || {
+        unpacking(&daemon).then_some(())
+    })
+    .await;
     // The client goes away: the request is reset and its future dropped.
     pull.abort();
     // The unpack thread removes its partial layer only once it has stopped.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while unpacking(&daemon) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the unpack went on: {:?}",
-            daemon.layer_entries()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until("the unpack to stop", Duration::from_secs(10), || {
+        (!unpacking(&daemon)).then_some(())
+    })
+    .await;
     assert!(daemon.layer_entries().is_empty());
     assert!(
         list_ids(&daemon).await.is_empty(),
@@ -870,18 +866,18 @@ async fn images_survive_restart_and_kill_during_pull_leaves_nothing() {
             client.pull_image(pull_request(&image, None)).await
         })
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !daemon
-        .layer_entries()
-        .iter()
-        .any(|e| e.starts_with(".tmp-"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pull never started unpacking"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(
+        "the pull to start unpacking",
+        Duration::from_secs(10),
+        || {
+            daemon
+                .layer_entries()
+                .iter()
+                .any(|e| e.starts_with(".tmp-"))
+                .then_some(())
+        },
+    )
+    .await;
     daemon.kill9();
     assert!(pull.await.unwrap().is_err());
 

@@ -3,6 +3,8 @@
 //! Every test cleans up (runc delete --force, monitor killed, cgroups
 //! removed) through `Fixture`'s Drop, even when it fails.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,6 +16,7 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use common::{poll_until, processes_running};
 use wharf::error::{Classify, Kind};
 use wharf::runtime::protocol::{files, MonitorArgs, SyncMessage};
 use wharf::runtime::{
@@ -97,7 +100,7 @@ impl Fixture {
 
     async fn wait_exit(&self) -> ExitStatus {
         let state = self.config.state_dir.clone();
-        wait_for("exit.json", Duration::from_secs(20), || {
+        poll_until("exit.json", Duration::from_secs(20), || {
             read_exit(&state).unwrap()
         })
         .await
@@ -193,37 +196,6 @@ fn bundle_config(script: &str, cgroup: &str) -> Value {
     })
 }
 
-/// Polls `probe` until it yields a value, failing after `limit`.
-async fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Processes whose command line is exactly `args`.
-fn processes_running(args: &[&str]) -> Vec<i32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| {
-            let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let found: Vec<&[u8]> = cmdline
-                .split(|&b| b == 0)
-                .filter(|a| !a.is_empty())
-                .collect();
-            (found.len() == args.len() && found.iter().zip(args).all(|(a, b)| *a == b.as_bytes()))
-                .then_some(pid)
-        })
-        .collect()
-}
-
 /// A signal mask line (`SigIgn`, `SigBlk`) of `/proc/<pid>/status`.
 fn signal_mask(pid: &str, field: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -278,7 +250,7 @@ async fn logs_exit_code_and_idempotent_delete() {
     assert_eq!(tags, ["F", "P"]);
 
     let state_dir = f.config.state_dir.clone();
-    wait_for("monitor exit", Duration::from_secs(10), || {
+    poll_until("monitor exit", Duration::from_secs(10), || {
         (!monitor_alive(&state_dir)).then_some(())
     })
     .await;
@@ -304,7 +276,7 @@ async fn sigkill_is_recorded_as_137() {
 
     // Killing a stopped container is a precondition failure.
     let state_dir = f.config.state_dir.clone();
-    wait_for("monitor exit", Duration::from_secs(10), || {
+    poll_until("monitor exit", Duration::from_secs(10), || {
         (!monitor_alive(&state_dir)).then_some(())
     })
     .await;
@@ -337,7 +309,7 @@ async fn the_exit_is_pushed_to_a_watcher_and_found_by_a_late_one() {
 
     // A watch that starts after the monitor left reads exit.json.
     let state_dir = f.config.state_dir.clone();
-    wait_for("monitor exit", Duration::from_secs(10), || {
+    poll_until("monitor exit", Duration::from_secs(10), || {
         (!monitor_alive(&state_dir)).then_some(())
     })
     .await;
@@ -432,14 +404,14 @@ async fn reopen_log_moves_output_to_a_new_file() {
     );
     f.create_and_start().await;
     let log = f.config.log_path.clone();
-    wait_for("first lines", Duration::from_secs(10), || {
+    poll_until("first lines", Duration::from_secs(10), || {
         (f.log_contents("stdout").len() >= 3).then_some(())
     })
     .await;
     let rotated = log.with_extension("log.1");
     fs::rename(&log, &rotated).unwrap();
     reopen_log(&f.config.state_dir).await.unwrap();
-    wait_for("lines in the new file", Duration::from_secs(10), || {
+    poll_until("lines in the new file", Duration::from_secs(10), || {
         (f.log_contents("stdout").len() >= 3).then_some(())
     })
     .await;
@@ -527,7 +499,7 @@ async fn exec_sync_output_cap_and_timeout() {
         "{:?}",
         started.elapsed()
     );
-    wait_for(
+    poll_until(
         "the timed-out process to go",
         Duration::from_secs(5),
         || {
@@ -659,7 +631,7 @@ async fn a_lost_log_directory_does_not_stop_the_container() {
     // The directory comes back: a reopen resumes logging.
     fs::create_dir_all(&logs).unwrap();
     reopen_log(&f.config.state_dir).await.unwrap();
-    wait_for("logging to resume", Duration::from_secs(5), || {
+    poll_until("logging to resume", Duration::from_secs(5), || {
         (!f.log_contents("stdout").is_empty()).then_some(())
     })
     .await;

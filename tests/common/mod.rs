@@ -374,6 +374,40 @@ fn merge_registry_section(text: &str) -> String {
     top
 }
 
+/// Polls `probe` every 20 ms until it yields a value; fails the test
+/// after `limit`.
+pub async fn poll_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Live processes (zombies excluded) whose command line is exactly `args`.
+pub fn processes_running(args: &[&str]) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let found: Vec<&[u8]> = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .collect();
+            let matches = found.len() == args.len()
+                && found.iter().zip(args).all(|(a, b)| *a == b.as_bytes());
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            (matches && !stat.contains(") Z ")).then_some(pid)
+        })
+        .collect()
+}
+
 /// Shorthand for a pull request.
 pub fn pull_request(
     image: &str,
