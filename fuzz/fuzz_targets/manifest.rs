@@ -9,9 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use serde::Deserialize;
-use wharf::image::digest::Digest;
-use wharf::image::manifest::{self, media_type, Parsed, Platform};
+use wharf::image::manifest::{self, media_type, ConfigProbe, Parsed, Platform};
 
 const CONTENT_TYPES: &[&str] = &[
     "",
@@ -24,27 +22,6 @@ const CONTENT_TYPES: &[&str] = &[
     "text/plain",
     media_type::DOCKER_SCHEMA1_SIGNED,
 ];
-
-/// What `pull.rs` reads from the image config (its `ConfigProbe`).
-#[derive(Deserialize)]
-struct ConfigProbe {
-    #[serde(default)]
-    config: Option<ConfigSection>,
-    rootfs: RootFs,
-}
-
-#[derive(Deserialize)]
-struct ConfigSection {
-    #[serde(rename = "User", default)]
-    #[allow(dead_code)]
-    user: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RootFs {
-    #[serde(default)]
-    diff_ids: Vec<Digest>,
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, document)) = data.split_first() else {
@@ -77,17 +54,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(manifest.config.size <= manifest::MAX_CONFIG_BYTES);
             // What the pull computes from a manifest before fetching
             // anything (progress total, then the image record's size).
-            let total_bytes: u64 = manifest.layers.iter().map(|l| l.size).sum();
-            let _size = manifest.config.size + total_bytes;
+            assert!(manifest.layers_size() <= manifest.image_size());
             layer_count = Some(manifest.layers.len());
         }
     }
 
     // The same bytes as an image config.
-    if let Ok(probe) = serde_json::from_slice::<ConfigProbe>(document) {
-        let _ = probe.config.and_then(|c| c.user);
+    if let Ok(probe) = ConfigProbe::parse(document) {
+        let _ = probe.user();
         if let Some(layers) = layer_count {
-            let _matches = probe.rootfs.diff_ids.len() == layers;
+            let _matches = probe.diff_ids().len() == layers;
         }
     }
     if let Ok(image) = serde_json::from_slice::<oci_spec::image::ImageConfiguration>(document) {

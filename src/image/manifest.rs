@@ -162,6 +162,57 @@ pub struct Manifest {
     pub layers: Vec<Descriptor>,
 }
 
+impl Manifest {
+    /// Compressed bytes of the layers, as declared.
+    pub fn layers_size(&self) -> u64 {
+        // `parse` refused manifests whose sizes overflow.
+        self.layers.iter().map(|l| l.size).sum()
+    }
+
+    /// The image's size as CRI reports it: config and layers, as declared.
+    pub fn image_size(&self) -> u64 {
+        self.config.size + self.layers_size()
+    }
+}
+
+/// What a pull needs from the image config: the layers' diff IDs and the
+/// user (ImageStatus reports it).
+#[derive(Debug, Deserialize)]
+pub struct ConfigProbe {
+    #[serde(default)]
+    config: Option<ConfigSection>,
+    rootfs: RootFs,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigSection {
+    #[serde(rename = "User", default)]
+    user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<Digest>,
+}
+
+impl ConfigProbe {
+    pub fn parse(bytes: &[u8]) -> Result<ConfigProbe, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    pub fn diff_ids(&self) -> &[Digest] {
+        &self.rootfs.diff_ids
+    }
+
+    pub fn user(&self) -> &str {
+        self.config
+            .as_ref()
+            .and_then(|c| c.user.as_deref())
+            .unwrap_or_default()
+    }
+}
+
 pub enum Parsed {
     Manifest(Manifest),
     Index(Vec<Descriptor>),

@@ -13,37 +13,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::digest::{Digest, DigestWriter};
 use super::layers::{LayerUsage, PendingLayer};
+use super::manifest::ConfigProbe;
 use super::manifest::{self, Descriptor, Manifest, Parsed, Platform};
 use super::metadata::ImageRecord;
 use super::reference::Reference;
 use super::registry::{Credentials, Repository};
 use super::unpack::{self, Cancel, ImageBudget, LayerControl, UnpackOptions};
 use super::{ImageError, ImageService};
-
-/// What the pull needs from the image config.
-#[derive(Deserialize)]
-struct ConfigProbe {
-    #[serde(default)]
-    config: Option<ConfigSection>,
-    rootfs: RootFs,
-}
-
-#[derive(Deserialize)]
-struct ConfigSection {
-    #[serde(rename = "User", default)]
-    user: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RootFs {
-    #[serde(default)]
-    diff_ids: Vec<Digest>,
-}
 
 /// Byte and layer counters of one pull, read by the progress reporter.
 struct Progress {
@@ -122,16 +102,15 @@ impl ImageService {
         let config_bytes = repository
             .fetch_small_blob(&manifest.config.digest, manifest::MAX_CONFIG_BYTES)
             .await?;
-        let config: ConfigProbe =
-            serde_json::from_slice(&config_bytes).map_err(ImageError::BadConfig)?;
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        let config = ConfigProbe::parse(&config_bytes).map_err(ImageError::BadConfig)?;
+        if config.diff_ids().len() != manifest.layers.len() {
             return Err(ImageError::LayerCountMismatch {
                 manifest: manifest.layers.len(),
-                config: config.rootfs.diff_ids.len(),
+                config: config.diff_ids().len(),
             });
         }
 
-        let diff_ids = config.rootfs.diff_ids.clone();
+        let diff_ids = config.diff_ids().to_vec();
         // Claimed before looking at what is on disk, so a concurrent removal
         // cannot collect a layer or blob this pull decided to reuse.
         let claimed = diff_ids
@@ -143,7 +122,7 @@ impl ImageService {
             .acquire(claimed.chain(index.as_ref().map(|(d, _)| d.clone())));
         let progress = Arc::new(Progress {
             reference: reference.to_string(),
-            total_bytes: manifest.layers.iter().map(|l| l.size).sum(),
+            total_bytes: manifest.layers_size(),
             total_layers: manifest.layers.len(),
             bytes: AtomicU64::new(0),
             layers: AtomicUsize::new(0),
@@ -184,8 +163,8 @@ impl ImageService {
             manifest: manifest_digest,
             blobs: blobs.into_iter().map(|(d, _)| d).collect(),
             layers: diff_ids,
-            size: manifest.config.size + progress.total_bytes,
-            user: config.config.and_then(|c| c.user).unwrap_or_default(),
+            size: manifest.image_size(),
+            user: config.user().to_string(),
             pinned: false,
         };
         let id = record.id.clone();
