@@ -98,7 +98,7 @@ impl ContainerService {
             ContainerState::Created => {
                 // Never started: nothing to signal, but it must not start later.
                 self.kill(&container, Signal::SIGKILL).await?;
-                self.wait_exit(entry, KILL_WAIT).await;
+                entry.wait_exited(KILL_WAIT).await;
                 return Ok(());
             }
             ContainerState::Exited | ContainerState::Unknown => return Ok(()),
@@ -106,12 +106,12 @@ impl ContainerService {
         if !timeout.is_zero() {
             let signal = Signal::try_from(container.stop_signal).unwrap_or(Signal::SIGTERM);
             self.kill(&container, signal).await?;
-            if self.wait_exit(entry, timeout).await {
+            if entry.wait_exited(timeout).await {
                 return Ok(());
             }
         }
         self.kill(&container, Signal::SIGKILL).await?;
-        if !self.wait_exit(entry, KILL_WAIT).await {
+        if !entry.wait_exited(KILL_WAIT).await {
             tracing::warn!(id = %container.id, "container not reaped after SIGKILL");
         }
         Ok(())
@@ -126,12 +126,6 @@ impl ContainerService {
             }
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Whether the container exited within `timeout`: woken by its exit
-    /// watcher, not polled.
-    async fn wait_exit(&self, entry: &Entry, timeout: Duration) -> bool {
-        entry.wait_exited(timeout).await
     }
 
     /// RemoveContainer: forcibly, and succeeding for an unknown container.
@@ -186,17 +180,14 @@ impl ContainerService {
         if container.state() != ContainerState::Running {
             return Err(wrong_state(&container, "exec", "running"));
         }
-        let bundle = std::fs::read(container.state_dir.join("config.json")).map_err(|e| {
-            ContainerError::Invalid {
-                field: "bundle",
-                reason: e.to_string(),
-            }
-        })?;
+        // Wharf's own file (a fault reading it is Internal, not the
+        // caller's), read off the async workers.
+        let bundle = container.state_dir.join("config.json");
         let spec: oci_spec::runtime::Spec =
-            serde_json::from_slice(&bundle).map_err(|e| ContainerError::Invalid {
-                field: "bundle",
-                reason: e.to_string(),
-            })?;
+            tokio::task::spawn_blocking(move || crate::store::read_json(&bundle))
+                .await
+                .map_err(|e| ContainerError::Task("reading the bundle", e))??
+                .ok_or_else(|| ContainerError::NotFound(container.id.clone()))?;
         let mut process = spec.process().clone().unwrap_or_default();
         process.set_args(Some(cmd));
         process.set_terminal(Some(false));
