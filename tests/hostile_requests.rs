@@ -7,8 +7,8 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::pods::{create, LOOPBACK_CONFLIST};
-use common::{image_spec, pull_request, registry, Daemon};
+use common::pods::{create, loopback_daemon, pull_busybox};
+use common::{image_spec, pull_request, Daemon};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::Channel;
@@ -18,9 +18,7 @@ use tonic::Code;
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 async fn daemon() -> Daemon {
-    let daemon = Daemon::start("").await;
-    std::fs::write(daemon.cni_dir().join("10-lo.conflist"), LOOPBACK_CONFLIST).unwrap();
-    daemon
+    loopback_daemon("").await
 }
 
 /// A client with kubelet's limits instead of tonic's 4 MiB default.
@@ -30,17 +28,6 @@ async fn client(daemon: &Daemon) -> RuntimeServiceClient<Channel> {
         .await
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
-}
-
-async fn pull_busybox(daemon: &Daemon) -> String {
-    let image = registry().image("wharf-test/busybox:latest");
-    daemon
-        .images()
-        .await
-        .pull_image(pull_request(&image, None))
-        .await
-        .unwrap();
-    image
 }
 
 fn pod_config(daemon: &Daemon, name: &str) -> PodSandboxConfig {

@@ -21,16 +21,28 @@ pub async fn daemon() -> Daemon {
 
 /// [`daemon`] with `extra_config` appended to its config file.
 pub async fn daemon_with(extra_config: &str) -> Daemon {
+    let daemon = loopback_daemon(extra_config).await;
+    pull_busybox(&daemon).await;
+    daemon
+}
+
+/// A daemon with a loopback-only CNI network and no image.
+pub async fn loopback_daemon(extra_config: &str) -> Daemon {
     let daemon = Daemon::start(extra_config).await;
     std::fs::write(daemon.cni_dir().join("10-lo.conflist"), LOOPBACK_CONFLIST).unwrap();
-    let image = registry().image("wharf-test/busybox:latest");
+    daemon
+}
+
+/// Pulls the test busybox; returns its name.
+pub async fn pull_busybox(daemon: &Daemon) -> String {
+    let image = busybox();
     daemon
         .images()
         .await
         .pull_image(pull_request(&image, None))
         .await
         .unwrap();
-    daemon
+    image
 }
 
 pub fn busybox() -> String {
