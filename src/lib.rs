@@ -1,7 +1,7 @@
 //! Wharf: a Kubernetes CRI runtime.
 //!
 //! Layers, top to bottom (imports point downward only):
-//! - edges: `cri` (gRPC);
+//! - edges: `cri` (gRPC), [`streaming`] (exec/attach/port-forward sessions);
 //! - services: [`image`], [`sandbox`], [`container`];
 //! - resources: [`store`], [`runtime`], [`network`], [`cgroup`],
 //!   `image::{registry, content, layers, unpack}`;
@@ -27,6 +27,7 @@ pub mod network;
 pub mod runtime;
 pub mod sandbox;
 pub mod store;
+pub mod streaming;
 pub mod sync;
 pub mod sys;
 pub mod undo;
