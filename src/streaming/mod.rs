@@ -3,3 +3,4 @@
 //! SPDY or WebSocket upgrade there.
 
 pub mod backend;
+pub mod runtime_backend;
