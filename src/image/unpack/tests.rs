@@ -1,7 +1,12 @@
+use super::attributes::{parse_pax_time, OVERLAY_OPAQUE_XATTR};
 use super::Rejection::*;
 use super::*;
+use nix::libc;
+use std::ffi::CString;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tar::{Builder, Header};
 
