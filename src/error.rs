@@ -5,6 +5,8 @@
 
 use std::error::Error as StdError;
 use std::fmt::Write;
+use std::io;
+use std::path::{Path, PathBuf};
 
 /// What went wrong, from the caller's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +78,53 @@ fn io_kind(error: &(dyn StdError + 'static)) -> Option<Kind> {
         Errno::ENOSPC | Errno::EDQUOT => Some(Kind::ResourceExhausted),
         Errno::ENAMETOOLONG => Some(Kind::InvalidArgument),
         _ => None,
+    }
+}
+
+/// An I/O failure on one of Wharf's own files: what was being done, to
+/// which path. Library enums embed it (`#[error(transparent)] Io(#[from]
+/// IoError)`) instead of each carrying its own `{op, path, source}`; its
+/// kind is decided by the enclosing error (usually [`Kind::Internal`], which
+/// [`kind_of`] refines for a full disk or a path too long).
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}", path.display())]
+pub struct IoError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl IoError {
+    pub fn new(op: &'static str, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
+        IoError {
+            op,
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The underlying error's kind, for callers that treat, say, a
+    /// missing file differently.
+    pub fn io_kind(&self) -> io::ErrorKind {
+        self.source.kind()
+    }
+}
+
+/// `.at(op, path)`: names the step and the path of a failed I/O call.
+pub trait IoResultExt<T> {
+    fn at(self, op: &'static str, path: impl AsRef<Path>) -> Result<T, IoError>;
+}
+
+impl<T> IoResultExt<T> for io::Result<T> {
+    fn at(self, op: &'static str, path: impl AsRef<Path>) -> Result<T, IoError> {
+        self.map_err(|source| IoError::new(op, path.as_ref(), source))
+    }
+}
+
+impl<T> IoResultExt<T> for nix::Result<T> {
+    fn at(self, op: &'static str, path: impl AsRef<Path>) -> Result<T, IoError> {
+        self.map_err(|errno| IoError::new(op, path.as_ref(), errno))
     }
 }
 
@@ -177,6 +226,30 @@ mod tests {
         // Never split a character.
         let wide = "é".repeat(100);
         assert!(shown(&wide).contains("(200 bytes)"));
+    }
+
+    #[test]
+    fn io_errors_name_the_step_and_path_and_keep_the_errno() {
+        let error = std::fs::read("/nonexistent/wharf/x")
+            .at("reading", "/nonexistent/wharf/x")
+            .unwrap_err();
+        assert_eq!(error.to_string(), "reading /nonexistent/wharf/x");
+        assert_eq!(error.io_kind(), std::io::ErrorKind::NotFound);
+        let full = Err::<(), _>(nix::errno::Errno::ENOSPC).at("writing", "/x");
+        #[derive(Debug, thiserror::Error)]
+        #[error(transparent)]
+        struct Wrapped(#[from] IoError);
+        impl Classify for Wrapped {
+            fn kind(&self) -> Kind {
+                Kind::Internal
+            }
+        }
+        let wrapped = Wrapped::from(full.unwrap_err());
+        assert_eq!(kind_of(&wrapped), Kind::ResourceExhausted);
+        assert_eq!(
+            chain(&wrapped),
+            "writing /x: No space left on device (os error 28)"
+        );
     }
 
     #[test]

@@ -9,19 +9,22 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
+
+use crate::error::{IoError, IoResultExt};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("decoding {path}")]
     Decode {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("encoding {path}")]
+    Encode {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
@@ -31,21 +34,6 @@ pub enum StoreError {
 impl crate::error::Classify for StoreError {
     fn kind(&self) -> crate::error::Kind {
         crate::error::Kind::Internal
-    }
-}
-
-/// Attaches the operation and path to an `io::Error`.
-pub trait IoContext<T> {
-    fn context(self, op: &'static str, path: &Path) -> Result<T, StoreError>;
-}
-
-impl<T> IoContext<T> for io::Result<T> {
-    fn context(self, op: &'static str, path: &Path) -> Result<T, StoreError> {
-        self.map_err(|source| StoreError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        })
     }
 }
 
@@ -96,12 +84,12 @@ fn replace_file(path: &Path, data: &[u8], durable: bool) -> Result<(), StoreErro
             .write(true)
             .create_new(true)
             .open(&temp)
-            .context("creating", &temp)?;
-        file.write_all(data).context("writing", &temp)?;
+            .at("creating", &temp)?;
+        file.write_all(data).at("writing", &temp)?;
         if durable {
-            file.sync_all().context("syncing", &temp)?;
+            file.sync_all().at("syncing", &temp)?;
         }
-        fs::rename(&temp, path).context("renaming into place", path)?;
+        fs::rename(&temp, path).at("renaming into place", path)?;
         if durable {
             sync_dir(dir)?;
         }
@@ -122,7 +110,7 @@ pub fn write_json_atomic_unsynced<T: Serialize>(path: &Path, value: &T) -> Resul
 }
 
 fn encode_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|source| StoreError::Decode {
+    serde_json::to_vec(value).map_err(|source| StoreError::Encode {
         path: path.to_path_buf(),
         source,
     })
@@ -133,7 +121,7 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreErr
     let data = match fs::read(path) {
         Ok(data) => data,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).context("reading", path),
+        Err(e) => return Err(crate::error::IoError::new("reading", path, e).into()),
     };
     serde_json::from_slice(&data)
         .map(Some)
@@ -147,7 +135,8 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreErr
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .context("syncing directory", dir)
+        .at("syncing directory", dir)?;
+    Ok(())
 }
 
 /// Removes a directory tree by first renaming it to a temporary name, so
@@ -159,10 +148,11 @@ pub fn remove_dir_atomic(path: &Path) -> Result<(), StoreError> {
     match fs::rename(path, &doomed) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).context("renaming for removal", path),
+        Err(e) => return Err(crate::error::IoError::new("renaming for removal", path, e).into()),
     }
     sync_dir(dir)?;
-    fs::remove_dir_all(&doomed).context("removing", &doomed)
+    fs::remove_dir_all(&doomed).at("removing", &doomed)?;
+    Ok(())
 }
 
 /// Deletes leftovers of interrupted writes in `dir`.
@@ -171,10 +161,10 @@ pub fn remove_temporaries(dir: &Path) -> Result<usize, StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).context("listing", dir),
+        Err(e) => return Err(crate::error::IoError::new("listing", dir, e).into()),
     };
     for entry in entries {
-        let entry = entry.context("listing", dir)?;
+        let entry = entry.at("listing", dir)?;
         if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
             continue;
         }
@@ -185,7 +175,7 @@ pub fn remove_temporaries(dir: &Path) -> Result<usize, StoreError> {
         } else {
             fs::remove_file(&path)
         };
-        result.context("removing leftover", &path)?;
+        result.at("removing leftover", &path)?;
         removed += 1;
     }
     Ok(removed)
@@ -223,7 +213,7 @@ pub fn load_record<T: DeserializeOwned, C: prost::Message + Default>(
     let bytes = match fs::read(&config_path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).context("reading", &config_path),
+        Err(e) => return Err(crate::error::IoError::new("reading", &config_path, e).into()),
     };
     match C::decode(bytes.as_slice()) {
         Ok(config) => Ok(Some((record, config))),
@@ -237,8 +227,8 @@ pub fn load_record<T: DeserializeOwned, C: prost::Message + Default>(
 /// The subdirectories of `dir` (one per object), temporaries excluded.
 pub fn list_subdirs(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut dirs = Vec::new();
-    for entry in fs::read_dir(dir).context("listing", dir)? {
-        let entry = entry.context("listing", dir)?;
+    for entry in fs::read_dir(dir).at("listing", dir)? {
+        let entry = entry.at("listing", dir)?;
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         if is_dir && !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
             dirs.push(entry.path());
@@ -264,7 +254,8 @@ pub fn create_dir_all(path: &Path) -> Result<(), StoreError> {
         .recursive(true)
         .mode(PRIVATE_DIR_MODE)
         .create(path)
-        .context("creating directory", path)
+        .at("creating directory", path)?;
+    Ok(())
 }
 
 /// Creates `path` if missing, then gives it exactly `mode` (whatever the
@@ -272,17 +263,17 @@ pub fn create_dir_all(path: &Path) -> Result<(), StoreError> {
 pub fn ensure_dir_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
     create_dir_all(path)?;
-    let current = fs::symlink_metadata(path).context("inspecting", path)?;
+    let current = fs::symlink_metadata(path).at("inspecting", path)?;
     if !current.is_dir() {
-        return Err(StoreError::Io {
-            op: "using as a directory",
-            path: path.to_path_buf(),
-            source: io::Error::from(io::ErrorKind::NotADirectory),
-        });
+        return Err(StoreError::Io(crate::error::IoError::new(
+            "using as a directory",
+            path.to_path_buf(),
+            io::Error::from(io::ErrorKind::NotADirectory),
+        )));
     }
     if current.permissions().mode() & 0o7777 != mode {
         fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .context("restricting permissions of", path)?;
+            .at("restricting permissions of", path)?;
     }
     Ok(())
 }

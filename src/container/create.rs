@@ -347,11 +347,9 @@ impl BundleRequest {
             user,
             host: self.host.clone(),
         })?;
-        let spec_json = serde_json::to_vec(&generated).map_err(|e| ContainerError::Invalid {
-            field: "spec",
-            reason: e.to_string(),
-        })?;
-        crate::store::write_atomic(&self.state_dir.join("config.json"), &spec_json)?;
+        // Serialising our own spec cannot fail on bad input: a failure is
+        // ours (Internal), reported with the file it was meant for.
+        crate::store::write_json_atomic(&self.state_dir.join("config.json"), &generated)?;
         if let Some(parent) = self.log_path.as_ref().and_then(|p| p.parent()) {
             create_log_dir(parent)?;
         }
@@ -368,11 +366,11 @@ fn create_log_dir(dir: &Path) -> Result<(), ContainerError> {
         .mode(0o755)
         .create(dir)
         .map_err(|source| {
-            crate::store::StoreError::Io {
-                op: "creating log directory",
-                path: dir.to_path_buf(),
+            crate::store::StoreError::Io(crate::error::IoError::new(
+                "creating log directory",
+                dir.to_path_buf(),
                 source,
-            }
+            ))
             .into()
         })
 }

@@ -248,10 +248,12 @@ mod tests {
     #[test]
     fn full_disks_and_bad_paths_get_their_own_codes() {
         use crate::store::StoreError;
-        let store = |errno: nix::errno::Errno| StoreError::Io {
-            op: "writing",
-            path: "/var/lib/wharf/x".into(),
-            source: std::io::Error::from_raw_os_error(errno as i32),
+        let store = |errno: nix::errno::Errno| {
+            StoreError::Io(crate::error::IoError::new(
+                "writing",
+                "/var/lib/wharf/x",
+                errno,
+            ))
         };
         assert_eq!(
             status_of(store(nix::errno::Errno::ENOSPC)).code(),

@@ -8,7 +8,8 @@ use std::io;
 use std::path::PathBuf;
 
 use super::digest::Digest;
-use crate::store::{self, IoContext, StoreError};
+use crate::error::IoResultExt;
+use crate::store::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
@@ -64,7 +65,7 @@ impl ContentStore {
         match fs::read(&path) {
             Ok(data) => Ok(Some(data)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).context("reading blob", &path),
+            Err(e) => Err(crate::error::IoError::new("reading blob", &path, e).into()),
         }
     }
 
@@ -73,15 +74,15 @@ impl ContentStore {
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).context("removing blob", &path),
+            Err(e) => Err(crate::error::IoError::new("removing blob", &path, e).into()),
         }
     }
 
     /// Every stored digest with its size in bytes.
     pub fn list(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
         let mut blobs = Vec::new();
-        for entry in fs::read_dir(&self.dir).context("listing", &self.dir)? {
-            let entry = entry.context("listing", &self.dir)?;
+        for entry in fs::read_dir(&self.dir).at("listing", &self.dir)? {
+            let entry = entry.at("listing", &self.dir)?;
             let name = entry.file_name();
             let Some(hex) = name.to_str().and_then(|n| n.strip_prefix("sha256-")) else {
                 continue;

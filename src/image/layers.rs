@@ -16,7 +16,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::digest::Digest;
-use crate::store::{self, IoContext, StoreError};
+use crate::error::IoResultExt;
+use crate::store::{self, StoreError};
 
 const FS_DIR: &str = "fs";
 const USAGE_FILE: &str = "usage.json";
@@ -108,14 +109,14 @@ impl LayerStore {
     ) -> Result<(), StoreError> {
         let usage_path = pending.dir.join(USAGE_FILE);
         let data = serde_json::to_vec(&usage).expect("usage serializes");
-        fs::write(&usage_path, data).context("writing", &usage_path)?;
+        fs::write(&usage_path, data).at("writing", &usage_path)?;
         sync_filesystem(&pending.dir)?;
         let target = self.layer_dir(diff_id);
         match fs::rename(&pending.dir, &target) {
             Ok(()) => pending.committed = true,
             // Another pull finished the same layer first: keep theirs.
             Err(_) if target.is_dir() => return Ok(()),
-            Err(e) => return Err(e).context("publishing layer", &target),
+            Err(e) => return Err(crate::error::IoError::new("publishing layer", &target, e).into()),
         }
         store::sync_dir(&self.dir)?;
         self.stored().insert(diff_id.clone(), usage);
@@ -130,7 +131,14 @@ impl LayerStore {
         let detached = match fs::rename(self.layer_dir(diff_id), &doomed) {
             Ok(()) => Some(doomed),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).context("detaching layer", &self.layer_dir(diff_id)),
+            Err(e) => {
+                return Err(crate::error::IoError::new(
+                    "detaching layer",
+                    self.layer_dir(diff_id),
+                    e,
+                )
+                .into())
+            }
         };
         self.stored().remove(diff_id);
         Ok(detached)
@@ -145,8 +153,8 @@ impl LayerStore {
 /// The layers in `dir`, with the usage each recorded when it was unpacked.
 fn scan(dir: &Path) -> Result<HashMap<Digest, LayerUsage>, StoreError> {
     let mut layers = HashMap::new();
-    for entry in fs::read_dir(dir).context("listing", dir)? {
-        let entry = entry.context("listing", dir)?;
+    for entry in fs::read_dir(dir).at("listing", dir)? {
+        let entry = entry.at("listing", dir)?;
         let name = entry.file_name();
         let Some(hex) = name.to_str().and_then(|n| n.strip_prefix("sha256-")) else {
             continue;
@@ -161,10 +169,11 @@ fn scan(dir: &Path) -> Result<HashMap<Digest, LayerUsage>, StoreError> {
 }
 
 fn sync_filesystem(path: &Path) -> Result<(), StoreError> {
-    let dir = fs::File::open(path).context("opening", path)?;
+    let dir = fs::File::open(path).at("opening", path)?;
     nix::unistd::syncfs(&dir)
         .map_err(io::Error::from)
-        .context("syncing filesystem of", path)
+        .at("syncing filesystem of", path)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -337,10 +337,8 @@ impl ImageService {
                 Ok(detached)
             })?;
         for dir in detached {
-            std::fs::remove_dir_all(&dir).map_err(|source| StoreError::Io {
-                op: "removing",
-                path: dir.clone(),
-                source,
+            std::fs::remove_dir_all(&dir).map_err(|source| {
+                StoreError::Io(crate::error::IoError::new("removing", dir.clone(), source))
             })?;
         }
         Ok(())

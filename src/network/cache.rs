@@ -68,11 +68,9 @@ pub(crate) fn load(cache_dir: &Path, pod_id: &str) -> Result<Option<Attachment>,
 pub(crate) fn remove(cache_dir: &Path, pod_id: &str) -> Result<(), StoreError> {
     let path = path(cache_dir, pod_id);
     match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::Io {
-            op: "removing",
-            path,
-            source: e,
-        }),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::Io(
+            crate::error::IoError::new("removing", path, e),
+        )),
         _ => Ok(()),
     }
 }

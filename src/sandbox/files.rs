@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, MsFlags};
 
 use crate::api::DnsConfig;
-use crate::error::{Classify, Kind};
+use crate::error::{Classify, IoError, Kind};
 use crate::store::{write_atomic, StoreError};
 use crate::sys;
 
@@ -53,13 +53,8 @@ pub enum FilesError {
     },
     #[error(transparent)]
     InvalidHostname(#[from] InvalidHostname),
-    #[error("{step} {path}")]
-    Io {
-        step: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -68,17 +63,13 @@ impl Classify for FilesError {
     fn kind(&self) -> Kind {
         match self {
             FilesError::InvalidDns { .. } | FilesError::InvalidHostname(_) => Kind::InvalidArgument,
-            FilesError::Io { .. } | FilesError::Store(_) => Kind::Internal,
+            FilesError::Io(_) | FilesError::Store(_) => Kind::Internal,
         }
     }
 }
 
 fn io_error<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FilesError + 'a {
-    move |source| FilesError::Io {
-        step,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| IoError::new(step, path, source).into()
 }
 
 /// Writes `<dir>/resolv.conf` from the pod's DNS config; without one (or

@@ -34,7 +34,7 @@ use nix::unistd::{sethostname, Pid};
 use serde::{Deserialize, Serialize};
 
 use super::files::{validate_hostname, InvalidHostname};
-use crate::error::{Classify, Kind};
+use crate::error::{Classify, IoError, Kind};
 use crate::sys;
 use crate::undo::{CleanupFailures, Undo, Undone};
 
@@ -146,13 +146,8 @@ pub enum NamespaceError {
     HostnameWithoutUts,
     #[error("{path} already exists: namespaces are pinned there")]
     AlreadyPinned { path: PathBuf },
-    #[error("{step} {path}")]
-    Os {
-        step: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("the thread creating namespaces for {dir} panicked")]
     ThreadPanicked { dir: PathBuf },
     #[error("PID namespace holder {program}: {reason}")]
@@ -187,7 +182,7 @@ impl Classify for NamespaceError {
             | NamespaceError::HostnameWithoutUts => Kind::InvalidArgument,
             NamespaceError::AlreadyPinned { .. } => Kind::AlreadyExists,
             NamespaceError::Undone { error, .. } => error.kind(),
-            NamespaceError::Os { .. }
+            NamespaceError::Io(_)
             | NamespaceError::ThreadPanicked { .. }
             | NamespaceError::HolderFailed { .. } => Kind::Internal,
         }
@@ -195,22 +190,14 @@ impl Classify for NamespaceError {
 }
 
 fn os_error<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> NamespaceError + 'a {
-    move |errno| NamespaceError::Os {
-        step,
-        path: path.to_path_buf(),
-        source: errno.into(),
-    }
+    move |errno| IoError::new(step, path, errno).into()
 }
 
 fn io_error<'a>(
     step: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(io::Error) -> NamespaceError + 'a {
-    move |source| NamespaceError::Os {
-        step,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| IoError::new(step, path, source).into()
 }
 
 /// Creates the requested namespaces, configures them and pins them under

@@ -11,6 +11,7 @@ use reqwest::Url;
 
 use super::hosts::DEFAULT_NAMESPACE_DIR;
 use super::RegistryError;
+use crate::error::IoResultExt;
 
 /// containerd's default dial timeout.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -92,10 +93,9 @@ impl ClientSettings {
             .connect_timeout(self.connect_timeout)
             .danger_accept_invalid_certs(self.skip_verify);
         for path in &self.ca_files {
-            let pem = std::fs::read(path).map_err(|source| RegistryError::ConfigIo {
-                path: path.clone(),
-                source,
-            })?;
+            let pem = std::fs::read(path)
+                .at("reading", path)
+                .map_err(RegistryError::ConfigIo)?;
             let certificates =
                 reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RegistryError::Config {
                     path: path.clone(),

@@ -47,12 +47,10 @@ pub enum RegistryError {
     #[error("registry configuration {path}: {reason}")]
     Config { path: PathBuf, reason: String },
 
-    #[error("reading registry configuration {path}")]
-    ConfigIo {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The registry configuration (hosts.toml, CA files) could not be
+    /// read: the node is misconfigured, hence FailedPrecondition.
+    #[error("registry configuration: {0}")]
+    ConfigIo(#[source] crate::error::IoError),
 
     #[error(
         "no endpoint configured for {domain} may {operation} (see capabilities in its hosts.toml)"
@@ -149,7 +147,7 @@ impl Classify for RegistryError {
             | InvalidObject { .. }
             | InvalidCredentials { .. } => Kind::InvalidArgument,
             NotFound { .. } => Kind::NotFound,
-            Unauthorized { .. } | Config { .. } | ConfigIo { .. } | NoEndpoint { .. } => {
+            Unauthorized { .. } | Config { .. } | ConfigIo(_) | NoEndpoint { .. } => {
                 Kind::FailedPrecondition
             }
             Request { .. }

@@ -26,6 +26,7 @@ use super::endpoint::{
     parse_capabilities, Capabilities, ClientSettings, Endpoint, DEFAULT_CONNECT_TIMEOUT,
 };
 use super::RegistryError;
+use crate::error::{IoError, IoResultExt};
 
 const HOSTS_FILE: &str = "hosts.toml";
 pub(super) const DEFAULT_NAMESPACE_DIR: &str = "_default";
@@ -64,7 +65,11 @@ impl HostsCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return docker_cert_dir(&dir, domain).map(Into::into)
             }
-            Err(source) => return Err(RegistryError::ConfigIo { path: file, source }),
+            Err(source) => {
+                return Err(RegistryError::ConfigIo(IoError::new(
+                    "reading", file, source,
+                )))
+            }
         };
         let modified = metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         let len = metadata.len();
@@ -75,10 +80,9 @@ impl HostsCache {
         if let Some(endpoints) = cached {
             return Ok(endpoints);
         }
-        let text = std::fs::read_to_string(&file).map_err(|source| RegistryError::ConfigIo {
-            path: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&file)
+            .at("reading", &file)
+            .map_err(RegistryError::ConfigIo)?;
         let endpoints: Arc<[Endpoint]> = parse_hosts_file(&text, &file, domain)?.into();
         let count = endpoints.len();
         tracing::debug!(
@@ -130,7 +134,11 @@ fn find_host_dir(config_path: &Path, domain: &str) -> Result<Option<PathBuf>, Re
             Ok(metadata) if metadata.is_dir() => return Ok(Some(dir)),
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(RegistryError::ConfigIo { path: dir, source }),
+            Err(source) => {
+                return Err(RegistryError::ConfigIo(IoError::new(
+                    "reading", dir, source,
+                )))
+            }
         }
     }
     Ok(None)
@@ -139,17 +147,14 @@ fn find_host_dir(config_path: &Path, domain: &str) -> Result<Option<PathBuf>, Re
 /// A host directory without `hosts.toml`: Docker's layout, where `*.crt`
 /// files are extra CAs for the default server.
 fn docker_cert_dir(dir: &Path, domain: &str) -> Result<Vec<Endpoint>, RegistryError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| RegistryError::ConfigIo {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(dir)
+        .at("reading", dir)
+        .map_err(RegistryError::ConfigIo)?;
     let mut ca_files = Vec::new();
     for entry in entries {
         let path = entry
-            .map_err(|source| RegistryError::ConfigIo {
-                path: dir.to_path_buf(),
-                source,
-            })?
+            .at("reading", dir)
+            .map_err(RegistryError::ConfigIo)?
             .path();
         match path.extension().and_then(|e| e.to_str()) {
             Some("crt") => ca_files.push(path),
