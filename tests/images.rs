@@ -431,8 +431,20 @@ async fn concurrent_pulls_fetch_each_blob_once() {
     for result in results {
         assert_eq!(result.unwrap(), expected);
     }
-    // The registry writes its access log asynchronously.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The registry writes its access log asynchronously: wait until every
+    // layer's fetch is logged, then check that none was fetched twice.
+    poll_until(
+        "the registry logs the layer fetches",
+        Duration::from_secs(10),
+        || {
+            let logged = layer_digests
+                .iter()
+                .zip(&before)
+                .all(|(digest, before)| registry.blob_fetches(digest) > *before);
+            logged.then_some(())
+        },
+    )
+    .await;
     for (digest, before) in layer_digests.iter().zip(before) {
         assert_eq!(
             registry.blob_fetches(digest) - before,

@@ -321,11 +321,16 @@ async fn a_watcher_reports_a_killed_monitor_as_lost() {
     let f = Fixture::new("lost", "exec sleep 1000", |_| {});
     f.create_and_start().await;
     let state_dir = f.config.state_dir.clone();
+    let monitor = f.monitor_pid().unwrap();
+    let sockets_before = open_sockets(monitor);
     let watch = tokio::spawn(async move { watch_exit(&state_dir).await });
-    // Connected and waiting: the monitor holds one waiter.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Connected and waiting: the monitor holds the watcher's connection.
+    poll_until("the watcher connects", Duration::from_secs(10), || {
+        (open_sockets(monitor) > sockets_before).then_some(())
+    })
+    .await;
     assert!(!watch.is_finished());
-    kill(f.monitor_pid().unwrap(), Signal::SIGKILL).unwrap();
+    kill(monitor, Signal::SIGKILL).unwrap();
     let end = tokio::time::timeout(Duration::from_secs(20), watch)
         .await
         .expect("the watcher noticed the monitor's death")
@@ -647,4 +652,16 @@ async fn a_missing_log_directory_fails_creation_cleanly() {
     assert!(error.to_string().contains("container log"), "{error}");
     assert_eq!(f.runtime.state(&f.id).await.unwrap(), None);
     assert!(!f.config.state_dir.join(files::CONTROL_SOCKET).exists());
+}
+
+/// How many sockets `pid` holds open.
+fn open_sockets(pid: Pid) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|fd| {
+            fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
 }

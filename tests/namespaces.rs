@@ -14,12 +14,11 @@ use tempfile::TempDir;
 use wharf::error::{Classify, Kind};
 use wharf::sandbox::files::{mount_shm, unmount_shm, DEFAULT_SHM_SIZE};
 use wharf::sandbox::namespaces::{
-    pin, run_pid_holder, spawn_pid_holder, unpin, NamespaceError, NamespaceKind, PidHolder,
-    PinRequest, PinnedNamespaces,
+    pin, spawn_pid_holder, unpin, NamespaceError, NamespaceKind, PidHolder, PinRequest,
+    PinnedNamespaces,
 };
 
 const ALL_KINDS: &[NamespaceKind] = &[NamespaceKind::Net, NamespaceKind::Ipc, NamespaceKind::Uts];
-const PID_HOLDER_ENV: &str = "WHARF_TEST_RUN_PID_HOLDER";
 
 /// A state directory whose pins are removed however the test ends.
 struct PinDir {
@@ -385,25 +384,10 @@ fn runc_joins_pinned_namespaces_by_path() {
     assert_eq!(lines[2], "0\t2147483647");
 }
 
-/// Not a test: the body of the PID namespace holder when this binary is
-/// started by `spawn_pid_holder` below (with the environment variable set).
-#[test]
-fn pid_holder_process_entry() {
-    if std::env::var_os(PID_HOLDER_ENV).is_some() {
-        run_pid_holder();
-    }
-}
-
+/// The holder the daemon uses: the monitor binary's `pause` subcommand.
 fn holder_command() -> Command {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "pid_holder_process_entry",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(PID_HOLDER_ENV, "1");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf-monitor"));
+    command.arg("pause");
     command
 }
 
