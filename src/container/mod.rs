@@ -39,6 +39,7 @@ use crate::sandbox::{SandboxError, SandboxService};
 use crate::store::StoreError;
 use crate::sync::{by_id_or_prefix, LookupMiss, NameTaken, Registrar};
 
+pub use create::cgroups_path;
 pub use record::{Container, ContainerState};
 use spec::{HostFeatures, SpecError};
 
@@ -354,6 +355,16 @@ impl ContainerService {
                     .all(|(k, v)| c.config.labels.get(k) == Some(v))
             })
             .collect()
+    }
+
+    /// Where containers' records and writable layers are.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// The container's writable layer (the overlay upper dir), for stats.
+    pub fn writable_layer(&self, id: &str) -> PathBuf {
+        self.record_dir(id).join("upper")
     }
 
     fn in_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Entry>> {

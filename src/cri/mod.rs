@@ -9,6 +9,7 @@ mod convert;
 mod image;
 mod pods;
 mod runtime;
+mod stats;
 mod validate;
 
 use std::future::Future;

@@ -72,4 +72,38 @@ mod tests {
         let missing = read_all(vec![PathBuf::from("/nonexistent/ns/net")]).await;
         assert_eq!(missing, vec![None]);
     }
+
+    #[tokio::test]
+    async fn counts_traffic_inside_another_namespace() {
+        let name = format!("wharf-statsnet-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap()
+                .success()
+        };
+        ip(&["netns", "delete", &name]);
+        assert!(ip(&["netns", "add", &name]));
+        assert!(ip(&["-n", &name, "link", "set", "lo", "up"]));
+        let path = PathBuf::from("/run/netns").join(&name);
+        let inside = path.clone();
+        // A refused connection inside: SYN and RST on its lo.
+        std::thread::spawn(move || {
+            setns(File::open(&inside).unwrap(), CloneFlags::CLONE_NEWNET).unwrap();
+            let _ = std::net::TcpStream::connect("127.0.0.1:9");
+        })
+        .join()
+        .unwrap();
+        let read = read_all(vec![path]).await;
+        ip(&["netns", "delete", &name]);
+        let interfaces = read[0].clone().unwrap();
+        let lo = interfaces.iter().find(|i| i.name == "lo").unwrap();
+        assert!(lo.rx_bytes > 0 && lo.tx_packets >= 2, "{interfaces:?}");
+        assert_eq!(
+            interfaces.len(),
+            1,
+            "only the namespace's own lo: {interfaces:?}"
+        );
+    }
 }
