@@ -2,7 +2,7 @@
 //!
 //! Layers, top to bottom (imports point downward only):
 //! - edges: `cri` (gRPC), [`streaming`] (exec/attach/port-forward sessions);
-//! - services: [`image`], [`sandbox`], [`container`], [`stats`];
+//! - services: [`image`], [`sandbox`], [`container`], [`stats`], [`events`];
 //! - resources: [`store`], [`runtime`], [`network`], [`cgroup`],
 //!   `image::{registry, content, layers, unpack}`;
 //! - the per-container [`monitor`] uses only `runtime`, `cgroup` and `store`;
@@ -21,6 +21,7 @@ pub mod config;
 pub mod container;
 pub mod cri;
 pub mod error;
+pub mod events;
 pub mod image;
 pub mod monitor;
 pub mod network;

@@ -125,6 +125,7 @@ const CHANGES_BACKLOG: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {
     pub id: String,
+    pub sandbox_id: String,
     pub state: Option<ContainerState>,
 }
 
@@ -173,6 +174,7 @@ impl Entry {
         if changed {
             let _ = self.changes.send(StateChange {
                 id: record.id.clone(),
+                sandbox_id: record.sandbox_id.clone(),
                 state: Some(state),
             });
         }
@@ -317,7 +319,11 @@ impl ContainerService {
 
     /// Adds a new container and starts watching for its exit.
     fn insert(&self, container: Container) {
-        let (id, state) = (container.id.clone(), container.state());
+        let (id, sandbox_id, state) = (
+            container.id.clone(),
+            container.sandbox_id.clone(),
+            container.state(),
+        );
         let entry = Entry::new(container, self.changes.clone());
         entry.watch_exit();
         self.containers
@@ -326,6 +332,7 @@ impl ContainerService {
             .insert(id.clone(), entry);
         let _ = self.changes.send(StateChange {
             id,
+            sandbox_id,
             state: Some(state),
         });
     }
@@ -430,6 +437,7 @@ mod tests {
     fn change(state: ContainerState) -> StateChange {
         StateChange {
             id: "c1".into(),
+            sandbox_id: "p1".into(),
             state: Some(state),
         }
     }

@@ -10,18 +10,20 @@ use tonic::{Request, Response, Status};
 
 use super::proto::runtime_service_server::RuntimeService;
 use super::proto::*;
-use super::{containers, handle, not_yet, pods, stats, validate, Services};
+use super::{containers, events, handle, not_yet, pods, stats, validate, Services};
 use crate::config::CgroupDriver as ConfiguredDriver;
 use crate::stats::StatsCollector;
 
 pub struct Runtime {
     services: Arc<Services>,
     stats: Arc<StatsCollector>,
+    events: Arc<events::Hub>,
 }
 
 impl Runtime {
     pub fn new(services: Arc<Services>) -> Self {
         Runtime {
+            events: events::start(Arc::clone(&services)),
             services,
             stats: Arc::new(StatsCollector::new()),
         }
@@ -137,7 +139,7 @@ implemented {
     type StreamContainersStream = StreamOf<StreamContainersResponse>;
     type StreamContainerStatsStream = StreamOf<StreamContainerStatsResponse>;
     type StreamPodSandboxStatsStream = StreamOf<StreamPodSandboxStatsResponse>;
-    type GetContainerEventsStream = StreamOf<ContainerEventResponse>;
+    type GetContainerEventsStream = events::EventStream;
     type StreamPodSandboxMetricsStream = StreamOf<StreamPodSandboxMetricsResponse>;
 
     async fn run_pod_sandbox(&self, request: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
@@ -272,6 +274,19 @@ implemented {
         handle("StreamPodSandboxMetrics", async { Err(no_metrics("StreamPodSandboxMetrics")) }).await
     }
 
+    async fn get_container_events(&self, _request: Request<GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        handle("GetContainerEvents", async { events::subscribe(&self.events) }).await
+    }
+
+    async fn checkpoint_container(&self, _request: Request<CheckpointContainerRequest>) -> Result<Response<CheckpointContainerResponse>, Status> {
+        handle("CheckpointContainer", async {
+            Err(Status::unimplemented(
+                "CheckpointContainer is not supported by wharf: CRIU checkpointing is not supported",
+            ))
+        })
+        .await
+    }
+
     async fn update_runtime_config(&self, request: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
         handle("UpdateRuntimeConfig", async {
             let cidr = request
@@ -293,8 +308,6 @@ implemented {
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
-        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
-        get_container_events(GetEventsRequest) -> Self::GetContainerEventsStream = "GetContainerEvents";
         update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse = "UpdatePodSandboxResources";
     }
 }
