@@ -261,3 +261,215 @@ async fn pod_network_counters_grow_with_traffic() {
     assert!(lo_bytes(&listed[0]).unwrap().0 >= after.0);
     remove_pod(&mut client, &pod_id).await;
 }
+
+type Events = tonic::Streaming<ContainerEventResponse>;
+
+async fn subscribe(client: &mut RuntimeServiceClient<Channel>) -> Events {
+    client
+        .get_container_events(GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The next `count` events of `stream`, failing after 20 s.
+async fn next_events(stream: &mut Events, count: usize) -> Vec<ContainerEventResponse> {
+    let mut events = Vec::new();
+    for _ in 0..count {
+        let next = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("no event after {events:?}"));
+        events.push(next.unwrap().expect("the stream ended"));
+    }
+    events
+}
+
+fn kinds(events: &[ContainerEventResponse]) -> Vec<(String, ContainerEventType)> {
+    events
+        .iter()
+        .map(|e| (e.container_id.clone(), e.container_event_type()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pod_lifecycle_reaches_two_subscribers_complete_and_in_order() {
+    use ContainerEventType::*;
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let mut first = subscribe(&mut client).await;
+    let mut second = subscribe(&mut daemon.runtime().await).await;
+    let pod = pod_config(&daemon, "events");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+
+    // Each step's events are read before the next step, from both
+    // subscribers, so that the statuses they carry are that step's.
+    async fn step(
+        subscribers: [&mut Events; 2],
+        expected: &[(&str, ContainerEventType)],
+    ) -> Vec<ContainerEventResponse> {
+        let expected: Vec<(String, ContainerEventType)> = expected
+            .iter()
+            .map(|(id, k)| (id.to_string(), *k))
+            .collect();
+        let mut seen = Vec::new();
+        for subscriber in subscribers {
+            let events = next_events(subscriber, expected.len()).await;
+            assert_eq!(kinds(&events), expected);
+            seen = events;
+        }
+        seen
+    }
+
+    let events = step(
+        [&mut first, &mut second],
+        &[
+            (&pod_id, ContainerCreatedEvent),
+            (&pod_id, ContainerStartedEvent),
+        ],
+    )
+    .await;
+    let pod_status = events[1].pod_sandbox_status.as_ref().unwrap();
+    assert_eq!(pod_status.id, pod_id);
+    assert_eq!(pod_status.state(), PodSandboxState::SandboxReady);
+    assert!(events[1].created_at > 0);
+
+    let id = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("main", &["sleep", "3600"]),
+    )
+    .await
+    .unwrap();
+    let events = step([&mut first, &mut second], &[(&id, ContainerCreatedEvent)]).await;
+    assert_eq!(events[0].containers_statuses.len(), 1);
+    assert_eq!(events[0].containers_statuses[0].id, id);
+    assert_eq!(
+        events[0].containers_statuses[0].state(),
+        ContainerState::ContainerCreated
+    );
+
+    start(&mut client, &id).await;
+    let events = step([&mut first, &mut second], &[(&id, ContainerStartedEvent)]).await;
+    assert_eq!(
+        events[0].containers_statuses[0].state(),
+        ContainerState::ContainerRunning
+    );
+
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+    let events = step(
+        [&mut first, &mut second],
+        &[
+            (&id, ContainerStoppedEvent),
+            (&pod_id, ContainerStoppedEvent),
+        ],
+    )
+    .await;
+    assert_eq!(
+        events[1].containers_statuses[0].state(),
+        ContainerState::ContainerExited
+    );
+    assert_eq!(
+        events[1].pod_sandbox_status.as_ref().unwrap().state(),
+        PodSandboxState::SandboxNotready
+    );
+
+    remove_pod(&mut client, &pod_id).await;
+    let events = step(
+        [&mut first, &mut second],
+        &[
+            (&id, ContainerDeletedEvent),
+            (&pod_id, ContainerDeletedEvent),
+        ],
+    )
+    .await;
+    // Gone: no pod status and no containers left to report.
+    assert!(events[1].pod_sandbox_status.is_none());
+    assert!(events[1].containers_statuses.is_empty());
+
+    // Nothing else was sent.
+    let extra = tokio::time::timeout(Duration::from_millis(300), first.message()).await;
+    assert!(extra.is_err(), "unexpected event {extra:?}");
+}
+
+#[tokio::test]
+async fn verbose_status_names_the_init_pid_and_the_spec() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = own_cgroup_pod(&daemon, "verbose");
+    let cgroup = pod.linux.as_ref().unwrap().cgroup_parent.clone();
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let id = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("main", &["sleep", "3600"]),
+    )
+    .await
+    .unwrap();
+    let info = |response: ContainerStatusResponse| -> serde_json::Value {
+        serde_json::from_str(&response.info["info"]).unwrap()
+    };
+    let verbose = ContainerStatusRequest {
+        container_id: id.clone(),
+        verbose: true,
+    };
+    let created = info(
+        client
+            .container_status(verbose.clone())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(created["pid"], 0, "not running yet");
+    start(&mut client, &id).await;
+    let running = info(client.container_status(verbose).await.unwrap().into_inner());
+
+    // The only process of the container's cgroup is its init.
+    let procs = format!("/sys/fs/cgroup/pids{cgroup}/{id}/cgroup.procs");
+    let init: u64 = std::fs::read_to_string(&procs)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(running["pid"], init);
+    let cmdline = std::fs::read(format!("/proc/{init}/cmdline")).unwrap();
+    assert!(cmdline.starts_with(b"sleep\0"), "{cmdline:?}");
+    assert_eq!(running["sandboxID"], pod_id);
+    assert_eq!(running["privileged"], false);
+    assert_eq!(running["runtimeType"], "runc");
+    assert_eq!(running["config"]["metadata"]["name"], "main");
+    assert_eq!(running["runtimeSpec"]["process"]["args"][0], "sleep");
+
+    let pod_info = client
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pod_info: serde_json::Value = serde_json::from_str(&pod_info.info["info"]).unwrap();
+    assert_eq!(pod_info["runtimeHandler"], "runc");
+    assert_eq!(pod_info["config"]["metadata"]["name"], "verbose");
+    assert!(pod_info["namespaces"]["net"].is_string(), "{pod_info}");
+
+    // CheckpointContainer: refused, with the reason.
+    let checkpoint = client
+        .checkpoint_container(CheckpointContainerRequest {
+            container_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(checkpoint.code(), tonic::Code::Unimplemented);
+    assert!(checkpoint.message().contains("CRIU"), "{checkpoint:?}");
+    remove_pod(&mut client, &pod_id).await;
+}
