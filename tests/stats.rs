@@ -97,7 +97,7 @@ async fn cpu_and_memory_of_a_busy_container_match_what_it_does() {
     });
 
     let first = container_stats(&mut client, &id).await;
-    let memory = first.memory.clone().unwrap();
+    let memory = first.memory.unwrap();
     let working_set = number(&memory.working_set_bytes);
     assert!(
         (48 * MIB..48 * MIB + 32 * MIB).contains(&working_set),

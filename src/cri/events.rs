@@ -62,8 +62,8 @@ pub fn start(services: Arc<Services>) -> Arc<Hub> {
 /// The forwarder itself fell behind: every subscriber missed events, so
 /// each is told so rather than given a gap. True once the service is gone.
 fn missed(hub: &Hub, error: &RecvError) -> bool {
-    match error {
-        &RecvError::Lagged(count) => {
+    match *error {
+        RecvError::Lagged(count) => {
             tracing::warn!(
                 count,
                 "event forwarder fell behind; dropping event subscribers"
@@ -71,7 +71,7 @@ fn missed(hub: &Hub, error: &RecvError) -> bool {
             hub.drop_all();
             false
         }
-        &RecvError::Closed => true,
+        RecvError::Closed => true,
     }
 }
 
