@@ -2,7 +2,7 @@
 //!
 //! Layers, top to bottom (imports point downward only):
 //! - edges: `cri` (gRPC), [`streaming`] (exec/attach/port-forward sessions);
-//! - services: [`image`], [`sandbox`], [`container`];
+//! - services: [`image`], [`sandbox`], [`container`], [`stats`], [`events`];
 //! - resources: [`store`], [`runtime`], [`network`], [`cgroup`],
 //!   `image::{registry, content, layers, unpack}`;
 //! - the per-container [`monitor`] uses only `runtime`, `cgroup` and `store`;
@@ -21,11 +21,13 @@ pub mod config;
 pub mod container;
 pub mod cri;
 pub mod error;
+pub mod events;
 pub mod image;
 pub mod monitor;
 pub mod network;
 pub mod runtime;
 pub mod sandbox;
+pub mod stats;
 pub mod store;
 pub mod streaming;
 pub mod sync;

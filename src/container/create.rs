@@ -429,7 +429,7 @@ fn log_path(
 
 /// cgroupfs driver: `<parent>/<id>`, or a `wharf` parent when kubelet gave
 /// none.
-fn cgroups_path(parent: &str, id: &str) -> String {
+pub fn cgroups_path(parent: &str, id: &str) -> String {
     let parent = if parent.is_empty() { "/wharf" } else { parent };
     format!("{}/{id}", parent.trim_end_matches('/'))
 }

@@ -158,6 +158,7 @@ impl ContainerService {
             .remove(&container.id);
         let _ = self.changes.send(super::StateChange {
             id: container.id.clone(),
+            sandbox_id: container.sandbox_id.clone(),
             state: None,
         });
         self.names.release(&container.name);

@@ -39,6 +39,7 @@ use crate::sandbox::{SandboxError, SandboxService};
 use crate::store::StoreError;
 use crate::sync::{by_id_or_prefix, LookupMiss, NameTaken, Registrar};
 
+pub use create::cgroups_path;
 pub use record::{Container, ContainerState};
 use spec::{HostFeatures, SpecError};
 
@@ -124,6 +125,7 @@ const CHANGES_BACKLOG: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {
     pub id: String,
+    pub sandbox_id: String,
     pub state: Option<ContainerState>,
 }
 
@@ -172,6 +174,7 @@ impl Entry {
         if changed {
             let _ = self.changes.send(StateChange {
                 id: record.id.clone(),
+                sandbox_id: record.sandbox_id.clone(),
                 state: Some(state),
             });
         }
@@ -316,7 +319,11 @@ impl ContainerService {
 
     /// Adds a new container and starts watching for its exit.
     fn insert(&self, container: Container) {
-        let (id, state) = (container.id.clone(), container.state());
+        let (id, sandbox_id, state) = (
+            container.id.clone(),
+            container.sandbox_id.clone(),
+            container.state(),
+        );
         let entry = Entry::new(container, self.changes.clone());
         entry.watch_exit();
         self.containers
@@ -325,6 +332,7 @@ impl ContainerService {
             .insert(id.clone(), entry);
         let _ = self.changes.send(StateChange {
             id,
+            sandbox_id,
             state: Some(state),
         });
     }
@@ -354,6 +362,16 @@ impl ContainerService {
                     .all(|(k, v)| c.config.labels.get(k) == Some(v))
             })
             .collect()
+    }
+
+    /// Where containers' records and writable layers are.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// The container's writable layer (the overlay upper dir), for stats.
+    pub fn writable_layer(&self, id: &str) -> PathBuf {
+        self.record_dir(id).join("upper")
     }
 
     fn in_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Entry>> {
@@ -419,6 +437,7 @@ mod tests {
     fn change(state: ContainerState) -> StateChange {
         StateChange {
             id: "c1".into(),
+            sandbox_id: "p1".into(),
             state: Some(state),
         }
     }

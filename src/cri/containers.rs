@@ -92,15 +92,13 @@ pub async fn status(
     let container = services.containers.get(id).map_err(status_of)?.get();
     let mut info = HashMap::new();
     if request.verbose {
-        let verbose = serde_json::json!({
-            "sandboxID": container.sandbox_id,
-            "runtimeSpec": std::fs::read_to_string(container.state_dir.join("config.json"))
-                .ok()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()),
-            "rootfs": container.rootfs,
-            "stateDir": container.state_dir,
-        });
-        info.insert("info".to_string(), verbose.to_string());
+        // Reads and parses the bundle's spec: off the async workers.
+        let (record, runtime) = (container.clone(), services.config.runtime.path.clone());
+        let encoded =
+            tokio::task::spawn_blocking(move || super::verbose::container_info(&record, &runtime))
+                .await
+                .map_err(|e| Status::internal(format!("gathering container info: {e}")))??;
+        info.insert("info".to_string(), encoded);
     }
     let reply = ContainerStatusResponse {
         status: Some(convert::container_status(&container)),

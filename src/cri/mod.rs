@@ -6,10 +6,13 @@
 mod authority;
 mod containers;
 mod convert;
+mod events;
 mod image;
 mod pods;
 mod runtime;
+mod stats;
 mod validate;
+mod verbose;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,6 @@ use tonic::Status;
 use super::convert::runtime as convert;
 use super::proto::*;
 use super::{required, status_of, validate, Services};
-use crate::sandbox::Sandbox;
 
 pub async fn run(
     services: &Services,
@@ -61,7 +60,8 @@ pub async fn status(
     let sandbox = services.sandboxes.get(id).map_err(status_of)?.get();
     let mut info = HashMap::new();
     if request.verbose {
-        info.insert("info".to_string(), verbose_info(&sandbox)?);
+        let info_json = super::verbose::sandbox_info(&sandbox, &services.config.runtime.path)?;
+        info.insert("info".to_string(), info_json);
     }
     let reply = PodSandboxStatusResponse {
         status: Some(convert::sandbox_status(&sandbox)),
@@ -70,20 +70,6 @@ pub async fn status(
         timestamp: 0,
     };
     validate::fits("PodSandboxStatus", "ask without verbose", reply)
-}
-
-fn verbose_info(sandbox: &Sandbox) -> Result<String, Status> {
-    let info = serde_json::json!({
-        "namespaces": sandbox.namespaces,
-        "hostname": sandbox.hostname,
-        "resolvConf": sandbox.resolv_conf,
-        "hosts": sandbox.hosts,
-        "shm": sandbox.shm,
-        "modes": sandbox.modes,
-        "runtimeHandler": "runc",
-    });
-    serde_json::to_string(&info)
-        .map_err(|e| Status::internal(format!("encoding sandbox info: {e}")))
 }
 
 pub fn list(

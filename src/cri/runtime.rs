@@ -10,16 +10,23 @@ use tonic::{Request, Response, Status};
 
 use super::proto::runtime_service_server::RuntimeService;
 use super::proto::*;
-use super::{containers, handle, not_yet, pods, validate, Services};
+use super::{containers, events, handle, not_yet, pods, stats, validate, Services};
 use crate::config::CgroupDriver as ConfiguredDriver;
+use crate::stats::StatsCollector;
 
 pub struct Runtime {
     services: Arc<Services>,
+    stats: Arc<StatsCollector>,
+    events: Arc<events::Hub>,
 }
 
 impl Runtime {
     pub fn new(services: Arc<Services>) -> Self {
-        Runtime { services }
+        Runtime {
+            events: events::start(Arc::clone(&services)),
+            services,
+            stats: Arc::new(StatsCollector::new()),
+        }
     }
 }
 
@@ -132,7 +139,7 @@ implemented {
     type StreamContainersStream = StreamOf<StreamContainersResponse>;
     type StreamContainerStatsStream = StreamOf<StreamContainerStatsResponse>;
     type StreamPodSandboxStatsStream = StreamOf<StreamPodSandboxStatsResponse>;
-    type GetContainerEventsStream = StreamOf<ContainerEventResponse>;
+    type GetContainerEventsStream = events::EventStream;
     type StreamPodSandboxMetricsStream = StreamOf<StreamPodSandboxMetricsResponse>;
 
     async fn run_pod_sandbox(&self, request: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
@@ -215,6 +222,71 @@ implemented {
         handle("ExecSync", containers::exec_sync(&self.services, request.into_inner())).await
     }
 
+    async fn container_stats(&self, request: Request<ContainerStatsRequest>) -> Result<Response<ContainerStatsResponse>, Status> {
+        handle("ContainerStats", stats::container(&self.services, &self.stats, request.into_inner())).await
+    }
+
+    async fn list_container_stats(&self, request: Request<ListContainerStatsRequest>) -> Result<Response<ListContainerStatsResponse>, Status> {
+        handle("ListContainerStats", async {
+            let stats = stats::list_containers(&self.services, &self.stats, request.get_ref().filter.as_ref()).await?;
+            validate::fits("ListContainerStats", LIST_HINT, ListContainerStatsResponse { stats })
+        })
+        .await
+    }
+
+    async fn stream_container_stats(&self, request: Request<StreamContainerStatsRequest>) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        handle("StreamContainerStats", async {
+            let items = stats::list_containers(&self.services, &self.stats, request.get_ref().filter.as_ref()).await?;
+            Ok(chunked(items, |container_stats| StreamContainerStatsResponse { container_stats }))
+        })
+        .await
+    }
+
+    async fn pod_sandbox_stats(&self, request: Request<PodSandboxStatsRequest>) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        handle("PodSandboxStats", stats::pod(&self.services, &self.stats, request.into_inner())).await
+    }
+
+    async fn list_pod_sandbox_stats(&self, request: Request<ListPodSandboxStatsRequest>) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        handle("ListPodSandboxStats", async {
+            let stats = stats::list_pods(&self.services, &self.stats, request.get_ref().filter.as_ref()).await?;
+            validate::fits("ListPodSandboxStats", LIST_HINT, ListPodSandboxStatsResponse { stats })
+        })
+        .await
+    }
+
+    async fn stream_pod_sandbox_stats(&self, request: Request<StreamPodSandboxStatsRequest>) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        handle("StreamPodSandboxStats", async {
+            let items = stats::list_pods(&self.services, &self.stats, request.get_ref().filter.as_ref()).await?;
+            Ok(chunked(items, |pod_sandbox_stats| StreamPodSandboxStatsResponse { pod_sandbox_stats }))
+        })
+        .await
+    }
+
+    async fn list_metric_descriptors(&self, _request: Request<ListMetricDescriptorsRequest>) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        handle("ListMetricDescriptors", async { Err(no_metrics("ListMetricDescriptors")) }).await
+    }
+
+    async fn list_pod_sandbox_metrics(&self, _request: Request<ListPodSandboxMetricsRequest>) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        handle("ListPodSandboxMetrics", async { Err(no_metrics("ListPodSandboxMetrics")) }).await
+    }
+
+    async fn stream_pod_sandbox_metrics(&self, _request: Request<StreamPodSandboxMetricsRequest>) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        handle("StreamPodSandboxMetrics", async { Err(no_metrics("StreamPodSandboxMetrics")) }).await
+    }
+
+    async fn get_container_events(&self, _request: Request<GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        handle("GetContainerEvents", async { events::subscribe(&self.events) }).await
+    }
+
+    async fn checkpoint_container(&self, _request: Request<CheckpointContainerRequest>) -> Result<Response<CheckpointContainerResponse>, Status> {
+        handle("CheckpointContainer", async {
+            Err(Status::unimplemented(
+                "CheckpointContainer is not supported by wharf: CRIU checkpointing is not supported",
+            ))
+        })
+        .await
+    }
+
     async fn update_runtime_config(&self, request: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
         handle("UpdateRuntimeConfig", async {
             let cidr = request
@@ -236,19 +308,16 @@ implemented {
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
-        stream_container_stats(StreamContainerStatsRequest) -> Self::StreamContainerStatsStream = "StreamContainerStats";
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
-        stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> Self::StreamPodSandboxStatsStream = "StreamPodSandboxStats";
-        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
-        get_container_events(GetEventsRequest) -> Self::GetContainerEventsStream = "GetContainerEvents";
-        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
-        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
-        stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> Self::StreamPodSandboxMetricsStream = "StreamPodSandboxMetrics";
         update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse = "UpdatePodSandboxResources";
     }
+}
+
+/// The cAdvisor-style metrics RPCs (kubelet's PodAndContainerStatsFromCRI
+/// metrics): not served; the stats RPCs are.
+fn no_metrics(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is not implemented by wharf: it serves the stats RPCs (ListContainerStats, ListPodSandboxStats) but not cAdvisor-style metrics"
+    ))
 }
 
 fn condition(kind: &str, ready: Result<(), (&str, String)>) -> RuntimeCondition {

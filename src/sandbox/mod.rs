@@ -126,6 +126,25 @@ impl Entry {
     }
 }
 
+/// A pod's lifecycle step, as GetContainerEvents reports it for pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodEvent {
+    Created,
+    Started,
+    Stopped,
+    Deleted,
+}
+
+/// The hook for GetContainerEvents: pod `id` went through `event`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodChange {
+    pub id: String,
+    pub event: PodEvent,
+}
+
+/// Changes kept for a [`SandboxService::subscribe`]r that lags behind.
+const CHANGES_BACKLOG: usize = 1024;
+
 pub struct SandboxService {
     root: PathBuf,
     state: PathBuf,
@@ -134,6 +153,7 @@ pub struct SandboxService {
     pid_holder: PathBuf,
     sandboxes: RwLock<HashMap<String, Arc<Entry>>>,
     names: Registrar,
+    changes: tokio::sync::broadcast::Sender<PodChange>,
 }
 
 impl SandboxService {
@@ -156,9 +176,23 @@ impl SandboxService {
             pid_holder,
             sandboxes: RwLock::new(HashMap::new()),
             names: Registrar::default(),
+            changes: tokio::sync::broadcast::Sender::new(CHANGES_BACKLOG),
         };
         service.recover().await?;
         Ok(service)
+    }
+
+    /// Every pod lifecycle step from now on: the hook for
+    /// GetContainerEvents.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PodChange> {
+        self.changes.subscribe()
+    }
+
+    fn announce(&self, id: &str, event: PodEvent) {
+        let _ = self.changes.send(PodChange {
+            id: id.to_string(),
+            event,
+        });
     }
 
     fn record_dir(&self, id: &str) -> PathBuf {
@@ -438,7 +472,10 @@ impl SandboxService {
         self.sandboxes
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, entry);
+            .insert(id.clone(), entry);
+        // Made and running in one step: both events, as containerd sends.
+        self.announce(&id, PodEvent::Created);
+        self.announce(&id, PodEvent::Started);
         Ok(sandbox)
     }
 }

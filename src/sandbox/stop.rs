@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::SandboxState;
 use super::{files, namespaces, pod_network, record, Entry, Sandbox, SandboxError, SandboxService};
+use super::{PodEvent, SandboxState};
 
 impl SandboxService {
     /// Runs `create` on pod `id` while it is Ready, holding its lock: a
@@ -84,6 +84,7 @@ impl SandboxService {
         if sandbox.state != SandboxState::NotReady {
             let stopped = entry.update(|s| s.state = SandboxState::NotReady);
             record::save(&self.record_dir(&stopped.id), &stopped, false)?;
+            self.announce(&stopped.id, PodEvent::Stopped);
         }
         Ok(())
     }
@@ -100,6 +101,7 @@ impl SandboxService {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&sandbox.id);
+        self.announce(&sandbox.id, PodEvent::Deleted);
         Ok(())
     }
 }

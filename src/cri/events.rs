@@ -1,0 +1,140 @@
+//! GetContainerEvents: container and pod state changes from the services,
+//! turned into CRI events carrying the pod's status and its containers'
+//! statuses (as containerd sends them), fanned out by an [`EventHub`].
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+use tonic::Status;
+
+use super::convert::runtime as convert;
+use super::proto::*;
+use super::{status_of, Services};
+use crate::container::{ContainerFilter, ContainerState, StateChange};
+use crate::events::{EventHub, Subscription};
+use crate::sandbox::{PodChange, PodEvent};
+
+/// Events a subscriber may fall behind before it is dropped.
+const SUBSCRIBER_BACKLOG: usize = 1024;
+
+pub type Hub = EventHub<ContainerEventResponse>;
+
+enum Change {
+    Container(StateChange),
+    Pod(PodChange),
+}
+
+/// Starts the task that turns service changes into events; it ends when
+/// both services are gone.
+pub fn start(services: Arc<Services>) -> Arc<Hub> {
+    let hub = Arc::new(Hub::new(SUBSCRIBER_BACKLOG));
+    let mut containers = services.containers.subscribe();
+    let mut pods = services.sandboxes.subscribe();
+    let publisher = Arc::clone(&hub);
+    tokio::spawn(async move {
+        loop {
+            // Containers first when both have news: a pod's containers
+            // stop before the pod does.
+            let change = tokio::select! {
+                biased;
+                change = containers.recv() => change.map(Change::Container),
+                change = pods.recv() => change.map(Change::Pod),
+            };
+            let change = match change {
+                Ok(change) => change,
+                Err(e) if missed(&publisher, &e) => break,
+                Err(_) => continue,
+            };
+            // Statuses are gathered only for someone to send them to.
+            if publisher.subscribers() == 0 {
+                continue;
+            }
+            let event = match &change {
+                Change::Container(change) => container_event(&services, change),
+                Change::Pod(change) => pod_event(&services, change),
+            };
+            publisher.publish(&event);
+        }
+    });
+    hub
+}
+
+/// The forwarder itself fell behind: every subscriber missed events, so
+/// each is told so rather than given a gap. True once the service is gone.
+fn missed(hub: &Hub, error: &RecvError) -> bool {
+    match *error {
+        RecvError::Lagged(count) => {
+            tracing::warn!(
+                count,
+                "event forwarder fell behind; dropping event subscribers"
+            );
+            hub.drop_all();
+            false
+        }
+        RecvError::Closed => true,
+    }
+}
+
+fn container_event(services: &Services, change: &StateChange) -> ContainerEventResponse {
+    let kind = match change.state {
+        Some(ContainerState::Created) => ContainerEventType::ContainerCreatedEvent,
+        Some(ContainerState::Running) => ContainerEventType::ContainerStartedEvent,
+        Some(ContainerState::Exited | ContainerState::Unknown) => {
+            ContainerEventType::ContainerStoppedEvent
+        }
+        None => ContainerEventType::ContainerDeletedEvent,
+    };
+    event(services, &change.id, &change.sandbox_id, kind)
+}
+
+fn pod_event(services: &Services, change: &PodChange) -> ContainerEventResponse {
+    let kind = match change.event {
+        PodEvent::Created => ContainerEventType::ContainerCreatedEvent,
+        PodEvent::Started => ContainerEventType::ContainerStartedEvent,
+        PodEvent::Stopped => ContainerEventType::ContainerStoppedEvent,
+        PodEvent::Deleted => ContainerEventType::ContainerDeletedEvent,
+    };
+    event(services, &change.id, &change.id, kind)
+}
+
+/// The event for `id` (a container, or the pod itself), with the pod's
+/// status and the statuses of all its containers as they are now.
+fn event(
+    services: &Services,
+    id: &str,
+    sandbox_id: &str,
+    kind: ContainerEventType,
+) -> ContainerEventResponse {
+    let pod_sandbox_status = services
+        .sandboxes
+        .get(sandbox_id)
+        .ok()
+        .map(|entry| convert::sandbox_status(&entry.get()));
+    let mut containers = services.containers.list(&ContainerFilter {
+        sandbox_id: Some(sandbox_id.to_string()),
+        ..Default::default()
+    });
+    containers.sort_by_key(|c| c.created_at_ns);
+    ContainerEventResponse {
+        container_id: id.to_string(),
+        container_event_type: kind as i32,
+        created_at: crate::store::now_nanos(),
+        pod_sandbox_status,
+        containers_statuses: containers.iter().map(convert::container_status).collect(),
+    }
+}
+
+pub type EventStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send>,
+>;
+
+/// A subscription as a gRPC stream; a dropped subscriber's stream ends
+/// with RESOURCE_EXHAUSTED.
+pub fn subscribe(hub: &Hub) -> Result<EventStream, Status> {
+    let subscription = hub.subscribe().map_err(status_of)?;
+    let stream = futures_util::stream::unfold(subscription, |mut s: Subscription<_>| async move {
+        let next = s.next().await?;
+        Some((next.map_err(status_of), s))
+    });
+    Ok(Box::pin(stream))
+}
