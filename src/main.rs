@@ -16,7 +16,7 @@ use wharf::image::registry::RegistryConfig;
 use wharf::image::unpack::UnpackOptions;
 use wharf::image::{ImageService, PullOptions};
 use wharf::network::{Cni, CniConfig};
-use wharf::runtime::{default_monitor_binary, OciRuntime};
+use wharf::runtime::{default_monitor_binary, OciRuntime, RuntimeFeatures};
 use wharf::sandbox::SandboxService;
 
 #[derive(Parser)]
@@ -179,8 +179,15 @@ async fn serve(config: Config) -> Result<(), String> {
         Ok(removed) => tracing::info!(removed, "removed files of interrupted ExecSyncs"),
         Err(e) => tracing::warn!(error = %e, "cannot remove files of interrupted ExecSyncs"),
     }
+    let runtime_binary = config.runtime.path.clone();
+    let runtime_features =
+        tokio::task::spawn_blocking(move || RuntimeFeatures::probe_or_none(&runtime_binary))
+            .await
+            .map_err(|e| format!("probing the runtime's features: {e}"))?;
+    tracing::info!(?runtime_features, "runtime features");
     let container_options = ContainerOptions {
         runtime: oci_runtime,
+        runtime_features,
         monitor_binary,
         host: HostFeatures::detect(),
     };

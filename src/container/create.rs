@@ -15,7 +15,7 @@ use super::spec::{self, HostFeatures, NamespacePath, Namespaces, SandboxFiles, S
 use super::{rootfs, ContainerError, ContainerService};
 use crate::api;
 use crate::image::ImageService;
-use crate::runtime::{self, MonitorConfig};
+use crate::runtime::{self, MonitorConfig, RuntimeFeatures};
 use crate::sandbox::Sandbox;
 use crate::store::now_nanos;
 use crate::undo::Undo;
@@ -112,6 +112,7 @@ impl ContainerService {
                 state_dir: state_dir.clone(),
                 log_path: log_path.clone(),
                 host: self.options.host.clone(),
+                runtime_features: self.options.runtime_features,
             };
             let bundle = tokio::task::spawn_blocking(move || request.prepare())
                 .await
@@ -253,6 +254,7 @@ struct BundleRequest {
     state_dir: PathBuf,
     log_path: Option<PathBuf>,
     host: HostFeatures,
+    runtime_features: RuntimeFeatures,
 }
 
 /// A bundle ready for `runc create`, and what to take back if the
@@ -346,6 +348,7 @@ impl BundleRequest {
             cgroups_path: cgroups_path(&cgroup_parent, &self.id),
             user,
             host: self.host.clone(),
+            runtime: self.runtime_features,
         })?;
         let spec_json = serde_json::to_vec(&generated).map_err(|e| ContainerError::Invalid {
             field: "spec",

@@ -34,7 +34,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::{Classify, Kind};
 use crate::image::{ImageError, ImageService};
-use crate::runtime::{ContainerEnd, OciRuntime, RuntimeError};
+use crate::runtime::{ContainerEnd, OciRuntime, RuntimeError, RuntimeFeatures};
 use crate::sandbox::{SandboxError, SandboxService};
 use crate::store::StoreError;
 use crate::sync::{by_id_or_prefix, LookupMiss, NameTaken, Registrar};
@@ -258,6 +258,8 @@ pub struct ContainerOptions {
     pub runtime: OciRuntime,
     pub monitor_binary: PathBuf,
     pub host: HostFeatures,
+    /// What the OCI runtime can do, probed at start-up.
+    pub runtime_features: RuntimeFeatures,
 }
 
 pub struct ContainerService {
@@ -310,6 +312,11 @@ impl ContainerService {
 
     /// Every container state change from now on, removals included: the
     /// hook for GetContainerEvents.
+    /// What the OCI runtime can do (probed at start-up).
+    pub fn runtime_features(&self) -> RuntimeFeatures {
+        self.options.runtime_features
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.changes.subscribe()
     }

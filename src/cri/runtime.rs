@@ -103,7 +103,7 @@ implemented {
                     conditions: vec![runtime_ready, network_ready],
                 }),
                 info,
-                runtime_handlers: vec![],
+                runtime_handlers: runtime_handlers(self.services.containers.runtime_features()),
                 features: Some(RuntimeFeatures::default()),
             })
         })
@@ -266,6 +266,21 @@ fn condition(kind: &str, ready: Result<(), (&str, String)>) -> RuntimeCondition 
             message,
         },
     }
+}
+
+/// The handlers RuntimeClasses may name: the default one (named "", as
+/// critest and kubelet look it up) and its alias "runc".
+fn runtime_handlers(features: crate::runtime::RuntimeFeatures) -> Vec<RuntimeHandler> {
+    ["", "runc"]
+        .into_iter()
+        .map(|name| RuntimeHandler {
+            name: name.to_string(),
+            features: Some(RuntimeHandlerFeatures {
+                recursive_read_only_mounts: features.recursive_read_only_mounts,
+                user_namespaces: false,
+            }),
+        })
+        .collect()
 }
 
 /// Ready when the OCI runtime binary can be found.

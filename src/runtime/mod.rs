@@ -12,6 +12,7 @@
 
 pub mod error;
 mod exec;
+pub mod features;
 mod monitor;
 pub mod protocol;
 
@@ -26,6 +27,7 @@ use tokio::process::Command;
 
 pub use error::{Failure, RuntimeError};
 pub use exec::ExecOutput;
+pub use features::RuntimeFeatures;
 pub use monitor::{
     create_with_monitor, default_monitor_binary, monitor_alive, read_exit, reopen_log, watch_exit,
     ContainerEnd, Created, MonitorConfig,

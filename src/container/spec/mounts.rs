@@ -9,6 +9,7 @@ use oci_spec::runtime::Mount;
 
 use super::{clean_absolute, SandboxFiles, SpecError};
 use crate::api;
+use crate::runtime::RuntimeFeatures;
 
 /// The runtime's own mounts; `/run` is left out as containerd's CRI does.
 /// `/dev/shm` here is a private tmpfs, normally replaced by the pod's.
@@ -84,6 +85,8 @@ struct BindMount {
     container_path: PathBuf,
     host_path: PathBuf,
     readonly: bool,
+    /// Read-only with everything mounted beneath the source too (`rro`).
+    recursive_read_only: bool,
     propagation: Propagation,
 }
 
@@ -93,11 +96,15 @@ impl BindMount {
         mount.set_destination(self.container_path);
         mount.set_typ(Some("bind".to_string()));
         mount.set_source(Some(self.host_path));
-        mount.set_options(Some(vec![
+        let mut options = vec![
             "rbind".to_string(),
             self.propagation.option().to_string(),
             if self.readonly { "ro" } else { "rw" }.to_string(),
-        ]));
+        ];
+        if self.recursive_read_only {
+            options.push("rro".to_string());
+        }
+        mount.set_options(Some(options));
         mount
     }
 }
@@ -116,11 +123,12 @@ pub fn plan(
     host_ipc: bool,
     readonly_rootfs: bool,
     privileged: bool,
+    runtime: RuntimeFeatures,
 ) -> Result<MountPlan, SpecError> {
     let mut binds = config
         .mounts
         .iter()
-        .map(validate_cri_mount)
+        .map(|mount| validate_cri_mount(mount, runtime))
         .collect::<Result<Vec<_>, _>>()?;
     let requested: Vec<PathBuf> = binds.iter().map(|b| b.container_path.clone()).collect();
     for extra in sandbox_file_mounts(files, host_ipc, readonly_rootfs) {
@@ -202,6 +210,7 @@ fn sandbox_file_mounts(
             container_path: PathBuf::from(container_path),
             host_path: host_path.clone(),
             readonly: readonly_rootfs,
+            recursive_read_only: false,
             propagation: Propagation::Private,
         })
     };
@@ -218,6 +227,7 @@ fn sandbox_file_mounts(
             container_path: PathBuf::from(HOST_DEV_SHM),
             host_path,
             readonly: false,
+            recursive_read_only: false,
             propagation: Propagation::Private,
         }),
     ]
@@ -226,7 +236,10 @@ fn sandbox_file_mounts(
     .collect()
 }
 
-fn validate_cri_mount(mount: &api::Mount) -> Result<BindMount, SpecError> {
+fn validate_cri_mount(
+    mount: &api::Mount,
+    runtime: RuntimeFeatures,
+) -> Result<BindMount, SpecError> {
     let container_path = clean_absolute("mount container", &mount.container_path)?;
     if !mount.uid_mappings.is_empty() || !mount.gid_mappings.is_empty() {
         return Err(SpecError::Unsupported(format!(
@@ -258,24 +271,48 @@ fn validate_cri_mount(mount: &api::Mount) -> Result<BindMount, SpecError> {
         }
     };
     if mount.recursive_read_only {
-        if !mount.readonly {
-            return Err(SpecError::InvalidValue {
-                field: "recursive_read_only mount",
-                value: container_path.display().to_string(),
-                reason: "a recursive read-only mount must also be read-only".to_string(),
-            });
-        }
-        return Err(SpecError::Unsupported(format!(
-            "recursive read-only mount at {} (the OCI runtime, runc 1.1, cannot make one)",
-            container_path.display()
-        )));
+        check_recursive_read_only(mount, &container_path, propagation, runtime)?;
     }
     Ok(BindMount {
         container_path,
         host_path,
         readonly: mount.readonly,
+        recursive_read_only: mount.recursive_read_only,
         propagation,
     })
+}
+
+/// kubelet's and containerd's rules: a recursive read-only mount is
+/// read-only, private (a mount propagated in later could not be made
+/// read-only), and needs a runtime that can make one.
+fn check_recursive_read_only(
+    mount: &api::Mount,
+    container_path: &Path,
+    propagation: Propagation,
+    runtime: RuntimeFeatures,
+) -> Result<(), SpecError> {
+    let invalid = |reason: &str| SpecError::InvalidValue {
+        field: "recursive_read_only mount",
+        value: container_path.display().to_string(),
+        reason: reason.to_string(),
+    };
+    if !mount.readonly {
+        return Err(invalid(
+            "a recursive read-only mount must also be read-only",
+        ));
+    }
+    if propagation != Propagation::Private {
+        return Err(invalid(
+            "a recursive read-only mount needs PROPAGATION_PRIVATE, since mounts propagated into it later could not be made read-only",
+        ));
+    }
+    if !runtime.recursive_read_only_mounts {
+        return Err(SpecError::Unsupported(format!(
+            "recursive read-only mount at {} (the OCI runtime has no \"rro\" mount option)",
+            container_path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The absolute host path of a CRI bind mount.
@@ -301,6 +338,10 @@ mod tests {
     use super::*;
 
     type ErrorCheck = fn(&SpecError) -> bool;
+
+    const WITH_RRO: RuntimeFeatures = RuntimeFeatures {
+        recursive_read_only_mounts: true,
+    };
 
     fn cri_mount(container: &str, host: &str, readonly: bool, propagation: i32) -> api::Mount {
         api::Mount {
@@ -353,7 +394,7 @@ mod tests {
             cri_mount("/data", "/host/data", true, 0),
             cri_mount("/sys/fs/cgroup/extra/", "/host/cg", true, 0),
         ]);
-        let plan = plan(&config, &pod_files(), false, false, false).unwrap();
+        let plan = plan(&config, &pod_files(), false, false, false, WITH_RRO).unwrap();
         assert_eq!(
             destinations(&plan),
             [
@@ -392,7 +433,15 @@ mod tests {
         ];
         for (propagation, option, root) in cases {
             let config = config_with(vec![cri_mount("/m", "/host/m", false, propagation)]);
-            let plan = plan(&config, &SandboxFiles::default(), false, false, false).unwrap();
+            let plan = plan(
+                &config,
+                &SandboxFiles::default(),
+                false,
+                false,
+                false,
+                WITH_RRO,
+            )
+            .unwrap();
             assert_eq!(options(find(&plan, "/m")), ["rbind", option, "rw"]);
             assert_eq!(plan.rootfs_propagation.as_deref(), root);
         }
@@ -400,7 +449,15 @@ mod tests {
             cri_mount("/a", "/host/a", false, 1),
             cri_mount("/b", "/host/b", false, 2),
         ]);
-        let plan = plan(&mixed, &SandboxFiles::default(), false, false, false).unwrap();
+        let plan = plan(
+            &mixed,
+            &SandboxFiles::default(),
+            false,
+            false,
+            false,
+            WITH_RRO,
+        )
+        .unwrap();
         assert_eq!(plan.rootfs_propagation.as_deref(), Some("rshared"));
     }
 
@@ -410,7 +467,7 @@ mod tests {
             cri_mount("/etc/hosts", "/custom/hosts", true, 0),
             cri_mount("/dev", "/dev", false, 0),
         ]);
-        let plan = plan(&config, &pod_files(), false, false, false).unwrap();
+        let plan = plan(&config, &pod_files(), false, false, false, WITH_RRO).unwrap();
         let hosts: Vec<_> = plan
             .mounts
             .iter()
@@ -433,7 +490,15 @@ mod tests {
 
     #[test]
     fn readonly_rootfs_makes_pod_files_readonly_but_not_shm() {
-        let plan = plan(&config_with(vec![]), &pod_files(), false, true, false).unwrap();
+        let plan = plan(
+            &config_with(vec![]),
+            &pod_files(),
+            false,
+            true,
+            false,
+            WITH_RRO,
+        )
+        .unwrap();
         for file in ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"] {
             assert_eq!(
                 options(find(&plan, file)),
@@ -455,6 +520,7 @@ mod tests {
             true,
             false,
             false,
+            WITH_RRO,
         )
         .unwrap();
         let shm = find(&host_ipc, "/dev/shm");
@@ -467,6 +533,7 @@ mod tests {
             false,
             false,
             false,
+            WITH_RRO,
         )
         .unwrap();
         assert_eq!(find(&private, "/dev/shm").typ().as_deref(), Some("tmpfs"));
@@ -480,6 +547,7 @@ mod tests {
             false,
             false,
             true,
+            WITH_RRO,
         )
         .unwrap();
         assert!(options(find(&plan, "/sys")).contains(&"rw".to_string()));
@@ -490,6 +558,7 @@ mod tests {
             false,
             false,
             false,
+            WITH_RRO,
         )
         .unwrap();
         assert!(options(find(&unprivileged, "/sys")).contains(&"ro".to_string()));
@@ -523,9 +592,16 @@ mod tests {
             (
                 api::Mount {
                     recursive_read_only: true,
-                    ..cri_mount("/data", "/host", true, 0)
+                    ..cri_mount("/data", "/host", true, 1)
                 },
-                |e| matches!(e, SpecError::Unsupported(what) if what.contains("recursive read-only")),
+                |e| matches!(e, SpecError::InvalidValue { reason, .. } if reason.contains("PRIVATE")),
+            ),
+            (
+                api::Mount {
+                    recursive_read_only: true,
+                    ..cri_mount("/data", "/host", true, 2)
+                },
+                |e| matches!(e, SpecError::InvalidValue { reason, .. } if reason.contains("PRIVATE")),
             ),
             (
                 api::Mount {
@@ -545,9 +621,45 @@ mod tests {
                 false,
                 false,
                 false,
+                WITH_RRO,
             )
             .unwrap_err();
             assert!(expected(&err), "{mount:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn recursive_read_only_adds_rro_when_the_runtime_has_it() {
+        let rro = api::Mount {
+            recursive_read_only: true,
+            ..cri_mount("/data", "/host/data", true, 0)
+        };
+        let config = config_with(vec![rro]);
+        let plan_with = plan(
+            &config,
+            &SandboxFiles::default(),
+            false,
+            false,
+            false,
+            WITH_RRO,
+        )
+        .unwrap();
+        assert_eq!(
+            options(find(&plan_with, "/data")),
+            ["rbind", "rprivate", "ro", "rro"]
+        );
+        let err = plan(
+            &config,
+            &SandboxFiles::default(),
+            false,
+            false,
+            false,
+            RuntimeFeatures::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, SpecError::Unsupported(what) if what.contains("recursive read-only")),
+            "{err:?}"
+        );
     }
 }

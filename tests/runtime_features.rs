@@ -1,0 +1,208 @@
+//! What the runtime advertises and honours beyond the basics: recursive
+//! read-only mounts, the supplemental-groups policy and the identity
+//! reported in ContainerStatus, runtime handlers, and a state directory of
+//! any length. Real runc, real containers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::pods::*;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// A host directory with a tmpfs mounted at `sub`, unmounted on drop.
+struct VolumeWithSubmount {
+    dir: tempfile::TempDir,
+}
+
+impl VolumeWithSubmount {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &sub,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for VolumeWithSubmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(
+            &self.dir.path().join("sub"),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
+    }
+}
+
+fn volume(host: &Path, readonly: bool, rro: bool, propagation: MountPropagation) -> Mount {
+    Mount {
+        container_path: "/mnt".into(),
+        host_path: host.display().to_string(),
+        readonly,
+        recursive_read_only: rro,
+        propagation: propagation as i32,
+        ..Default::default()
+    }
+}
+
+async fn run_with_mount(
+    client: &mut RuntimeServiceClient<Channel>,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    name: &str,
+    mount: Mount,
+) -> Result<String, tonic::Status> {
+    let mut config = container_config(name, &["sleep", "3600"]);
+    config.mounts = vec![mount];
+    let id = create(client, pod_id, pod, config).await?;
+    start(client, &id).await;
+    Ok(id)
+}
+
+/// Exit code and stderr of `touch` on the volume's submount.
+async fn touch_submount(client: &mut RuntimeServiceClient<Channel>, id: &str) -> (i32, String) {
+    let reply = exec(client, id, &["touch", "/mnt/sub/file"]).await;
+    (
+        reply.exit_code,
+        String::from_utf8_lossy(&reply.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn recursive_read_only_mounts() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+
+    let status = client
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let default_handler = status
+        .runtime_handlers
+        .iter()
+        .find(|h| h.name.is_empty())
+        .expect("the default handler is listed under the empty name");
+    assert!(
+        default_handler
+            .features
+            .as_ref()
+            .is_some_and(|f| f.recursive_read_only_mounts),
+        "runc 1.1.5 has rro: {status:?}"
+    );
+
+    let pod = pod_config(&daemon, "rro");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let host = VolumeWithSubmount::new();
+
+    // Plain read-only: the volume is read-only, the submount beneath it is
+    // not (a non-recursive bind keeps the submount's own flags).
+    let plain = run_with_mount(
+        &mut client,
+        &pod_id,
+        &pod,
+        "plain-ro",
+        volume(
+            host.path(),
+            true,
+            false,
+            MountPropagation::PropagationPrivate,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        touch_submount(&mut client, &plain).await,
+        (0, String::new())
+    );
+    let top = exec(&mut client, &plain, &["touch", "/mnt/top"]).await;
+    assert_ne!(top.exit_code, 0, "the volume itself is read-only");
+
+    // Recursive: the submount is read-only too.
+    let recursive = run_with_mount(
+        &mut client,
+        &pod_id,
+        &pod,
+        "recursive-ro",
+        volume(
+            host.path(),
+            true,
+            true,
+            MountPropagation::PropagationPrivate,
+        ),
+    )
+    .await
+    .unwrap();
+    let (code, stderr) = touch_submount(&mut client, &recursive).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    assert!(
+        host.path().join("sub/file").exists(),
+        "the plain one wrote it"
+    );
+
+    // What kubelet and containerd refuse.
+    for (name, mount) in [
+        (
+            "rro-writable",
+            volume(
+                host.path(),
+                false,
+                true,
+                MountPropagation::PropagationPrivate,
+            ),
+        ),
+        (
+            "rro-host-to-container",
+            volume(
+                host.path(),
+                true,
+                true,
+                MountPropagation::PropagationHostToContainer,
+            ),
+        ),
+        (
+            "rro-bidirectional",
+            volume(
+                host.path(),
+                true,
+                true,
+                MountPropagation::PropagationBidirectional,
+            ),
+        ),
+    ] {
+        let err = run_with_mount(&mut client, &pod_id, &pod, name, mount)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+    }
+    let listed = client
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 2, "a refused container leaves nothing behind");
+
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
+}
