@@ -206,3 +206,102 @@ async fn recursive_read_only_mounts() {
         .unwrap();
     remove_pod(&mut client, &pod_id).await;
 }
+
+/// `id -G` in a container running as wharfuser (uid and gid 1234, member of
+/// wharfextra 5678 in the image's /etc/group) with supplemental group 4321,
+/// and the identity ContainerStatus reports.
+async fn groups_under(
+    client: &mut RuntimeServiceClient<Channel>,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    name: &str,
+    policy: SupplementalGroupsPolicy,
+) -> (Vec<u32>, Option<LinuxContainerUser>) {
+    let mut config = container_config(name, &["sleep", "3600"]);
+    config.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 1234 }),
+            supplemental_groups: vec![4321],
+            supplemental_groups_policy: policy as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(client, pod_id, pod, config).await.unwrap();
+    start(client, &id).await;
+    let reply = exec(client, &id, &["id", "-G"]).await;
+    assert_eq!(reply.exit_code, 0, "{reply:?}");
+    let mut groups: Vec<u32> = String::from_utf8(reply.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|gid| gid.parse().unwrap())
+        .collect();
+    groups.sort_unstable();
+    let user = status(client, &id).await.user.and_then(|user| user.linux);
+    (groups, user)
+}
+
+#[tokio::test]
+async fn supplemental_groups_policy_merge_and_strict() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let features = client
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .features
+        .unwrap();
+    assert!(features.supplemental_groups_policy);
+
+    let pod = pod_config(&daemon, "groups");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+
+    let (groups, user) = groups_under(
+        &mut client,
+        &pod_id,
+        &pod,
+        "merge",
+        SupplementalGroupsPolicy::Merge,
+    )
+    .await;
+    assert_eq!(groups, [1234, 4321, 5678], "the image's group is merged in");
+    assert_eq!(
+        user,
+        Some(LinuxContainerUser {
+            uid: 1234,
+            gid: 1234,
+            supplemental_groups: vec![1234, 4321, 5678],
+        })
+    );
+
+    let (groups, user) = groups_under(
+        &mut client,
+        &pod_id,
+        &pod,
+        "strict",
+        SupplementalGroupsPolicy::Strict,
+    )
+    .await;
+    assert_eq!(
+        groups,
+        [1234, 4321],
+        "only the pod's groups and the primary one"
+    );
+    assert_eq!(
+        user,
+        Some(LinuxContainerUser {
+            uid: 1234,
+            gid: 1234,
+            supplemental_groups: vec![1234, 4321],
+        })
+    );
+
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
+}

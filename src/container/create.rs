@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::identity::ProcessIdentity;
 use super::record::{self, Container, ContainerState};
 use super::spec::{self, HostFeatures, NamespacePath, Namespaces, SandboxFiles, SpecInput};
 use super::{rootfs, ContainerError, ContainerService};
@@ -128,7 +129,7 @@ impl ContainerService {
             undo.push_async("deleting the runtime's container", || {
                 self.options.runtime.delete(&id, true)
             });
-            runtime::create_with_monitor(
+            let created = runtime::create_with_monitor(
                 &self.options.runtime,
                 &MonitorConfig {
                     monitor_binary: self.options.monitor_binary.clone(),
@@ -142,6 +143,9 @@ impl ContainerService {
                 },
             )
             .await?;
+            // Blocked before exec on the runtime's fifo, the init already
+            // has the identity it will run with.
+            let identity = ProcessIdentity::of_process(created.container_pid).await;
             let container = Container {
                 id: id.clone(),
                 sandbox_id: sandbox.id.clone(),
@@ -162,6 +166,7 @@ impl ContainerService {
                 rootfs: rootfs_dir,
                 stop_signal,
                 failure: None,
+                identity,
                 exit: None,
                 config: config.clone(),
             };

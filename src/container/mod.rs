@@ -18,6 +18,7 @@
 //! monitor's `exit.json`, which recovery reads once per container.
 
 mod create;
+pub mod identity;
 mod lifecycle;
 pub mod record;
 pub mod rootfs;
@@ -412,6 +413,7 @@ mod tests {
             rootfs: "/nonexistent/c1/rootfs".into(),
             stop_signal: 15,
             failure: None,
+            identity: None,
             exit: None,
             config: Default::default(),
         }

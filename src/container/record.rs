@@ -49,6 +49,11 @@ pub struct Container {
     /// Set when the container could not be started or its monitor vanished
     /// without recording an exit.
     pub failure: Option<String>,
+    /// The init process's identity as the kernel had it once created (the
+    /// user, group and groups runc gave it); absent in records written
+    /// before Wharf read it, and when the process was already gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<super::identity::ProcessIdentity>,
     #[serde(skip)]
     pub exit: Option<ExitStatus>,
     #[serde(skip)]

@@ -239,7 +239,20 @@ pub mod runtime {
                     ..Default::default()
                 }),
             image_id: container.image_id.clone(),
-            user: None,
+            user: container
+                .identity
+                .as_ref()
+                .map(|identity| api::ContainerUser {
+                    linux: Some(api::LinuxContainerUser {
+                        uid: identity.uid.into(),
+                        gid: identity.gid.into(),
+                        supplemental_groups: identity
+                            .supplemental_groups
+                            .iter()
+                            .map(|&gid| gid.into())
+                            .collect(),
+                    }),
+                }),
             stop_signal: 0,
         }
     }

@@ -104,7 +104,12 @@ implemented {
                 }),
                 info,
                 runtime_handlers: runtime_handlers(self.services.containers.runtime_features()),
-                features: Some(RuntimeFeatures::default()),
+                features: Some(RuntimeFeatures {
+                    // Merge and Strict (container::user), and
+                    // ContainerStatus.user from the kernel.
+                    supplemental_groups_policy: true,
+                    ..RuntimeFeatures::default()
+                }),
             })
         })
         .await
