@@ -305,3 +305,119 @@ async fn supplemental_groups_policy_merge_and_strict() {
         .unwrap();
     remove_pod(&mut client, &pod_id).await;
 }
+
+/// A runtime that logs its arguments, one call a line, then is runc.
+fn logging_runc(dir: &Path) -> (PathBuf, PathBuf) {
+    let calls = dir.join("calls");
+    let wrapper = dir.join("logging-runc");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\nexec /usr/bin/runc \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    set_mode(&wrapper, 0o755);
+    (wrapper, calls)
+}
+
+#[tokio::test]
+async fn runtime_handlers_from_the_config() {
+    let tools = tempfile::tempdir().unwrap();
+    let (wrapper, calls) = logging_runc(tools.path());
+    let daemon = daemon_with(&format!(
+        "[runtime.handlers.logged]\npath = {wrapper:?}\noptions = [\"--rootless=false\"]\n"
+    ))
+    .await;
+    let mut client = daemon.runtime().await;
+
+    let handlers = client
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .runtime_handlers;
+    let names: Vec<&str> = handlers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["", "runc", "logged"]);
+    assert!(handlers
+        .iter()
+        .all(|h| h.features.as_ref().unwrap().recursive_read_only_mounts));
+    let probes = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(probes, "features\n", "probed once at start-up");
+
+    let unknown = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config(&daemon, "unknown")),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(
+        unknown.message().contains(r#""kata""#) && unknown.message().contains(r#""logged""#),
+        "{unknown:?}"
+    );
+    assert!(client
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+
+    let pod = pod_config(&daemon, "logged");
+    let pod_id = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: "logged".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    assert_eq!(
+        pod_status(&mut client, &pod_id).await.runtime_handler,
+        "logged"
+    );
+    let id = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("app", &["sleep", "3600"]),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &id).await;
+    let reply = exec(&mut client, &id, &["echo", "hello"]).await;
+    assert_eq!(reply.stdout, b"hello\n");
+
+    let handler_root = daemon.state_dir().join("runtimes/logged");
+    let calls_text = std::fs::read_to_string(&calls).unwrap();
+    for command in ["create", "start", "exec"] {
+        let call = calls_text
+            .lines()
+            .find(|line| line.contains(&format!(" {command} ")))
+            .unwrap_or_else(|| panic!("no {command} through the handler: {calls_text}"));
+        assert!(
+            call.starts_with(&format!(
+                "--root {} --rootless=false ",
+                handler_root.display()
+            )),
+            "{call}"
+        );
+    }
+    assert!(handler_root.join(&id).is_dir(), "the handler's own --root");
+
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
+    assert!(
+        !handler_root.join(&id).exists(),
+        "deleted through the handler"
+    );
+}

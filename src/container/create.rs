@@ -69,6 +69,7 @@ impl ContainerService {
             .images
             .resolve(&image_name)?
             .ok_or_else(|| ContainerError::ImageNotFound(image_name.clone()))?;
+        let handler = self.options.handlers.get(&sandbox.runtime_handler)?;
         let namespaces = self.namespaces_for(&sandbox, &config)?;
         let log_path = log_path(&sandbox, &config)?;
 
@@ -113,7 +114,7 @@ impl ContainerService {
                 state_dir: state_dir.clone(),
                 log_path: log_path.clone(),
                 host: self.options.host.clone(),
-                runtime_features: self.options.runtime_features,
+                runtime_features: handler.features,
             };
             let bundle = tokio::task::spawn_blocking(move || request.prepare())
                 .await
@@ -127,10 +128,10 @@ impl ContainerService {
             // Also after a failed or timed-out create: the runtime may have
             // kept state (deleting an unknown container is fine).
             undo.push_async("deleting the runtime's container", || {
-                self.options.runtime.delete(&id, true)
+                handler.runtime.delete(&id, true)
             });
             let created = runtime::create_with_monitor(
-                &self.options.runtime,
+                &handler.runtime,
                 &MonitorConfig {
                     monitor_binary: self.options.monitor_binary.clone(),
                     id: id.clone(),
@@ -167,6 +168,7 @@ impl ContainerService {
                 stop_signal,
                 failure: None,
                 identity,
+                runtime_handler: sandbox.runtime_handler.clone(),
                 exit: None,
                 config: config.clone(),
             };

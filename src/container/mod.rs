@@ -35,7 +35,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::{Classify, Kind};
 use crate::image::{ImageError, ImageService};
-use crate::runtime::{ContainerEnd, OciRuntime, RuntimeError, RuntimeFeatures};
+use crate::runtime::{ContainerEnd, OciRuntime, RuntimeError, RuntimeHandlers, UnknownHandler};
 use crate::sandbox::{SandboxError, SandboxService};
 use crate::store::StoreError;
 use crate::sync::{by_id_or_prefix, LookupMiss, NameTaken, Registrar};
@@ -75,6 +75,8 @@ pub enum ContainerError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
+    Handler(#[from] UnknownHandler),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0} did not finish: {1}")]
     Task(&'static str, #[source] tokio::task::JoinError),
@@ -100,7 +102,9 @@ impl Classify for ContainerError {
             ContainerError::Missing(_)
             | ContainerError::Ambiguous(_)
             | ContainerError::Invalid { .. } => Kind::InvalidArgument,
-            ContainerError::NotFound(_) | ContainerError::ImageNotFound(_) => Kind::NotFound,
+            ContainerError::NotFound(_)
+            | ContainerError::ImageNotFound(_)
+            | ContainerError::Handler(_) => Kind::NotFound,
             ContainerError::WrongState { .. } => Kind::FailedPrecondition,
             ContainerError::NameTaken(_) => Kind::AlreadyExists,
             ContainerError::Sandbox(e) => e.kind(),
@@ -256,11 +260,10 @@ impl Drop for Entry {
 }
 
 pub struct ContainerOptions {
-    pub runtime: OciRuntime,
+    /// The OCI runtimes, one per runtime handler, with their features.
+    pub handlers: RuntimeHandlers,
     pub monitor_binary: PathBuf,
     pub host: HostFeatures,
-    /// What the OCI runtime can do, probed at start-up.
-    pub runtime_features: RuntimeFeatures,
 }
 
 pub struct ContainerService {
@@ -313,9 +316,18 @@ impl ContainerService {
 
     /// Every container state change from now on, removals included: the
     /// hook for GetContainerEvents.
-    /// What the OCI runtime can do (probed at start-up).
-    pub fn runtime_features(&self) -> RuntimeFeatures {
-        self.options.runtime_features
+    /// The runtime handlers, with what each runtime can do.
+    pub fn handlers(&self) -> &RuntimeHandlers {
+        &self.options.handlers
+    }
+
+    /// The runtime of the container's handler.
+    fn runtime_of(&self, container: &Container) -> Result<&OciRuntime, ContainerError> {
+        Ok(&self
+            .options
+            .handlers
+            .get(&container.runtime_handler)?
+            .runtime)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
@@ -414,6 +426,7 @@ mod tests {
             stop_signal: 15,
             failure: None,
             identity: None,
+            runtime_handler: String::new(),
             exit: None,
             config: Default::default(),
         }

@@ -54,6 +54,10 @@ pub struct Container {
     /// before Wharf read it, and when the process was already gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<super::identity::ProcessIdentity>,
+    /// The pod's runtime handler, whose runtime runs the container ("" for
+    /// the default, and in records from before handlers).
+    #[serde(default)]
+    pub runtime_handler: String,
     #[serde(skip)]
     pub exit: Option<ExitStatus>,
     #[serde(skip)]

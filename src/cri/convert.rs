@@ -97,7 +97,7 @@ pub mod runtime {
             created_at: sandbox.created_at_ns,
             labels: sandbox.config.labels.clone(),
             annotations: sandbox.config.annotations.clone(),
-            runtime_handler: String::new(),
+            runtime_handler: sandbox.runtime_handler.clone(),
         }
     }
 
@@ -138,7 +138,7 @@ pub mod runtime {
             }),
             labels: sandbox.config.labels.clone(),
             annotations: sandbox.config.annotations.clone(),
-            runtime_handler: String::new(),
+            runtime_handler: sandbox.runtime_handler.clone(),
         }
     }
 

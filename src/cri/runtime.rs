@@ -103,7 +103,7 @@ implemented {
                     conditions: vec![runtime_ready, network_ready],
                 }),
                 info,
-                runtime_handlers: runtime_handlers(self.services.containers.runtime_features()),
+                runtime_handlers: runtime_handlers(self.services.containers.handlers()),
                 features: Some(RuntimeFeatures {
                     // Merge and Strict (container::user), and
                     // ContainerStatus.user from the kernel.
@@ -273,15 +273,17 @@ fn condition(kind: &str, ready: Result<(), (&str, String)>) -> RuntimeCondition 
     }
 }
 
-/// The handlers RuntimeClasses may name: the default one (named "", as
-/// critest and kubelet look it up) and its alias "runc".
-fn runtime_handlers(features: crate::runtime::RuntimeFeatures) -> Vec<RuntimeHandler> {
-    ["", "runc"]
+/// The handlers RuntimeClasses may name, each with its runtime's
+/// features: the default one (named "", as kubelet and critest look it up)
+/// and its alias "runc", then the configured ones.
+fn runtime_handlers(handlers: &crate::runtime::RuntimeHandlers) -> Vec<RuntimeHandler> {
+    handlers
+        .listed()
         .into_iter()
-        .map(|name| RuntimeHandler {
+        .map(|(name, handler)| RuntimeHandler {
             name: name.to_string(),
             features: Some(RuntimeHandlerFeatures {
-                recursive_read_only_mounts: features.recursive_read_only_mounts,
+                recursive_read_only_mounts: handler.features.recursive_read_only_mounts,
                 user_namespaces: false,
             }),
         })

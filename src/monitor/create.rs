@@ -42,7 +42,8 @@ pub fn create(args: &MonitorArgs) -> Result<Container, MonitorError> {
     for stale in [&runtime_log, &pid_file] {
         remove_if_present(stale)?;
     }
-    let runtime = OciRuntime::new(args.runtime.clone(), args.runtime_root.clone());
+    let runtime = OciRuntime::new(args.runtime.clone(), args.runtime_root.clone())
+        .with_options(args.runtime_options.clone());
     let console_socket = args.state_file(files::CONSOLE_SOCKET);
     let options = CreateOptions {
         id: &args.id,

@@ -13,6 +13,7 @@
 pub mod error;
 mod exec;
 pub mod features;
+pub mod handlers;
 mod monitor;
 pub mod protocol;
 
@@ -28,6 +29,7 @@ use tokio::process::Command;
 pub use error::{Failure, RuntimeError};
 pub use exec::ExecOutput;
 pub use features::RuntimeFeatures;
+pub use handlers::{RuntimeHandler, RuntimeHandlers, UnknownHandler};
 pub use monitor::{
     create_with_monitor, default_monitor_binary, monitor_alive, read_exit, reopen_log, watch_exit,
     ContainerEnd, Created, MonitorConfig,
@@ -40,6 +42,9 @@ pub use protocol::ExitStatus;
 pub struct OciRuntime {
     binary: PathBuf,
     root: PathBuf,
+    /// Global options given before every command (after `--root`), from a
+    /// runtime handler's `options`.
+    options: Vec<OsString>,
     /// How long one runtime command (start, kill, delete, state, update)
     /// may take before it is killed and the call fails: a hung runtime
     /// must not hold a container's lock, and its caller, forever.
@@ -106,6 +111,7 @@ impl OciRuntime {
         Self {
             binary,
             root,
+            options: Vec::new(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
     }
@@ -119,6 +125,14 @@ impl OciRuntime {
             command_timeout,
             ..self
         }
+    }
+
+    pub fn with_options(self, options: Vec<OsString>) -> Self {
+        Self { options, ..self }
+    }
+
+    pub fn options(&self) -> &[OsString] {
+        &self.options
     }
 
     pub fn binary(&self) -> &Path {
@@ -145,10 +159,11 @@ impl OciRuntime {
         args
     }
 
-    /// `--root R [--log L] --log-format json`. Without a log file runc
-    /// writes its JSON log lines to stderr.
+    /// `--root R [OPTIONS...] [--log L] --log-format json`. Without a log
+    /// file runc writes its JSON log lines to stderr.
     fn global_args(&self, log_file: Option<&Path>) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec!["--root".into(), self.root.clone().into()];
+        args.extend(self.options.iter().cloned());
         if let Some(log) = log_file {
             args.push("--log".into());
             args.push(log.into());

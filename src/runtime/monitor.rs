@@ -112,6 +112,7 @@ pub async fn create_with_monitor(
         log_path: config.log_path.clone(),
         runtime: runtime.binary().to_path_buf(),
         runtime_root: runtime.root().to_path_buf(),
+        runtime_options: runtime.options().to_vec(),
         stdin: config.stdin,
         stdin_once: config.stdin_once,
         tty: config.tty,
