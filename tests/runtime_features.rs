@@ -421,3 +421,90 @@ async fn runtime_handlers_from_the_config() {
         "deleted through the handler"
     );
 }
+
+/// A state directory far deeper than a socket address could name: the
+/// monitor's control socket, a terminal's console socket and recovery after
+/// a daemon kill all work below it.
+#[tokio::test]
+async fn a_deep_state_dir_runs_and_recovers_containers() {
+    let deep = format!("{}/{}/state", "a".repeat(80), "b".repeat(80));
+    let mut daemon = common::Daemon::start_with_state_dir("", Some(&deep)).await;
+    std::fs::write(daemon.cni_dir().join("10-lo.conflist"), LOOPBACK_CONFLIST).unwrap();
+    pull_busybox(&daemon).await;
+    assert!(daemon.state_dir().as_os_str().len() > 107);
+    let mut client = daemon.runtime().await;
+
+    let pod = pod_config(&daemon, "deep");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let plain = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("plain", &["sleep", "3600"]),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &plain).await;
+    let terminal = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        ContainerConfig {
+            tty: true,
+            ..container_config("terminal", &["sh", "-c", "tty; sleep 3600"])
+        },
+    )
+    .await
+    .unwrap();
+    start(&mut client, &terminal).await;
+    let log = Path::new(&pod.log_directory).join("terminal/0.log");
+    wait_for_log(&log, "/dev/pts/").await;
+    let monitor_socket = daemon
+        .state_dir()
+        .join("containers")
+        .join(&plain)
+        .join("monitor.sock");
+    assert!(
+        monitor_socket.exists(),
+        "the socket is where it always was: {}",
+        monitor_socket.display()
+    );
+
+    daemon.kill9();
+    daemon.spawn().await;
+    let mut client = daemon.runtime().await;
+    for id in [&plain, &terminal] {
+        assert_eq!(
+            status(&mut client, id).await.state,
+            ContainerState::ContainerRunning as i32,
+            "{id} recovered"
+        );
+    }
+    let reply = exec(&mut client, &plain, &["echo", "still here"]).await;
+    assert_eq!(reply.stdout, b"still here\n");
+    // Stopping waits for the exit through the control socket.
+    client
+        .stop_container(StopContainerRequest {
+            container_id: plain.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let stopped = wait_exited(&mut client, &plain).await;
+    assert_eq!(stopped.exit_code, 137);
+    // Reopening the log is a control request too.
+    client
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: terminal.clone(),
+        })
+        .await
+        .unwrap();
+
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
+}

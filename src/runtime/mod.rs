@@ -16,6 +16,7 @@ pub mod features;
 pub mod handlers;
 mod monitor;
 pub mod protocol;
+pub mod socket_path;
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
