@@ -3,6 +3,7 @@
 //! [`DEFAULT_CONFIG`] is both what `wharf config default` prints and, parsed,
 //! the defaults themselves (a unit test keeps the two in step).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -80,6 +81,17 @@ cgroup_driver = "cgroupfs"
 # The per-container monitor; by default the wharf-monitor installed next
 # to the wharf binary.
 # monitor_path = "/usr/local/bin/wharf-monitor"
+
+# More runc-compatible runtimes, for RuntimeClass handlers: a pod whose
+# RuntimeClass names NAME runs its containers with this runtime. The
+# default handler ("" or "runc") is the runtime above.
+# [runtime.handlers.NAME]
+# Binary: a path or a name looked up in PATH.
+# path = "/usr/local/bin/crun"
+# The runtime's --root; by default <state_dir>/runtimes/NAME.
+# root = "/run/crun-wharf"
+# Global options given before every command, after --root.
+# options = ["--systemd-cgroup"]
 "#;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -138,7 +150,26 @@ pub struct RuntimeSection {
     pub command_timeout_secs: u64,
     pub cgroup_driver: CgroupDriver,
     pub monitor_path: Option<PathBuf>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub handlers: BTreeMap<String, HandlerSection>,
 }
+
+/// `[runtime.handlers.NAME]`: another runc-compatible runtime.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerSection {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+/// Handler names become directory names and RuntimeClass handlers, which
+/// Kubernetes limits to a DNS label.
+const MAX_HANDLER_NAME: usize = 63;
+/// Options of one handler; more is a mistake, not a runtime's command line.
+const MAX_HANDLER_OPTIONS: usize = 32;
 
 impl Default for RegistrySection {
     fn default() -> Self {
@@ -179,6 +210,7 @@ impl Default for RuntimeSection {
             command_timeout_secs: 120,
             cgroup_driver: CgroupDriver::Cgroupfs,
             monitor_path: None,
+            handlers: BTreeMap::new(),
         }
     }
 }
@@ -197,9 +229,6 @@ impl Default for Config {
         }
     }
 }
-
-/// The longest path a unix socket can be bound at.
-const MAX_SOCKET_PATH: usize = 107;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -271,17 +300,12 @@ impl Config {
                 )));
             }
         }
-        // Monitors listen on <state_dir>/containers/<64-hex id>/monitor.sock
-        // and a unix socket path has at most 107 bytes.
-        let longest_socket = "/containers/".len() + 64 + "/monitor.sock".len();
-        let state_len = self.state_dir.as_os_str().len();
-        if state_len + longest_socket > MAX_SOCKET_PATH {
-            return Err(ConfigError::Invalid(format!(
-                "state_dir {} is too long: it may have at most {} bytes, since container sockets below it must fit in {MAX_SOCKET_PATH} bytes",
-                self.state_dir.display(),
-                MAX_SOCKET_PATH - longest_socket
-            )));
+        for (name, handler) in &self.runtime.handlers {
+            validate_handler(name, handler)?;
         }
+        // Sockets below state_dir are reached through a short alias when
+        // their path is too long for a socket address (see
+        // runtime::socket_path), so it may be of any length.
         for (name, path) in [
             ("root", &self.root),
             ("state_dir", &self.state_dir),
@@ -311,6 +335,46 @@ impl Config {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.registry.request_timeout_secs)
     }
+}
+
+fn validate_handler(name: &str, handler: &HandlerSection) -> Result<(), ConfigError> {
+    let label = !name.is_empty()
+        && name.len() <= MAX_HANDLER_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !label {
+        return Err(ConfigError::Invalid(format!(
+            "runtime.handlers.{name:?}: a handler name is a DNS label (lowercase letters, digits and '-', at most {MAX_HANDLER_NAME} bytes)"
+        )));
+    }
+    if handler.path.as_os_str().is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "runtime.handlers.{name}.path is empty"
+        )));
+    }
+    if let Some(root) = &handler.root {
+        if !root.is_absolute() {
+            return Err(ConfigError::Invalid(format!(
+                "runtime.handlers.{name}.root must be an absolute path, got {}",
+                root.display()
+            )));
+        }
+    }
+    if handler.options.len() > MAX_HANDLER_OPTIONS {
+        return Err(ConfigError::Invalid(format!(
+            "runtime.handlers.{name}.options: {} options, more than the {MAX_HANDLER_OPTIONS} allowed",
+            handler.options.len()
+        )));
+    }
+    if let Some(bad) = handler.options.iter().find(|o| !o.starts_with('-')) {
+        return Err(ConfigError::Invalid(format!(
+            "runtime.handlers.{name}.options: {bad:?} is not an option (options start with '-'; give a value as --flag=value)"
+        )));
+    }
+    Ok(())
 }
 
 fn merge(base: &mut toml::Table, overrides: toml::Table) {
@@ -347,6 +411,11 @@ impl Paths {
     /// The OCI runtime's `--root`: its state of every container.
     pub fn runtime_root(&self) -> PathBuf {
         self.state.join("runc")
+    }
+
+    /// A configured handler's default `--root`.
+    pub fn handler_root(&self, name: &str) -> PathBuf {
+        self.state.join("runtimes").join(name)
     }
 }
 
@@ -397,8 +466,31 @@ mod tests {
         assert!(Config::parse("[registry]\nmax_concurrent_downloads = 0").is_err());
         assert!(Config::parse("root = \"relative\"").is_err());
         assert!(Config::parse("[runtime]\ncgroup_driver = \"other\"").is_err());
-        let long_state = format!("state_dir = \"/{}\"", "s".repeat(18));
-        let err = Config::parse(&long_state).unwrap_err();
-        assert!(err.contains("at most 18 bytes"), "{err}");
+        let long_state = format!("state_dir = \"/{}\"", "s".repeat(200));
+        assert!(Config::parse(&long_state).is_ok(), "any length");
+    }
+
+    #[test]
+    fn handlers_are_read_and_checked() {
+        let config = Config::parse(
+            "[runtime.handlers.fast]\npath = \"/usr/bin/crun\"\noptions = [\"--debug\"]\n",
+        )
+        .unwrap();
+        let fast = &config.runtime.handlers["fast"];
+        assert_eq!(fast.path, PathBuf::from("/usr/bin/crun"));
+        assert_eq!(fast.root, None);
+        assert_eq!(fast.options, ["--debug"]);
+        assert_eq!(config.runtime.path, PathBuf::from("runc"));
+        for bad in [
+            "[runtime.handlers.Fast]\npath = \"crun\"",
+            "[runtime.handlers.\"a/b\"]\npath = \"crun\"",
+            "[runtime.handlers.fast]\npath = \"\"",
+            "[runtime.handlers.fast]\npath = \"crun\"\nroot = \"rel\"",
+            "[runtime.handlers.fast]\npath = \"crun\"\noptions = [\"debug\"]",
+            "[runtime.handlers.fast]\npath = \"crun\"\nbogus = 1",
+            "[runtime.handlers.fast]\nroot = \"/r\"",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
     }
 }

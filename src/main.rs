@@ -16,7 +16,7 @@ use wharf::image::registry::RegistryConfig;
 use wharf::image::unpack::UnpackOptions;
 use wharf::image::{ImageService, PullOptions};
 use wharf::network::{Cni, CniConfig};
-use wharf::runtime::{default_monitor_binary, OciRuntime};
+use wharf::runtime::{default_monitor_binary, OciRuntime, RuntimeHandlers};
 use wharf::sandbox::SandboxService;
 
 #[derive(Parser)]
@@ -172,15 +172,38 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("recovering sandboxes: {}", wharf::error::chain(&e)))?,
     );
+    let command_timeout = Duration::from_secs(config.runtime.command_timeout_secs);
     let oci_runtime = OciRuntime::new(config.runtime.path.clone(), paths.runtime_root())
-        .with_command_timeout(Duration::from_secs(config.runtime.command_timeout_secs));
-    match oci_runtime.remove_exec_leftovers() {
-        Ok(0) => {}
-        Ok(removed) => tracing::info!(removed, "removed files of interrupted ExecSyncs"),
-        Err(e) => tracing::warn!(error = %e, "cannot remove files of interrupted ExecSyncs"),
+        .with_command_timeout(command_timeout);
+    let configured_handlers = config
+        .runtime
+        .handlers
+        .iter()
+        .map(|(name, handler)| {
+            let root = handler
+                .root
+                .clone()
+                .unwrap_or_else(|| paths.handler_root(name));
+            let runtime = OciRuntime::new(handler.path.clone(), root)
+                .with_options(handler.options.iter().map(Into::into).collect())
+                .with_command_timeout(command_timeout);
+            (name.clone(), runtime)
+        })
+        .collect();
+    let handlers = RuntimeHandlers::probe(oci_runtime, configured_handlers).await;
+    for handler in handlers.all() {
+        match handler.runtime.remove_exec_leftovers() {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(handler = %handler.name, removed, "removed files of interrupted ExecSyncs")
+            }
+            Err(e) => {
+                tracing::warn!(handler = %handler.name, error = %e, "cannot remove files of interrupted ExecSyncs")
+            }
+        }
     }
     let container_options = ContainerOptions {
-        runtime: oci_runtime,
+        handlers,
         monitor_binary,
         host: HostFeatures::detect(),
     };

@@ -350,6 +350,7 @@ async fn monitor_outlives_the_process_that_spawned_it() {
         log_path: f.config.log_path.clone(),
         runtime: RUNC.into(),
         runtime_root: f.runtime.root().to_path_buf(),
+        runtime_options: Vec::new(),
         stdin: false,
         stdin_once: false,
         tty: false,

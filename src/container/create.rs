@@ -10,12 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::identity::ProcessIdentity;
 use super::record::{self, Container, ContainerState};
 use super::spec::{self, HostFeatures, NamespacePath, Namespaces, SandboxFiles, SpecInput};
 use super::{rootfs, ContainerError, ContainerService};
 use crate::api;
 use crate::image::ImageService;
-use crate::runtime::{self, MonitorConfig};
+use crate::runtime::{self, MonitorConfig, RuntimeFeatures};
 use crate::sandbox::Sandbox;
 use crate::store::now_nanos;
 use crate::undo::Undo;
@@ -68,6 +69,7 @@ impl ContainerService {
             .images
             .resolve(&image_name)?
             .ok_or_else(|| ContainerError::ImageNotFound(image_name.clone()))?;
+        let handler = self.options.handlers.get(&sandbox.runtime_handler)?;
         let namespaces = self.namespaces_for(&sandbox, &config)?;
         let log_path = log_path(&sandbox, &config)?;
 
@@ -112,6 +114,7 @@ impl ContainerService {
                 state_dir: state_dir.clone(),
                 log_path: log_path.clone(),
                 host: self.options.host.clone(),
+                runtime_features: handler.features,
             };
             let bundle = tokio::task::spawn_blocking(move || request.prepare())
                 .await
@@ -125,10 +128,10 @@ impl ContainerService {
             // Also after a failed or timed-out create: the runtime may have
             // kept state (deleting an unknown container is fine).
             undo.push_async("deleting the runtime's container", || {
-                self.options.runtime.delete(&id, true)
+                handler.runtime.delete(&id, true)
             });
-            runtime::create_with_monitor(
-                &self.options.runtime,
+            let created = runtime::create_with_monitor(
+                &handler.runtime,
                 &MonitorConfig {
                     monitor_binary: self.options.monitor_binary.clone(),
                     id: id.clone(),
@@ -141,6 +144,9 @@ impl ContainerService {
                 },
             )
             .await?;
+            // Blocked before exec on the runtime's fifo, the init already
+            // has the identity it will run with.
+            let identity = ProcessIdentity::of_process(created.container_pid).await;
             let container = Container {
                 id: id.clone(),
                 sandbox_id: sandbox.id.clone(),
@@ -161,6 +167,8 @@ impl ContainerService {
                 rootfs: rootfs_dir,
                 stop_signal,
                 failure: None,
+                identity,
+                runtime_handler: sandbox.runtime_handler.clone(),
                 exit: None,
                 config: config.clone(),
             };
@@ -253,6 +261,7 @@ struct BundleRequest {
     state_dir: PathBuf,
     log_path: Option<PathBuf>,
     host: HostFeatures,
+    runtime_features: RuntimeFeatures,
 }
 
 /// A bundle ready for `runc create`, and what to take back if the
@@ -346,6 +355,7 @@ impl BundleRequest {
             cgroups_path: cgroups_path(&cgroup_parent, &self.id),
             user,
             host: self.host.clone(),
+            runtime: self.runtime_features,
         })?;
         // Serialising our own spec cannot fail on bad input: a failure is
         // ours (Internal), reported with the file it was meant for.

@@ -10,7 +10,7 @@ use super::spec;
 use super::{rootfs, state_name, ContainerError, ContainerService, Entry};
 use crate::api;
 use crate::error::Classify;
-use crate::runtime::{self, ContainerEnd, ExecOutput};
+use crate::runtime::{self, ContainerEnd, ExecOutput, OciRuntime};
 
 use crate::store::now_nanos;
 
@@ -49,13 +49,14 @@ impl ContainerService {
         let requested_at = now_nanos();
         let pending = entry.update(|c| c.start_requested_at_ns = Some(requested_at));
         record::save_unsynced(&record_dir, &pending)?;
-        let result = self.options.runtime.start(&container.id).await;
+        let runtime = self.runtime_of(&container)?;
+        let result = runtime.start(&container.id).await;
         let outcome = match &result {
             Ok(()) => StartOutcome::Started,
             // It may have started all the same (a start that a crash cut
             // short, retried): the runtime says which, and only a container
             // that never ran is a failed one.
-            Err(_) => self.start_outcome(&container.id).await,
+            Err(_) => start_outcome(runtime, &container.id).await,
         };
         let recorded = entry.update(|c| outcome.apply(c, &result));
         record::save(&record_dir, &recorded, false)?;
@@ -68,16 +69,11 @@ impl ContainerService {
 
     /// Whether a container whose start was requested has started, by the
     /// runtime's account.
-    async fn start_outcome(&self, id: &str) -> StartOutcome {
-        use crate::runtime::Status;
-        match self.options.runtime.state(id).await {
-            Ok(Some(state)) => match state.status {
-                Status::Running | Status::Paused | Status::Stopped => StartOutcome::Started,
-                Status::Created | Status::Creating => StartOutcome::NotStarted,
-            },
-            Ok(None) => StartOutcome::NotStarted,
+    async fn start_outcome_of(&self, container: &Container) -> StartOutcome {
+        match self.runtime_of(container) {
+            Ok(runtime) => start_outcome(runtime, &container.id).await,
             Err(e) => {
-                tracing::warn!(id, error = %e, "asking the runtime whether a start happened");
+                tracing::warn!(id = %container.id, error = %e, "cannot ask the runtime whether a start happened");
                 StartOutcome::Unknown
             }
         }
@@ -118,7 +114,11 @@ impl ContainerService {
     }
 
     async fn kill(&self, container: &Container, signal: Signal) -> Result<(), ContainerError> {
-        match self.options.runtime.kill(&container.id, signal, true).await {
+        match self
+            .runtime_of(container)?
+            .kill(&container.id, signal, true)
+            .await
+        {
             Ok(()) => Ok(()),
             // Exited meanwhile: the monitor records it.
             Err(e) if e.is_not_found() || e.kind() == crate::error::Kind::FailedPrecondition => {
@@ -142,7 +142,9 @@ impl ContainerService {
     async fn remove_locked(&self, entry: &Entry) -> Result<(), ContainerError> {
         self.stop_locked(entry, Duration::ZERO).await?;
         let container = entry.get();
-        self.options.runtime.delete(&container.id, true).await?;
+        self.runtime_of(&container)?
+            .delete(&container.id, true)
+            .await?;
         // Its files are going: the watch (if it still runs) ends here.
         entry.stop_watching();
         rootfs::unmount(&container.rootfs)?;
@@ -193,10 +195,12 @@ impl ContainerService {
         process.set_args(Some(cmd));
         process.set_terminal(Some(false));
         process.set_console_size(None);
-        let exec =
-            self.options
-                .runtime
-                .exec_sync(&container.id, &process, timeout, EXEC_OUTPUT_CAP);
+        let exec = self.runtime_of(&container)?.exec_sync(
+            &container.id,
+            &process,
+            timeout,
+            EXEC_OUTPUT_CAP,
+        );
         let container_gone = async {
             entry.exited().await;
             tokio::time::sleep(EXEC_AFTER_EXIT).await;
@@ -236,8 +240,7 @@ impl ContainerService {
             ));
         }
         let resources = spec::update_resources(resources, &self.options.host)?;
-        self.options
-            .runtime
+        self.runtime_of(&container)?
             .update(&container.id, &resources)
             .await?;
         Ok(())
@@ -283,7 +286,7 @@ impl ContainerService {
             let entry = Entry::new(container, self.changes.clone());
             if entry.get().start_requested_at_ns.is_some() {
                 // A StartContainer was cut short: did the runtime start it?
-                let outcome = self.start_outcome(&id).await;
+                let outcome = self.start_outcome_of(&entry.get()).await;
                 tracing::warn!(id = %id, ?outcome, "reconciling a start interrupted by a crash");
                 let reconciled = entry.update(|c| outcome.apply(c, &Ok(())));
                 record::save(&dir, &reconciled, false)?;
@@ -324,8 +327,12 @@ impl ContainerService {
 
     /// Best-effort removal of everything a container ID may have on the host.
     async fn discard(&self, id: &str) {
-        if let Err(e) = self.options.runtime.delete(id, true).await {
-            tracing::warn!(id, error = %e, "deleting runtime container");
+        // Which handler ran it is in the record, which may be gone: ask
+        // them all (deleting an unknown container is fine).
+        for handler in self.options.handlers.all() {
+            if let Err(e) = handler.runtime.delete(id, true).await {
+                tracing::warn!(id, handler = %handler.name, error = %e, "deleting runtime container");
+            }
         }
         let state_dir = self.state_dir(id);
         if let Err(e) = rootfs::unmount(&state_dir.join("rootfs")) {
@@ -393,4 +400,21 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned()
+}
+
+/// Whether a container whose start was requested has started, by the
+/// runtime's account.
+async fn start_outcome(runtime: &OciRuntime, id: &str) -> StartOutcome {
+    use crate::runtime::Status;
+    match runtime.state(id).await {
+        Ok(Some(state)) => match state.status {
+            Status::Running | Status::Paused | Status::Stopped => StartOutcome::Started,
+            Status::Created | Status::Creating => StartOutcome::NotStarted,
+        },
+        Ok(None) => StartOutcome::NotStarted,
+        Err(e) => {
+            tracing::warn!(id, error = %e, "asking the runtime whether a start happened");
+            StartOutcome::Unknown
+        }
+    }
 }

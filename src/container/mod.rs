@@ -18,6 +18,7 @@
 //! monitor's `exit.json`, which recovery reads once per container.
 
 mod create;
+pub mod identity;
 mod lifecycle;
 pub mod record;
 pub mod rootfs;
@@ -34,7 +35,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::{Classify, Kind};
 use crate::image::{ImageError, ImageService};
-use crate::runtime::{ContainerEnd, OciRuntime, RuntimeError};
+use crate::runtime::{ContainerEnd, OciRuntime, RuntimeError, RuntimeHandlers, UnknownHandler};
 use crate::sandbox::{SandboxError, SandboxService};
 use crate::store::StoreError;
 use crate::sync::{by_id_or_prefix, LookupMiss, NameTaken, Registrar};
@@ -75,6 +76,8 @@ pub enum ContainerError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
+    Handler(#[from] UnknownHandler),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0} did not finish: {1}")]
     Task(&'static str, #[source] tokio::task::JoinError),
@@ -100,7 +103,9 @@ impl Classify for ContainerError {
             ContainerError::Missing(_)
             | ContainerError::Ambiguous(_)
             | ContainerError::Invalid { .. } => Kind::InvalidArgument,
-            ContainerError::NotFound(_) | ContainerError::ImageNotFound(_) => Kind::NotFound,
+            ContainerError::NotFound(_)
+            | ContainerError::ImageNotFound(_)
+            | ContainerError::Handler(_) => Kind::NotFound,
             ContainerError::WrongState { .. } => Kind::FailedPrecondition,
             ContainerError::NameTaken(_) => Kind::AlreadyExists,
             ContainerError::Sandbox(e) => e.kind(),
@@ -258,7 +263,8 @@ impl Drop for Entry {
 }
 
 pub struct ContainerOptions {
-    pub runtime: OciRuntime,
+    /// The OCI runtimes, one per runtime handler, with their features.
+    pub handlers: RuntimeHandlers,
     pub monitor_binary: PathBuf,
     pub host: HostFeatures,
 }
@@ -313,6 +319,20 @@ impl ContainerService {
 
     /// Every container state change from now on, removals included: the
     /// hook for GetContainerEvents.
+    /// The runtime handlers, with what each runtime can do.
+    pub fn handlers(&self) -> &RuntimeHandlers {
+        &self.options.handlers
+    }
+
+    /// The runtime of the container's handler.
+    fn runtime_of(&self, container: &Container) -> Result<&OciRuntime, ContainerError> {
+        Ok(&self
+            .options
+            .handlers
+            .get(&container.runtime_handler)?
+            .runtime)
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.changes.subscribe()
     }
@@ -423,6 +443,8 @@ mod tests {
             rootfs: "/nonexistent/c1/rootfs".into(),
             stop_signal: 15,
             failure: None,
+            identity: None,
+            runtime_handler: String::new(),
             exit: None,
             config: Default::default(),
         }

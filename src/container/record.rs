@@ -49,6 +49,15 @@ pub struct Container {
     /// Set when the container could not be started or its monitor vanished
     /// without recording an exit.
     pub failure: Option<String>,
+    /// The init process's identity as the kernel had it once created (the
+    /// user, group and groups runc gave it); absent in records written
+    /// before Wharf read it, and when the process was already gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<super::identity::ProcessIdentity>,
+    /// The pod's runtime handler, whose runtime runs the container ("" for
+    /// the default, and in records from before handlers).
+    #[serde(default)]
+    pub runtime_handler: String,
     #[serde(skip)]
     pub exit: Option<ExitStatus>,
     #[serde(skip)]

@@ -36,6 +36,7 @@ use crate::api;
 use crate::container::seccomp::{self, ProfileKind};
 use crate::container::user::ResolvedUser;
 use crate::error::{Classify, Kind};
+use crate::runtime::RuntimeFeatures;
 
 mod capabilities;
 mod devices;
@@ -76,6 +77,8 @@ pub struct SpecInput<'a> {
     pub cgroups_path: String,
     pub user: ResolvedUser,
     pub host: HostFeatures,
+    /// What the OCI runtime of the pod's handler can do.
+    pub runtime: RuntimeFeatures,
 }
 
 /// The namespaces the sandbox pinned for this container.
@@ -277,6 +280,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         input.namespaces.ipc == NamespacePath::Host,
         readonly_rootfs,
         privileged,
+        input.runtime,
     )?;
     let devices = devices::for_container(config, privileged, Path::new("/dev"))?;
     let resources = linux::resources(

@@ -97,7 +97,7 @@ pub mod runtime {
             created_at: sandbox.created_at_ns,
             labels: sandbox.config.labels.clone(),
             annotations: sandbox.config.annotations.clone(),
-            runtime_handler: String::new(),
+            runtime_handler: sandbox.runtime_handler.clone(),
         }
     }
 
@@ -138,7 +138,7 @@ pub mod runtime {
             }),
             labels: sandbox.config.labels.clone(),
             annotations: sandbox.config.annotations.clone(),
-            runtime_handler: String::new(),
+            runtime_handler: sandbox.runtime_handler.clone(),
         }
     }
 
@@ -239,7 +239,20 @@ pub mod runtime {
                     ..Default::default()
                 }),
             image_id: container.image_id.clone(),
-            user: None,
+            user: container
+                .identity
+                .as_ref()
+                .map(|identity| api::ContainerUser {
+                    linux: Some(api::LinuxContainerUser {
+                        uid: identity.uid.into(),
+                        gid: identity.gid.into(),
+                        supplemental_groups: identity
+                            .supplemental_groups
+                            .iter()
+                            .map(|&gid| gid.into())
+                            .collect(),
+                    }),
+                }),
             stop_signal: 0,
         }
     }

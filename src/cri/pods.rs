@@ -14,6 +14,11 @@ pub async fn run(
 ) -> Result<RunPodSandboxResponse, Status> {
     let config = request.config.ok_or_else(|| required("config"))?;
     validate::pod_config(&config)?;
+    services
+        .containers
+        .handlers()
+        .get(&request.runtime_handler)
+        .map_err(|e| status_of(crate::container::ContainerError::from(e)))?;
     let sandbox = services
         .sandboxes
         .run(config, &request.runtime_handler)

@@ -110,8 +110,13 @@ implemented {
                     conditions: vec![runtime_ready, network_ready],
                 }),
                 info,
-                runtime_handlers: vec![],
-                features: Some(RuntimeFeatures::default()),
+                runtime_handlers: runtime_handlers(self.services.containers.handlers()),
+                features: Some(RuntimeFeatures {
+                    // Merge and Strict (container::user), and
+                    // ContainerStatus.user from the kernel.
+                    supplemental_groups_policy: true,
+                    ..RuntimeFeatures::default()
+                }),
             })
         })
         .await
@@ -335,6 +340,23 @@ fn condition(kind: &str, ready: Result<(), (&str, String)>) -> RuntimeCondition 
             message,
         },
     }
+}
+
+/// The handlers RuntimeClasses may name, each with its runtime's
+/// features: the default one (named "", as kubelet and critest look it up)
+/// and its alias "runc", then the configured ones.
+fn runtime_handlers(handlers: &crate::runtime::RuntimeHandlers) -> Vec<RuntimeHandler> {
+    handlers
+        .listed()
+        .into_iter()
+        .map(|(name, handler)| RuntimeHandler {
+            name: name.to_string(),
+            features: Some(RuntimeHandlerFeatures {
+                recursive_read_only_mounts: handler.features.recursive_read_only_mounts,
+                user_namespaces: false,
+            }),
+        })
+        .collect()
 }
 
 /// Ready when the OCI runtime binary can be found.

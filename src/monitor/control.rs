@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::MonitorError;
 use crate::runtime::protocol::{ControlReply, ControlRequest, ExitStatus};
+use crate::runtime::socket_path;
 
 /// Clients served at once; more are turned away.
 const MAX_CONNECTIONS: usize = 16;
@@ -43,14 +44,13 @@ pub struct ControlServer {
 
 impl ControlServer {
     pub fn bind(path: &Path) -> Result<Self, MonitorError> {
-        super::check_socket_path(path)?;
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(MonitorError::io("removing stale", path)(e))
             }
             _ => {}
         }
-        let listener = UnixListener::bind(path).map_err(MonitorError::io("binding", path))?;
+        let listener = socket_path::bind(path).map_err(MonitorError::io("binding", path))?;
         listener
             .set_nonblocking(true)
             .map_err(MonitorError::io("configuring", path))?;

@@ -18,6 +18,7 @@ use super::sys;
 use super::MonitorError;
 use crate::runtime::error::runtime_message;
 use crate::runtime::protocol::{files, MonitorArgs};
+use crate::runtime::socket_path::SocketPath;
 use crate::runtime::{CreateOptions, OciRuntime};
 
 /// How often the terminal hand-over checks whether the runtime is gone.
@@ -42,19 +43,24 @@ pub fn create(args: &MonitorArgs) -> Result<Container, MonitorError> {
     for stale in [&runtime_log, &pid_file] {
         remove_if_present(stale)?;
     }
-    let runtime = OciRuntime::new(args.runtime.clone(), args.runtime_root.clone());
-    let console_socket = args.state_file(files::CONSOLE_SOCKET);
+    let runtime = OciRuntime::new(args.runtime.clone(), args.runtime_root.clone())
+        .with_options(args.runtime_options.clone());
+    // The runtime connects to it by this name, however deep the state dir.
+    let console_path = args.state_file(files::CONSOLE_SOCKET);
+    let console = SocketPath::new(&console_path)
+        .map_err(MonitorError::io("opening the directory of", &console_path))?;
+    let console_socket = console.path();
     let options = CreateOptions {
         id: &args.id,
         bundle: &args.bundle,
         pid_file: &pid_file,
         log_file: &runtime_log,
-        console_socket: args.tty.then_some(console_socket.as_path()),
+        console_socket: args.tty.then_some(console_socket),
     };
     let mut command = Command::new(runtime.binary());
     command.args(runtime.create_args(&options));
     let (outputs, stdin) = if args.tty {
-        run_with_terminal(command, &console_socket, &runtime_log, args)?
+        run_with_terminal(command, console_socket, &runtime_log, args)?
     } else {
         run_with_pipes(command, &runtime_log, args)?
     };
@@ -180,7 +186,6 @@ fn read_pid_file(path: &Path) -> Result<Pid, MonitorError> {
 }
 
 fn bind_console_socket(path: &Path) -> Result<UnixListener, MonitorError> {
-    super::check_socket_path(path)?;
     remove_if_present(path)?;
     let listener = UnixListener::bind(path).map_err(MonitorError::io("binding", path))?;
     listener

@@ -36,8 +36,6 @@ use supervise::Supervisor;
 
 /// How long leftover children get to die once the exit is recorded.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
-/// Longest path a unix socket address can hold.
-const MAX_SOCKET_PATH: usize = 107;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
@@ -65,8 +63,6 @@ pub enum MonitorError {
     Runtime { message: String },
     #[error("terminal: {0}")]
     Terminal(String),
-    #[error("socket path {0} is longer than 107 bytes")]
-    SocketPath(PathBuf),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -96,13 +92,6 @@ impl MonitorError {
             other => crate::error::chain(other),
         }
     }
-}
-
-fn check_socket_path(path: &Path) -> Result<(), MonitorError> {
-    if path.as_os_str().len() > MAX_SOCKET_PATH {
-        return Err(MonitorError::SocketPath(path.to_path_buf()));
-    }
-    Ok(())
 }
 
 /// Entry point of the `wharf-monitor` binary; `args` excludes the

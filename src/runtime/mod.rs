@@ -12,8 +12,11 @@
 
 pub mod error;
 mod exec;
+pub mod features;
+pub mod handlers;
 mod monitor;
 pub mod protocol;
+pub mod socket_path;
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -26,6 +29,8 @@ use tokio::process::Command;
 
 pub use error::{Failure, RuntimeError};
 pub use exec::ExecOutput;
+pub use features::RuntimeFeatures;
+pub use handlers::{RuntimeHandler, RuntimeHandlers, UnknownHandler};
 pub use monitor::{
     create_with_monitor, default_monitor_binary, monitor_alive, read_exit, reopen_log, watch_exit,
     ContainerEnd, Created, MonitorConfig,
@@ -38,6 +43,9 @@ pub use protocol::ExitStatus;
 pub struct OciRuntime {
     binary: PathBuf,
     root: PathBuf,
+    /// Global options given before every command (after `--root`), from a
+    /// runtime handler's `options`.
+    options: Vec<OsString>,
     /// How long one runtime command (start, kill, delete, state, update)
     /// may take before it is killed and the call fails: a hung runtime
     /// must not hold a container's lock, and its caller, forever.
@@ -104,6 +112,7 @@ impl OciRuntime {
         Self {
             binary,
             root,
+            options: Vec::new(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
     }
@@ -117,6 +126,14 @@ impl OciRuntime {
             command_timeout,
             ..self
         }
+    }
+
+    pub fn with_options(self, options: Vec<OsString>) -> Self {
+        Self { options, ..self }
+    }
+
+    pub fn options(&self) -> &[OsString] {
+        &self.options
     }
 
     pub fn binary(&self) -> &Path {
@@ -143,10 +160,11 @@ impl OciRuntime {
         args
     }
 
-    /// `--root R [--log L] --log-format json`. Without a log file runc
-    /// writes its JSON log lines to stderr.
+    /// `--root R [OPTIONS...] [--log L] --log-format json`. Without a log
+    /// file runc writes its JSON log lines to stderr.
     fn global_args(&self, log_file: Option<&Path>) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec!["--root".into(), self.root.clone().into()];
+        args.extend(self.options.iter().cloned());
         if let Some(log) = log_file {
             args.push("--log".into());
             args.push(log.into());

@@ -24,7 +24,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 use tokio::process::Command;
 
 use super::error::RuntimeError;
@@ -32,7 +31,7 @@ use super::protocol::{
     files, is_monitor_cmdline, ControlReply, ControlRequest, ExitStatus, MonitorArgs, SyncMessage,
     MONITOR_BINARY_NAME,
 };
-use super::OciRuntime;
+use super::{socket_path, OciRuntime};
 
 /// The monitor writes its sync line on its stdout: a pipe set up by the
 /// spawn itself, so no other child of this multi-threaded daemon can
@@ -67,8 +66,7 @@ pub struct MonitorConfig {
     pub id: String,
     pub bundle: PathBuf,
     /// The monitor's directory (pid files, exit record, sockets); created
-    /// if missing. Its path must leave room for `/monitor.sock` within
-    /// the 107 bytes a unix socket path may have.
+    /// if missing. Of any depth: see [`super::socket_path`].
     pub state_dir: PathBuf,
     /// The CRI log file.
     pub log_path: PathBuf,
@@ -112,6 +110,7 @@ pub async fn create_with_monitor(
         log_path: config.log_path.clone(),
         runtime: runtime.binary().to_path_buf(),
         runtime_root: runtime.root().to_path_buf(),
+        runtime_options: runtime.options().to_vec(),
         stdin: config.stdin,
         stdin_once: config.stdin_once,
         tty: config.tty,
@@ -269,7 +268,7 @@ async fn send_control(
 ) -> Result<ControlReply, RuntimeError> {
     let socket = state_dir.join(files::CONTROL_SOCKET);
     let mut stream =
-        UnixStream::connect(&socket)
+        socket_path::connect(&socket)
             .await
             .map_err(|source| RuntimeError::MonitorGone {
                 state_dir: state_dir.to_path_buf(),

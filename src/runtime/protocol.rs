@@ -147,7 +147,8 @@ impl ControlReply {
 
 /// The monitor's command line:
 /// `wharf-monitor run --id ID --bundle DIR --state DIR --log-path PATH
-///  --runtime BIN --runtime-root DIR [--stdin] [--stdin-once] [--tty] --sync-fd N`
+///  --runtime BIN --runtime-root DIR [--runtime-option OPT]... [--stdin]
+///  [--stdin-once] [--tty] --sync-fd N`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonitorArgs {
     pub id: String,
@@ -156,6 +157,8 @@ pub struct MonitorArgs {
     pub log_path: PathBuf,
     pub runtime: PathBuf,
     pub runtime_root: PathBuf,
+    /// The runtime's global options (a handler's `options`), in order.
+    pub runtime_options: Vec<OsString>,
     pub stdin: bool,
     pub stdin_once: bool,
     pub tty: bool,
@@ -164,7 +167,7 @@ pub struct MonitorArgs {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ArgsError {
-    #[error("usage: wharf-monitor run --id ID --bundle DIR --state DIR --log-path PATH --runtime BIN --runtime-root DIR [--stdin] [--stdin-once] [--tty] --sync-fd N")]
+    #[error("usage: wharf-monitor run --id ID --bundle DIR --state DIR --log-path PATH --runtime BIN --runtime-root DIR [--runtime-option OPT]... [--stdin] [--stdin-once] [--tty] --sync-fd N")]
     Usage,
     #[error("unknown argument {0:?}")]
     Unknown(OsString),
@@ -193,6 +196,9 @@ impl MonitorArgs {
         push("--runtime", self.runtime.as_os_str());
         push("--runtime-root", self.runtime_root.as_os_str());
         push("--sync-fd", OsStr::new(&self.sync_fd.to_string()));
+        for option in &self.runtime_options {
+            push("--runtime-option", option);
+        }
         for (set, flag) in [
             (self.stdin, "--stdin"),
             (self.stdin_once, "--stdin-once"),
@@ -214,6 +220,7 @@ impl MonitorArgs {
         let (mut id, mut sync_fd) = (None, None);
         let (mut bundle, mut state_dir, mut log_path) = (None, None, None);
         let (mut runtime, mut runtime_root) = (None, None);
+        let mut runtime_options = Vec::new();
         let (mut stdin, mut stdin_once, mut tty) = (false, false, false);
         while let Some(arg) = args.next() {
             let switch = match arg.to_str() {
@@ -245,6 +252,7 @@ impl MonitorArgs {
                 "--state" => state_dir = Some(PathBuf::from(value)),
                 "--log-path" => log_path = Some(PathBuf::from(value)),
                 "--runtime" => runtime = Some(PathBuf::from(value)),
+                "--runtime-option" => runtime_options.push(value),
                 _ => runtime_root = Some(PathBuf::from(value)),
             }
         }
@@ -255,6 +263,7 @@ impl MonitorArgs {
             log_path: log_path.ok_or(ArgsError::Missing("--log-path"))?,
             runtime: runtime.ok_or(ArgsError::Missing("--runtime"))?,
             runtime_root: runtime_root.ok_or(ArgsError::Missing("--runtime-root"))?,
+            runtime_options,
             stdin,
             stdin_once,
             tty,
@@ -268,7 +277,8 @@ impl MonitorArgs {
 }
 
 /// Flags followed by a value; the last one is `--runtime-root`.
-const VALUE_FLAGS: [&str; 7] = [
+const VALUE_FLAGS: [&str; 8] = [
+    "--runtime-option",
     "--id",
     "--sync-fd",
     "--bundle",
@@ -305,6 +315,7 @@ mod tests {
             log_path: "/var/log/pods/p/c/0.log".into(),
             runtime: "/usr/sbin/runc".into(),
             runtime_root: "/run/wharf/runc".into(),
+            runtime_options: vec!["--systemd-cgroup".into(), "--debug".into()],
             stdin: true,
             stdin_once: false,
             tty: true,

@@ -33,8 +33,6 @@ pub enum SandboxError {
     Missing(&'static str),
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
-    #[error("runtime handler {0:?} is not supported (only the default handler)")]
-    UnknownHandler(String),
     #[error("pod sandbox {0} not found")]
     NotFound(String),
     #[error("pod sandbox ID prefix {0:?} matches more than one sandbox")]
@@ -91,7 +89,7 @@ impl Classify for SandboxError {
             SandboxError::Missing(_)
             | SandboxError::Invalid { .. }
             | SandboxError::Ambiguous(_) => Kind::InvalidArgument,
-            SandboxError::UnknownHandler(_) | SandboxError::NotFound(_) => Kind::NotFound,
+            SandboxError::NotFound(_) => Kind::NotFound,
             SandboxError::NameTaken(_) => Kind::AlreadyExists,
             SandboxError::NotReady(_) => Kind::FailedPrecondition,
             SandboxError::Undone { error, .. } => error.kind(),
@@ -296,14 +294,13 @@ impl SandboxService {
     }
 
     /// RunPodSandbox: everything is created or nothing is left behind.
+    /// `runtime_handler` is one the caller found configured; the pod's
+    /// containers run with its runtime.
     pub async fn run(
         &self,
         config: api::PodSandboxConfig,
         runtime_handler: &str,
     ) -> Result<Sandbox, SandboxError> {
-        if !runtime_handler.is_empty() && runtime_handler != "runc" {
-            return Err(SandboxError::UnknownHandler(runtime_handler.to_string()));
-        }
         let metadata = config
             .metadata
             .as_ref()
@@ -458,6 +455,7 @@ impl SandboxService {
                 hosts,
                 hostname_file,
                 shm,
+                runtime_handler: runtime_handler.to_string(),
                 config: config.clone(),
             };
             record::save(&record_dir, &sandbox, true)?;

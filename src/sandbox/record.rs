@@ -68,6 +68,10 @@ pub struct Sandbox {
     pub hostname_file: PathBuf,
     /// The pod's `/dev/shm`; none when it shares the host's IPC.
     pub shm: Option<PathBuf>,
+    /// The RuntimeClass handler the pod was run with ("" for the default,
+    /// and in records from before handlers).
+    #[serde(default)]
+    pub runtime_handler: String,
     #[serde(skip)]
     pub config: api::PodSandboxConfig,
 }

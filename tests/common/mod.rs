@@ -120,6 +120,8 @@ pub struct Daemon {
     /// Run inside this network namespace, so that pod
     /// networks never touch the machine's own.
     netns: Option<String>,
+    /// A state directory other than the default `<dir>/s`.
+    state_dir: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -132,10 +134,10 @@ impl Daemon {
     pub fn certs_d(&self) -> PathBuf {
         self.dir.path().join("certs.d")
     }
-    /// Short on purpose: monitor sockets live below it and a unix socket
-    /// path has at most 107 bytes.
     pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("s")
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("s"))
     }
     pub fn cni_dir(&self) -> PathBuf {
         self.dir.path().join("cni")
@@ -146,12 +148,20 @@ impl Daemon {
 
     /// Starts a daemon; `extra_config` is appended to its config file.
     pub async fn start(extra_config: &str) -> Daemon {
+        Self::start_with_state_dir(extra_config, None).await
+    }
+
+    /// [`start`](Self::start) with the state directory at `relative`
+    /// below the daemon's own directory.
+    pub async fn start_with_state_dir(extra_config: &str, relative: Option<&str>) -> Daemon {
         let dir = tempfile::Builder::new().prefix("w").tempdir().unwrap();
+        let state_dir = relative.map(|relative| dir.path().join(relative));
         let mut daemon = Daemon {
             dir,
             child: None,
             extra_config: extra_config.to_string(),
             netns: None,
+            state_dir,
         };
         std::fs::create_dir_all(daemon.certs_d()).unwrap();
         std::fs::create_dir_all(daemon.cni_dir()).unwrap();

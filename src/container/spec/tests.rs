@@ -101,6 +101,9 @@ impl Fixture {
             cgroups_path: "/kubepods/pod1/c1".into(),
             user: self.user.clone(),
             host: self.host.clone(),
+            runtime: crate::runtime::RuntimeFeatures {
+                recursive_read_only_mounts: true,
+            },
         }
     }
 
