@@ -473,3 +473,63 @@ async fn verbose_status_names_the_init_pid_and_the_spec() {
     assert!(checkpoint.message().contains("CRIU"), "{checkpoint:?}");
     remove_pod(&mut client, &pod_id).await;
 }
+
+/// Latency of the stats lists with 50 running containers (10 pods of 5),
+/// as kubelet calls them every 10 s. A measurement, not a pass/fail
+/// bound: `cargo test --test stats -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn stats_list_latency_with_50_containers() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let mut pods = Vec::new();
+    for p in 0..10 {
+        let pod = own_cgroup_pod(&daemon, &format!("lat{p}"));
+        let pod_id = run_pod(&mut client, pod.clone()).await;
+        for c in 0..5 {
+            let config = container_config(&format!("c{c}"), &["sleep", "3600"]);
+            let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+            start(&mut client, &id).await;
+        }
+        pods.push(pod_id);
+    }
+    let mut containers = Vec::new();
+    let mut sandboxes = Vec::new();
+    for round in 0..60 {
+        let started = Instant::now();
+        let stats = client
+            .list_container_stats(ListContainerStatsRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+        let elapsed = started.elapsed();
+        assert_eq!(stats.len(), 50);
+        let started = Instant::now();
+        let pod_stats = client
+            .list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+        let pod_elapsed = started.elapsed();
+        assert_eq!(pod_stats.len(), 10);
+        // The first rounds walk the writable layers for the first time.
+        if round >= 10 {
+            containers.push(elapsed);
+            sandboxes.push(pod_elapsed);
+        }
+    }
+    for (name, mut times) in [
+        ("ListContainerStats", containers),
+        ("ListPodSandboxStats", sandboxes),
+    ] {
+        times.sort();
+        let p50 = times[times.len() / 2];
+        let p95 = times[times.len() * 95 / 100];
+        println!("{name} with 50 containers in 10 pods: p50 {p50:?}, p95 {p95:?}");
+    }
+    for pod_id in pods {
+        remove_pod(&mut client, &pod_id).await;
+    }
+}
