@@ -11,8 +11,9 @@ use common::{
     auth_registry, image_spec, poll_until, pull_request, registry, Daemon, AUTH_PASSWORD, AUTH_USER,
 };
 use k8s_cri::v1::{
-    AuthConfig, ContainerStatsRequest, ImageFilter, ImageFsInfoRequest, ImageStatusRequest,
-    ListImagesRequest, RemoveImageRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
+    AuthConfig, ImageFilter, ImageFsInfoRequest, ImageStatusRequest, ListImagesRequest,
+    ListMetricDescriptorsRequest, RemoveImageRequest, RuntimeConfigRequest, StatusRequest,
+    VersionRequest,
 };
 use tonic::Code;
 
@@ -102,14 +103,14 @@ async fn version_status_and_runtime_config() {
         k8s_cri::v1::CgroupDriver::Cgroupfs as i32
     );
 
-    // An RPC whose issue has not landed names itself.
+    // An RPC Wharf does not serve names itself.
     let err = runtime
-        .container_stats(ContainerStatsRequest::default())
+        .list_metric_descriptors(ListMetricDescriptorsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(
-        err.message().contains("ContainerStats"),
+        err.message().contains("ListMetricDescriptors"),
         "{}",
         err.message()
     );

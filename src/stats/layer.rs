@@ -159,4 +159,37 @@ mod tests {
         // Within the refresh interval: the cached figure, no walk.
         assert_eq!(cache.usage(tmp.path()), Some(first));
     }
+
+    #[tokio::test]
+    async fn a_stale_value_is_refreshed_in_the_background_from_a_blocking_thread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let cache = Arc::new(LayerCache::default());
+        let first = cache.usage(&dir).unwrap();
+        std::fs::write(dir.join("new"), vec![1u8; 64 << 10]).unwrap();
+        cache
+            .layers
+            .lock()
+            .unwrap()
+            .get_mut(&dir)
+            .unwrap()
+            .computed_at = Some(Instant::now() - REFRESH);
+        // As the stats batch calls it: on a blocking thread. The stale
+        // value is answered at once, the walk happens behind it.
+        let (c, d) = (Arc::clone(&cache), dir.clone());
+        let answered = tokio::task::spawn_blocking(move || c.usage(&d))
+            .await
+            .unwrap();
+        assert_eq!(answered, Some(first));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = cache.usage(&dir).unwrap();
+            if now.inodes == first.inodes + 1 {
+                assert!(now.bytes >= first.bytes + (64 << 10));
+                break;
+            }
+            assert!(Instant::now() < deadline, "never refreshed: {now:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }

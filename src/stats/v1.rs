@@ -24,7 +24,9 @@ pub fn memory(dir: &Path) -> Option<MemoryUsage> {
     let limit = read(&dir.join("memory.limit_in_bytes")).and_then(|t| parse_limit(&t));
     let memsw_usage =
         read(&dir.join("memory.memsw.usage_in_bytes")).and_then(|t| parse_single_value(&t));
-    let memsw_limit = read(&dir.join("memory.memsw.limit_in_bytes")).and_then(|t| parse_limit(&t));
+    // Without swap accounting neither memsw file exists: one failed open.
+    let memsw_limit = memsw_usage
+        .and_then(|_| read(&dir.join("memory.memsw.limit_in_bytes")).and_then(|t| parse_limit(&t)));
     Some(MemoryUsage {
         usage,
         working_set: working_set(usage, key("total_inactive_file")),
