@@ -60,3 +60,90 @@ mod tests {
         assert!(!is_mount_point(dir.path()).unwrap());
     }
 }
+
+/// Receives one descriptor sent with `SCM_RIGHTS` on a unix stream
+/// socket (runc sends a terminal's master this way, with its name as the
+/// payload); extra descriptors are closed. `WouldBlock` on a non-blocking
+/// socket with nothing queued.
+#[allow(unsafe_code)]
+pub fn recv_fd(socket: impl std::os::fd::AsFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+    let mut payload = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut payload)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let message = recvmsg::<()>(
+        socket.as_fd().as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received: Vec<OwnedFd> = Vec::new();
+    for cmsg in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this
+            // process for this message; nothing else refers to them.
+            received.extend(
+                fds.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    received.into_iter().next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no file descriptor came with the message",
+        )
+    })
+}
+
+/// Sets a terminal's size (`TIOCSWINSZ` on its master): the kernel sends
+/// SIGWINCH to the terminal's foreground process group.
+#[allow(unsafe_code)]
+pub fn set_window_size(
+    terminal: impl std::os::fd::AsFd,
+    columns: u16,
+    rows: u16,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    let size = nix::libc::winsize {
+        ws_row: rows,
+        ws_col: columns,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` through the pointer, which
+    // points to a live, initialised value for the duration of the call.
+    let result = unsafe {
+        nix::libc::ioctl(
+            terminal.as_fd().as_raw_fd(),
+            nix::libc::TIOCSWINSZ,
+            &size as *const nix::libc::winsize,
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn set_nonblocking(fd: impl std::os::fd::AsFd) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Registers a non-blocking descriptor with tokio's reactor.
+#[allow(unsafe_code)]
+pub fn register_async(
+    fd: std::os::fd::OwnedFd,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the `AsyncFd` takes the `OwnedFd` by value and is then its
+    // only owner; it never replaces or closes the descriptor while
+    // registered, and deregisters it before closing it on drop.
+    Ok(unsafe { tokio::io::unix::AsyncFd::register(fd) }?)
+}

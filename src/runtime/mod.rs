@@ -10,10 +10,15 @@
 //! code survive the daemon. Everything else (`start`, `kill`, `delete`,
 //! `state`, `exec`, `update`) the daemon runs itself.
 
+mod attach;
+pub mod attach_frames;
+mod console;
 pub mod error;
 mod exec;
+mod exec_session;
 mod monitor;
 pub mod protocol;
+mod session;
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -24,6 +29,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+pub use attach::attach;
 pub use error::{Failure, RuntimeError};
 pub use exec::ExecOutput;
 pub use monitor::{
@@ -31,6 +37,7 @@ pub use monitor::{
     ContainerEnd, Created, MonitorConfig,
 };
 pub use protocol::ExitStatus;
+pub use session::{SessionIo, SessionReader, SessionWriter, WindowSize};
 
 /// A runc-compatible runtime with its own state root, so that Wharf
 /// instances never see each other's containers.
