@@ -61,44 +61,6 @@ mod tests {
     }
 }
 
-/// Receives one descriptor sent with `SCM_RIGHTS` on a unix stream
-/// socket (runc sends a terminal's master this way, with its name as the
-/// payload); extra descriptors are closed. `WouldBlock` on a non-blocking
-/// socket with nothing queued.
-#[allow(unsafe_code)]
-pub fn recv_fd(socket: impl std::os::fd::AsFd) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-
-    let mut payload = [0u8; 4096];
-    let mut iov = [io::IoSliceMut::new(&mut payload)];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
-    let message = recvmsg::<()>(
-        socket.as_fd().as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut received: Vec<OwnedFd> = Vec::new();
-    for cmsg in message.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            // SAFETY: the kernel just installed these descriptors in this
-            // process for this message; nothing else refers to them.
-            received.extend(
-                fds.into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    received.into_iter().next().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "no file descriptor came with the message",
-        )
-    })
-}
-
 /// Sets a terminal's size (`TIOCSWINSZ` on its master): the kernel sends
 /// SIGWINCH to the terminal's foreground process group.
 #[allow(unsafe_code)]

@@ -1,65 +1,31 @@
-//! A terminal for `runtime exec --tty`: the console socket the runtime
-//! hands the terminal's master over, and the master driven by tokio.
+//! A terminal for `runtime exec` with a tty, driven by tokio.
+//!
+//! runc hands a terminal's master to a `--console-socket` only when it
+//! detaches, and then nobody of ours is left to reap the process (the
+//! daemon is no subreaper). So runc runs in the foreground instead, with
+//! a terminal of ours as its stdio: it copies between that and the
+//! container's terminal, puts ours in raw mode (so it passes bytes
+//! through untouched), and on SIGWINCH copies ours's size to the
+//! container's. The runtime still waits for its process, and we for it.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::pty::{openpty, Winsize};
 use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
-use tokio::net::UnixListener;
 
-/// Longest path a unix socket address can hold.
-const MAX_SOCKET_PATH: usize = 107;
-
-/// A listening `--console-socket`; its file is removed on drop.
-pub struct ConsoleSocket {
-    path: PathBuf,
-    listener: UnixListener,
-}
-
-impl ConsoleSocket {
-    pub fn bind(path: &Path) -> io::Result<Self> {
-        if path.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "console socket path {} is longer than {MAX_SOCKET_PATH} bytes",
-                    path.display()
-                ),
-            ));
-        }
-        let listener = UnixListener::bind(path)?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            listener,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The terminal's master, from the first connection.
-    pub async fn receive(&self) -> io::Result<Terminal> {
-        let (stream, _) = self.listener.accept().await?;
-        let master = loop {
-            stream.readable().await?;
-            match stream.try_io(Interest::READABLE, || crate::sys::recv_fd(&stream)) {
-                Ok(fd) => break fd,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        Terminal::new(master)
-    }
-}
-
-impl Drop for ConsoleSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// A new terminal pair of `columns` × `rows` (the kernel's default, 0×0,
+/// without a size): the master for us, the slave for the runtime.
+pub fn open_terminal(size: Option<(u16, u16)>) -> io::Result<(Terminal, OwnedFd)> {
+    let size = size.map(|(columns, rows)| Winsize {
+        ws_row: rows,
+        ws_col: columns,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    });
+    let pair = openpty(size.as_ref(), None)?;
+    Ok((Terminal::new(pair.master)?, pair.slave))
 }
 
 /// A terminal's master, non-blocking, read and written through the

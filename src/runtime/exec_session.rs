@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::console::{ConsoleSocket, Terminal};
+use super::console::{open_terminal, Terminal};
 use super::error::RuntimeError;
 use super::exec::{signal_exit_code, DRAIN_AFTER_EXIT};
 use super::session::{copy_output, SessionIo, SessionWriter, CHUNK};
@@ -27,10 +27,23 @@ impl OciRuntime {
         &self,
         id: &str,
         process: &oci_spec::runtime::Process,
-        io: SessionIo,
+        mut io: SessionIo,
     ) -> Result<i32, RuntimeError> {
         let tty = process.terminal().unwrap_or(false);
-        let mut files = self.exec_files(id, process).await?;
+        let mut process = process.clone();
+        // A size the client sent already is the terminal's from the
+        // start, so that the process never sees another.
+        let first_size = tty
+            .then(|| io.resize.as_mut().and_then(latest_ready_size))
+            .flatten();
+        if let Some(size) = first_size {
+            let console = oci_spec::runtime::BoxBuilder::default()
+                .width(u32::from(size.columns))
+                .height(u32::from(size.rows))
+                .build();
+            process.set_console_size(console.ok());
+        }
+        let mut files = self.exec_files(id, &process).await?;
         let mut command = self.command(Some(&files.log));
         // Dropped, the session kills the process instead (see ExecFiles),
         // and the runtime ends with it.
@@ -41,26 +54,27 @@ impl OciRuntime {
             .arg(&files.process)
             .arg("--pid-file")
             .arg(&files.pid);
-        let console = if tty {
-            let name =
-                crate::store::unique_temp_name(&format!("{}exec-", crate::store::TEMP_PREFIX));
-            let path = self.root.join(format!("{name}.sock"));
-            let console = ConsoleSocket::bind(&path).map_err(|source| RuntimeError::Io {
-                op: "binding the console socket",
-                path: path.clone(),
+        let terminal = if tty {
+            let size = first_size.map(|size| (size.columns, size.rows));
+            let (terminal, slave) = open_terminal(size).map_err(|source| RuntimeError::Io {
+                op: "opening a terminal for",
+                path: files.process.clone(),
                 source,
             })?;
-            command.arg("--console-socket").arg(console.path());
-            command.stdout(Stdio::null()).stderr(Stdio::null());
-            Some(console)
-        } else {
-            let piped = |wanted: bool| {
-                if wanted {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                }
+            let dup = |fd: &std::os::fd::OwnedFd| {
+                fd.try_clone().map_err(|source| RuntimeError::Io {
+                    op: "duplicating the terminal for",
+                    path: files.process.clone(),
+                    source,
+                })
             };
+            command
+                .stdin(dup(&slave)?)
+                .stdout(dup(&slave)?)
+                .stderr(slave);
+            Some(terminal)
+        } else {
+            let piped = |wanted: bool| if wanted { Stdio::piped() } else { Stdio::null() };
             command
                 .stdin(piped(io.stdin.is_some()))
                 .stdout(piped(io.stdout.is_some()))
@@ -74,6 +88,9 @@ impl OciRuntime {
             id: id.to_owned(),
             source,
         })?;
+        // Our copies of the terminal's slave close here, so that the
+        // master reads its end once the runtime's are gone.
+        drop(command);
         files.runtime_pid = child.id().map(|pid| Pid::from_raw(pid as i32));
         let wait_error = |source| RuntimeError::Spawn {
             binary: self.binary.clone(),
@@ -82,27 +99,12 @@ impl OciRuntime {
             source,
         };
 
-        let status = match console {
-            Some(console) => {
-                let received = tokio::select! {
-                    terminal = console.receive() => Some(terminal),
-                    // The runtime failed before it made a terminal.
-                    status = child.wait() => { status.map_err(wait_error)?; None }
-                };
-                drop(console);
-                match received {
-                    Some(Ok(terminal)) => run_until_exit(child.wait(), with_terminal(terminal, io))
-                        .await
-                        .map_err(wait_error)?,
-                    Some(Err(e)) => {
-                        return Err(RuntimeError::failed(
-                            "exec",
-                            id,
-                            format!("receiving the terminal: {e}"),
-                        ))
-                    }
-                    None => child.wait().await.map_err(wait_error)?,
-                }
+        let status = match terminal {
+            Some(terminal) => {
+                let copying = with_terminal(terminal, io, files.runtime_pid);
+                run_until_exit(child.wait(), copying)
+                    .await
+                    .map_err(wait_error)?
             }
             None => {
                 let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
@@ -121,6 +123,18 @@ impl OciRuntime {
         }
         Ok(exit_code)
     }
+}
+
+/// The last of the sizes already queued, without waiting for one.
+fn latest_ready_size(
+    sizes: &mut futures_util::stream::BoxStream<'static, super::session::WindowSize>,
+) -> Option<super::session::WindowSize> {
+    use futures_util::FutureExt;
+    let mut latest = None;
+    while let Some(Some(size)) = sizes.next().now_or_never() {
+        latest = Some(size);
+    }
+    latest
 }
 
 /// The copying of one session: `input` ends when the client's stdin does
@@ -196,9 +210,12 @@ fn with_pipes(
     Copying { input, output }
 }
 
+/// `runtime`: told of resizes with SIGWINCH, on which it copies the size
+/// of our terminal to the container's.
 fn with_terminal(
     terminal: Terminal,
     io: SessionIo,
+    runtime: Option<Pid>,
 ) -> Copying<impl Future<Output = ()>, impl Future<Output = ()>> {
     let terminal = std::sync::Arc::new(terminal);
     let SessionIo {
@@ -233,10 +250,16 @@ fn with_terminal(
             while let Some(size) = resize.next().await {
                 if let Err(e) = terminal.resize(size.columns, size.rows) {
                     tracing::debug!(error = %e, "resizing an exec terminal");
+                    continue;
+                }
+                // The runtime is not reaped while this runs: the pid is its.
+                if let Some(pid) = runtime {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGWINCH);
                 }
             }
         };
-        tokio::join!(keystrokes, resizes);
+        // Resizes first: a size sent before a keystroke applies before it.
+        tokio::join!(resizes, keystrokes);
     };
     let output = async move { copy_terminal(&terminal, stdout).await };
     Copying { input, output }

@@ -1,0 +1,486 @@
+//! The streaming server's runtime side, `RuntimeBackend`, driven directly
+//! with tokio duplex pipes as the client: real runc, real monitors, real
+//! pods. Pods and containers are made through a daemon, which is then
+//! stopped; the backend runs on services recovered in this process, as a
+//! restarted daemon's would (so attach is also shown to work after a
+//! daemon restart).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::ContainerConfig;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::sync::mpsc;
+
+use common::pods::{self, container_config};
+use common::{poll_until, processes_running, Daemon};
+use wharf::config::Config;
+use wharf::container::spec::HostFeatures;
+use wharf::container::{ContainerOptions, ContainerService};
+use wharf::image::registry::RegistryConfig;
+use wharf::image::unpack::UnpackOptions;
+use wharf::image::{ImageService, PullOptions};
+use wharf::network::{Cni, CniConfig};
+use wharf::runtime::OciRuntime;
+use wharf::sandbox::SandboxService;
+use wharf::streaming::backend::{
+    AttachTarget, Backend, BackendErrorKind, ExecTarget, Stdio, TerminalSize,
+};
+use wharf::streaming::runtime_backend::RuntimeBackend;
+
+const MONITOR: &str = env!("CARGO_BIN_EXE_wharf-monitor");
+const PIPE: usize = 64 * 1024;
+
+/// A stopped daemon's pod and containers, served by a backend on
+/// services recovered in this process.
+struct World {
+    daemon: Daemon,
+    pod_id: String,
+    ids: Vec<String>,
+    backend: RuntimeBackend,
+}
+
+/// Runs a pod with `containers` (started) through a daemon, stops the
+/// daemon, and recovers its services here.
+async fn world(name: &str, containers: Vec<ContainerConfig>) -> World {
+    let mut daemon = pods::daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = pods::pod_config(&daemon, name);
+    std::fs::create_dir_all(&pod.log_directory).unwrap();
+    let pod_id = pods::run_pod(&mut client, pod.clone()).await;
+    let mut ids = Vec::new();
+    for config in containers {
+        let id = pods::create(&mut client, &pod_id, &pod, config)
+            .await
+            .unwrap();
+        pods::start(&mut client, &id).await;
+        ids.push(id);
+    }
+    drop(client);
+    assert!(daemon.sigterm().await.success());
+    let backend = backend_of(&daemon).await;
+    World {
+        daemon,
+        pod_id,
+        ids,
+        backend,
+    }
+}
+
+/// What the daemon's `serve` builds, from its config file.
+async fn backend_of(daemon: &Daemon) -> RuntimeBackend {
+    let config = Config::load(&daemon.dir.path().join("wharf.toml")).unwrap();
+    let paths = config.paths();
+    let registry = RegistryConfig {
+        config_path: config.registry.config_path.clone(),
+        request_timeout: config.request_timeout(),
+    };
+    let options = PullOptions {
+        stall_timeout: config.stall_timeout(),
+        max_concurrent_downloads: 1,
+        unpack: UnpackOptions::default(),
+    };
+    let images = Arc::new(ImageService::open(paths.image_root(), registry, options).unwrap());
+    let cni = Arc::new(Cni::new(CniConfig {
+        conf_dir: config.cni.conf_dir.clone(),
+        bin_dirs: config.cni.bin_dirs.clone(),
+        cache_dir: paths.cni_cache(),
+    }));
+    let sandboxes = Arc::new(
+        SandboxService::new(
+            paths.root.clone(),
+            paths.state.clone(),
+            cni,
+            MONITOR.into(),
+        )
+        .await
+        .unwrap(),
+    );
+    let options = ContainerOptions {
+        runtime: OciRuntime::new(config.runtime.path.clone(), paths.runtime_root()),
+        monitor_binary: MONITOR.into(),
+        host: HostFeatures::detect(),
+    };
+    let containers = Arc::new(
+        ContainerService::new(
+            paths.root.clone(),
+            paths.state.clone(),
+            options,
+            images,
+            Arc::clone(&sandboxes),
+        )
+        .await
+        .unwrap(),
+    );
+    RuntimeBackend::new(containers, sandboxes)
+}
+
+/// The client's ends of a session's streams.
+struct Client {
+    stdin: Option<DuplexStream>,
+    stdout: Option<DuplexStream>,
+    stderr: Option<DuplexStream>,
+    resize: Option<mpsc::Sender<TerminalSize>>,
+}
+
+fn session(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> (Stdio, Client) {
+    fn pipe(wanted: bool) -> (Option<DuplexStream>, Option<DuplexStream>) {
+        if wanted {
+            let (ours, theirs) = tokio::io::duplex(PIPE);
+            (Some(ours), Some(theirs))
+        } else {
+            (None, None)
+        }
+    }
+    let (stdin_ours, stdin_theirs) = pipe(stdin);
+    let (stdout_ours, stdout_theirs) = pipe(stdout);
+    let (stderr_ours, stderr_theirs) = pipe(stderr);
+    let (resize_ours, resize_theirs) = if tty {
+        let (tx, rx) = mpsc::channel(4);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let stdio = Stdio {
+        stdin: stdin_theirs.map(|s| Box::pin(s) as _),
+        stdout: stdout_theirs.map(|s| Box::pin(s) as _),
+        stderr: stderr_theirs.map(|s| Box::pin(s) as _),
+        resize: resize_theirs,
+    };
+    let client = Client {
+        stdin: stdin_ours,
+        stdout: stdout_ours,
+        stderr: stderr_ours,
+        resize: resize_ours,
+    };
+    (stdio, client)
+}
+
+fn exec_target(id: &str, cmd: &[&str], tty: bool) -> ExecTarget {
+    ExecTarget {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+    }
+}
+
+async fn read_all(stream: Option<DuplexStream>) -> Vec<u8> {
+    let mut data = Vec::new();
+    if let Some(mut stream) = stream {
+        stream.read_to_end(&mut data).await.unwrap();
+    }
+    data
+}
+
+/// Reads lines until one contains `needle`; the lines read.
+async fn read_until(reader: &mut BufReader<DuplexStream>, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.contains(needle) {
+        let mut line = String::new();
+        let read = tokio::time::timeout_at(deadline.into(), reader.read_line(&mut line)).await;
+        let n = read.unwrap_or_else(|_| panic!("no {needle:?} in {seen:?}")).unwrap();
+        assert!(n > 0, "end of output before {needle:?}: {seen:?}");
+        seen.push_str(&line);
+    }
+    seen
+}
+
+/// Live processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            (text.contains(needle) && !stat.contains(") Z ")).then_some(pid)
+        })
+        .collect()
+}
+
+/// Zombie children of this process (nobody reaped them).
+fn zombie_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+            (fields[0] == "Z" && fields[1] == me).then_some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sessions_run_in_the_container_and_leave_nothing_behind() {
+    let world = world(
+        "stream-exec",
+        vec![container_config("sleeper", &["sleep", "3600"])],
+    )
+    .await;
+    let id = &world.ids[0];
+    let backend = &world.backend;
+
+    // stdin reaches the process; its end closes the process's stdin.
+    let (stdio, mut client) = session(true, true, true, false);
+    let mut stdin = client.stdin.take().unwrap();
+    let feed = async move {
+        stdin.write_all(b"hello from stdin\n").await.unwrap();
+        drop(stdin);
+    };
+    let (code, (), out, err) = tokio::join!(
+        backend.exec(exec_target(id, &["cat"], false), stdio),
+        feed,
+        read_all(client.stdout.take()),
+        read_all(client.stderr.take()),
+    );
+    assert_eq!(code.unwrap(), 0);
+    assert_eq!(out, b"hello from stdin\n");
+    assert!(err.is_empty());
+
+    // Non-zero exit, stderr apart from stdout.
+    let (stdio, mut client) = session(false, true, true, false);
+    let cmd = ["sh", "-c", "echo out; echo oops >&2; exit 3"];
+    let (code, out, err) = tokio::join!(
+        backend.exec(exec_target(id, &cmd, false), stdio),
+        read_all(client.stdout.take()),
+        read_all(client.stderr.take()),
+    );
+    assert_eq!(code.unwrap(), 3);
+    assert_eq!((&out[..], &err[..]), (&b"out\n"[..], &b"oops\n"[..]));
+
+    // Killed by a signal: 128 + signal.
+    let (stdio, _client) = session(false, false, false, false);
+    let cmd = ["sh", "-c", "kill -9 $$"];
+    let code = backend.exec(exec_target(id, &cmd, false), stdio).await;
+    assert_eq!(code.unwrap(), 137);
+
+    // A command that does not exist is an error with runc's reason.
+    let (stdio, _client) = session(false, true, false, false);
+    let error = backend
+        .exec(exec_target(id, &["/no/such/binary"], false), stdio)
+        .await
+        .unwrap_err();
+    assert!(error.message.contains("no such file"), "{}", error.message);
+
+    // 10 MiB of output, all of it.
+    let (stdio, mut client) = session(false, true, false, false);
+    let cmd = ["head", "-c", "10485760", "/dev/zero"];
+    let (code, out) = tokio::join!(
+        backend.exec(exec_target(id, &cmd, false), stdio),
+        read_all(client.stdout.take()),
+    );
+    assert_eq!(code.unwrap(), 0);
+    assert_eq!(out.len(), 10 * 1024 * 1024);
+    assert!(out.iter().all(|&b| b == 0));
+
+    // A terminal: sized from the start, resized on request.
+    let (stdio, mut client) = session(true, true, false, true);
+    let resize = client.resize.take().unwrap();
+    resize
+        .send(TerminalSize {
+            width: 100,
+            height: 40,
+        })
+        .await
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    let mut stdout = BufReader::new(client.stdout.take().unwrap());
+    let cmd = ["sh", "-c", "stty size; read x; stty size; exit 5"];
+    let talk = async move {
+        let first = read_until(&mut stdout, "40 100").await;
+        resize
+            .send(TerminalSize {
+                width: 132,
+                height: 50,
+            })
+            .await
+            .unwrap();
+        stdin.write_all(b"\n").await.unwrap();
+        let second = read_until(&mut stdout, "50 132").await;
+        (first, second, stdin, resize)
+    };
+    let exec = backend.exec(exec_target(id, &cmd, true), stdio);
+    tokio::pin!(exec, talk);
+    let code = tokio::select! {
+        code = &mut exec => panic!("exec ended early: {:?}", code.map_err(|e| e.message)),
+        _talked = &mut talk => exec.await,
+    };
+    assert_eq!(code.unwrap(), 5);
+
+    // An unknown container.
+    let (stdio, _client) = session(false, true, false, false);
+    let error = backend
+        .exec(exec_target("0123456789abcdef", &["true"], false), stdio)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, BackendErrorKind::NotFound, "{}", error.message);
+
+    // 50 sessions, half of them dropped while their process runs: no
+    // process, runc or zombie is left.
+    let runc_root = world.daemon.state_dir().join("runc");
+    let runc_root = runc_root.to_str().unwrap();
+    for round in 0..50 {
+        let (stdio, mut client) = session(false, true, true, false);
+        if round % 2 == 0 {
+            let (code, out, _) = tokio::join!(
+                backend.exec(exec_target(id, &["echo", "hi"], false), stdio),
+                read_all(client.stdout.take()),
+                read_all(client.stderr.take()),
+            );
+            assert_eq!((code.unwrap(), &out[..]), (0, &b"hi\n"[..]));
+        } else {
+            let exec = backend.exec(exec_target(id, &["sleep", "4321"], false), stdio);
+            let running = poll_until("the exec'd sleep", Duration::from_secs(20), || {
+                (!processes_running(&["sleep", "4321"]).is_empty()).then_some(())
+            });
+            tokio::select! {
+                result = exec => panic!("the sleep ended: {:?}", result.map_err(|e| e.message)),
+                () = running => {}
+            }
+        }
+    }
+    poll_until("no exec left behind", Duration::from_secs(20), || {
+        let left = (
+            processes_running(&["sleep", "4321"]),
+            processes_mentioning(runc_root)
+                .into_iter()
+                .filter(|pid| {
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    String::from_utf8_lossy(&cmdline).contains("\0exec\0")
+                })
+                .collect::<Vec<_>>(),
+            zombie_children(),
+        );
+        (left.0.is_empty() && left.1.is_empty() && left.2.is_empty()).then_some(())
+    })
+    .await;
+    // And the container itself is untouched.
+    let (stdio, _client) = session(false, false, false, false);
+    assert_eq!(
+        backend
+            .exec(exec_target(id, &["true"], false), stdio)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_joins_the_monitor_and_port_forward_reaches_the_pod() {
+    let talker = container_config(
+        "talker",
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do echo out$i; echo err$i >&2; i=$((i+1)); sleep 0.1; done",
+        ],
+    );
+    let cat = ContainerConfig {
+        stdin: true,
+        ..container_config("cat", &["cat"])
+    };
+    let web = container_config("web", &["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/etc"]);
+    let world = world("stream-attach", vec![talker, cat, web]).await;
+    let (talker, cat) = (&world.ids[0], &world.ids[1]);
+    let backend = &world.backend;
+    let attach_to = |id: &str| AttachTarget {
+        container_id: id.into(),
+        tty: false,
+    };
+
+    // Two attachers at once, each with all of the output, stdout and
+    // stderr apart; leaving is dropping the session.
+    let (first_stdio, mut first) = session(false, true, true, false);
+    let (second_stdio, mut second) = session(false, true, false, false);
+    let mut first_out = BufReader::new(first.stdout.take().unwrap());
+    let mut first_err = BufReader::new(first.stderr.take().unwrap());
+    let mut second_out = BufReader::new(second.stdout.take().unwrap());
+    let watch = async {
+        let a = read_until(&mut first_out, "out").await;
+        let b = read_until(&mut first_err, "err").await;
+        let c = read_until(&mut second_out, "out").await;
+        // Every line that follows, in order, on both.
+        let next = |text: &str| {
+            let last = text.lines().filter(|l| l.starts_with("out")).next_back().unwrap();
+            format!("out{}", last[3..].parse::<u64>().unwrap() + 3)
+        };
+        let (a_next, c_next) = (next(&a), next(&c));
+        read_until(&mut first_out, &a_next).await;
+        read_until(&mut second_out, &c_next).await;
+        (a, b, c)
+    };
+    tokio::select! {
+        ended = backend.attach(attach_to(talker), first_stdio) => panic!("attach ended: {:?}", ended.map_err(|e| e.message)),
+        ended = backend.attach(attach_to(talker), second_stdio) => panic!("attach ended: {:?}", ended.map_err(|e| e.message)),
+        (a, b, c) = watch => {
+            assert!(!a.contains("err"), "stderr on stdout: {a}");
+            assert!(b.lines().all(|l| l.starts_with("err")), "{b}");
+            assert!(c.contains("out"));
+        }
+    }
+
+    // Stdin to a container created without it is refused.
+    let (stdio, _client) = session(true, true, false, false);
+    let error = backend.attach(attach_to(talker), stdio).await.unwrap_err();
+    assert_eq!(error.kind, BackendErrorKind::Invalid, "{}", error.message);
+
+    // Stdin to a container created with it reaches it.
+    let (stdio, mut client) = session(true, true, false, false);
+    let mut stdin = client.stdin.take().unwrap();
+    let mut stdout = BufReader::new(client.stdout.take().unwrap());
+    let talk = async {
+        stdin.write_all(b"ping through attach\n").await.unwrap();
+        read_until(&mut stdout, "ping through attach").await
+    };
+    tokio::select! {
+        ended = backend.attach(attach_to(cat), stdio) => {
+            let dir = world.daemon.state_dir().join("containers").join(cat);
+            let log = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+            let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+            panic!("attach ended: {:?} {log} {files:?}", ended.map_err(|e| e.message))
+        }
+        echoed = talk => assert!(echoed.contains("ping through attach")),
+    }
+
+    // Port-forward: a connection to loopback in the pod's namespace.
+    let mut connection = poll_until_async("httpd listening", || async {
+        backend.port_forward(&world.pod_id, 8080).await.ok()
+    })
+    .await;
+    connection
+        .write_all(b"GET /passwd HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    connection.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    assert!(reply.contains("root:"), "{reply}");
+    // The port is the pod's, not the host's: nothing listens on it here
+    // (or, if something does, it is not the pod's httpd).
+    let closed = backend.port_forward(&world.pod_id, 8081).await.unwrap_err();
+    assert_eq!(closed.kind, BackendErrorKind::Internal);
+    assert!(closed.message.contains("refused"), "{}", closed.message);
+    let unknown = backend.port_forward("no-such-pod", 8080).await.unwrap_err();
+    assert_eq!(unknown.kind, BackendErrorKind::NotFound);
+}
+
+async fn poll_until_async<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
