@@ -29,7 +29,9 @@ pub async fn attach(state_dir: &Path, io: SessionIo) -> Result<(), RuntimeError>
                 state_dir: state_dir.to_path_buf(),
                 source,
             })?;
-    let (from_monitor, to_monitor) = stream.into_split();
+    // The write half lives as long as the session: dropping it would shut
+    // the connection down, which the monitor takes for the client leaving.
+    let (from_monitor, mut to_monitor) = stream.into_split();
     let SessionIo {
         stdin,
         stdout,
@@ -37,7 +39,7 @@ pub async fn attach(state_dir: &Path, io: SessionIo) -> Result<(), RuntimeError>
         resize,
     } = io;
     let output = deliver_output(from_monitor, stdout, stderr);
-    let input = send_input(to_monitor, stdin, resize);
+    let input = send_input(&mut to_monitor, stdin, resize);
     tokio::pin!(output, input);
     tokio::select! {
         () = &mut output => {}
@@ -88,7 +90,7 @@ async fn deliver_output(
 }
 
 async fn send_input(
-    mut to: OwnedWriteHalf,
+    to: &mut OwnedWriteHalf,
     stdin: Option<SessionReader>,
     resize: Option<BoxStream<'static, WindowSize>>,
 ) {

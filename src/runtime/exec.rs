@@ -68,15 +68,77 @@ impl ExecFiles {
     }
 }
 
+/// How long a dropped exec waits for the runtime to name its process.
+const PID_FILE_WAIT: Duration = Duration::from_secs(5);
+const PID_FILE_POLL: Duration = Duration::from_millis(20);
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn is_alive(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+            Some(state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+impl ExecFiles {
+    /// Kills the process, and removes the files. A runtime that started
+    /// the process but has not written its pid yet is given a moment (on
+    /// a task, as this runs in `drop`): killing the runtime instead would
+    /// leave its process running, orphaned.
+    fn finish(&mut self) {
+        if self.reaped {
+            return;
+        }
+        // Reaped, as far as its own drop is concerned: it only removes.
+        let files = Self {
+            process: std::mem::take(&mut self.process),
+            pid: std::mem::take(&mut self.pid),
+            log: std::mem::take(&mut self.log),
+            runtime_pid: self.runtime_pid,
+            reaped: true,
+        };
+        if let Some(pid) = files.read_pid() {
+            let _ = kill(pid, Signal::SIGKILL);
+            return;
+        }
+        let Some(runtime) = self.runtime_pid else {
+            return;
+        };
+        let Ok(tokio) = tokio::runtime::Handle::try_current() else {
+            let _ = kill(runtime, Signal::SIGKILL);
+            return;
+        };
+        tokio.spawn(async move {
+            let deadline = Instant::now() + PID_FILE_WAIT;
+            loop {
+                if let Some(pid) = files.read_pid() {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    break;
+                }
+                if !is_alive(runtime) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = kill(runtime, Signal::SIGKILL);
+                    break;
+                }
+                tokio::time::sleep(PID_FILE_POLL).await;
+            }
+            drop(files);
+        });
+    }
+}
+
 impl Drop for ExecFiles {
     fn drop(&mut self) {
-        if !self.reaped {
-            if let Some(pid) = self.read_pid().or(self.runtime_pid) {
-                let _ = kill(pid, Signal::SIGKILL);
-            }
-        }
+        self.finish();
         for path in [&self.process, &self.pid, &self.log] {
-            let _ = std::fs::remove_file(path);
+            if !path.as_os_str().is_empty() {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }

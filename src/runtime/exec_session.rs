@@ -74,7 +74,13 @@ impl OciRuntime {
                 .stderr(slave);
             Some(terminal)
         } else {
-            let piped = |wanted: bool| if wanted { Stdio::piped() } else { Stdio::null() };
+            let piped = |wanted: bool| {
+                if wanted {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                }
+            };
             command
                 .stdin(piped(io.stdin.is_some()))
                 .stdout(piped(io.stdout.is_some()))
