@@ -42,25 +42,6 @@ pub fn is_mount_point(path: &Path) -> io::Result<bool> {
     Ok(std::fs::symlink_metadata(path)?.dev() != std::fs::metadata(parent)?.dev())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unmounting_a_plain_directory_or_a_missing_path_is_not_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(!unmount_detached(dir.path()).unwrap());
-        assert!(!unmount_detached(&dir.path().join("missing")).unwrap());
-    }
-
-    #[test]
-    fn mount_points() {
-        assert!(is_mount_point(Path::new("/proc")).unwrap());
-        let dir = tempfile::tempdir().unwrap();
-        assert!(!is_mount_point(dir.path()).unwrap());
-    }
-}
-
 /// Sets a terminal's size (`TIOCSWINSZ` on its master): the kernel sends
 /// SIGWINCH to the terminal's foreground process group.
 #[allow(unsafe_code)]
@@ -108,4 +89,23 @@ pub fn register_async(
     // only owner; it never replaces or closes the descriptor while
     // registered, and deregisters it before closing it on drop.
     Ok(unsafe { tokio::io::unix::AsyncFd::register(fd) }?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmounting_a_plain_directory_or_a_missing_path_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!unmount_detached(dir.path()).unwrap());
+        assert!(!unmount_detached(&dir.path().join("missing")).unwrap());
+    }
+
+    #[test]
+    fn mount_points() {
+        assert!(is_mount_point(Path::new("/proc")).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(dir.path()).unwrap());
+    }
 }

@@ -10,7 +10,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::ContainerConfig;
+use k8s_cri::v1::{
+    ContainerConfig, LinuxContainerConfig, LinuxContainerSecurityContext,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::mpsc;
 
@@ -45,9 +48,18 @@ struct World {
 /// Runs a pod with `containers` (started) through a daemon, stops the
 /// daemon, and recovers its services here.
 async fn world(name: &str, containers: Vec<ContainerConfig>) -> World {
+    world_with(name, |_| {}, containers).await
+}
+
+async fn world_with(
+    name: &str,
+    tweak_pod: impl FnOnce(&mut PodSandboxConfig),
+    containers: Vec<ContainerConfig>,
+) -> World {
     let mut daemon = pods::daemon().await;
     let mut client = daemon.runtime().await;
-    let pod = pods::pod_config(&daemon, name);
+    let mut pod = pods::pod_config(&daemon, name);
+    tweak_pod(&mut pod);
     std::fs::create_dir_all(&pod.log_directory).unwrap();
     let pod_id = pods::run_pod(&mut client, pod.clone()).await;
     let mut ids = Vec::new();
@@ -396,8 +408,16 @@ async fn attach_joins_the_monitor_and_port_forward_reaches_the_pod() {
         "web",
         &["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/etc"],
     );
-    let world = world("stream-attach", vec![talker, cat, web]).await;
-    let (talker, cat) = (&world.ids[0], &world.ids[1]);
+    let flood = container_config(
+        "flood",
+        &[
+            "sh",
+            "-c",
+            "while true; do head -c 65536 /dev/zero; sleep 0.02; done",
+        ],
+    );
+    let world = world("stream-attach", vec![talker, cat, web, flood]).await;
+    let (talker, cat, flood) = (&world.ids[0], &world.ids[1], &world.ids[3]);
     let backend = &world.backend;
     let attach_to = |id: &str| AttachTarget {
         container_id: id.into(),
@@ -417,11 +437,7 @@ async fn attach_joins_the_monitor_and_port_forward_reaches_the_pod() {
         let c = read_until(&mut second_out, "out").await;
         // Every line that follows, in order, on both.
         let next = |text: &str| {
-            let last = text
-                .lines()
-                .filter(|l| l.starts_with("out"))
-                .next_back()
-                .unwrap();
+            let last = text.lines().rfind(|l| l.starts_with("out")).unwrap();
             format!("out{}", last[3..].parse::<u64>().unwrap() + 3)
         };
         let (a_next, c_next) = (next(&a), next(&c));
@@ -456,6 +472,41 @@ async fn attach_joins_the_monitor_and_port_forward_reaches_the_pod() {
         ended = backend.attach(attach_to(cat), stdio) => panic!("attach ended: {:?}", ended.map_err(|e| e.message)),
         echoed = talk => assert!(echoed.contains("ping through attach")),
     }
+
+    // An attacher that stops reading is dropped by the monitor once its
+    // buffer is full; the others (and the log) go on: the fast one gets
+    // several times what the slow one's buffers could hold.
+    let (slow_stdio, _slow) = session(false, true, false, false);
+    let (fast_stdio, mut fast) = session(false, true, false, false);
+    let mut fast_out = fast.stdout.take().unwrap();
+    let fast_reads = async {
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        while total < 8 * 1024 * 1024 {
+            let n = fast_out.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the fast attacher's output ended");
+            total += n;
+        }
+        total
+    };
+    let flood_log = world
+        .daemon
+        .dir
+        .path()
+        .join("logs/stream-attach/flood/0.log");
+    let log_before = std::fs::metadata(&flood_log).unwrap().len();
+    tokio::select! {
+        ended = backend.attach(attach_to(flood), slow_stdio) => panic!("slow attach ended: {:?}", ended.map_err(|e| e.message)),
+        ended = backend.attach(attach_to(flood), fast_stdio) => panic!("fast attach ended: {:?}", ended.map_err(|e| e.message)),
+        total = tokio::time::timeout(Duration::from_secs(60), fast_reads) => {
+            assert!(total.expect("the fast attacher was held up") >= 8 * 1024 * 1024);
+        }
+    }
+    let log_after = std::fs::metadata(&flood_log).unwrap().len();
+    assert!(
+        log_after > log_before + 8 * 1024 * 1024,
+        "{log_before} -> {log_after}"
+    );
 
     // Port-forward: a connection to loopback in the pod's namespace.
     let mut connection = poll_until_async("httpd listening", || async {
@@ -492,4 +543,57 @@ async fn poll_until_async<T, F: std::future::Future<Output = Option<T>>>(
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_reaches_a_host_network_pod() {
+    // A port of the host's no one else is likely to use at this moment.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let host_network = NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        ..Default::default()
+    };
+    let mut web = container_config(
+        "web",
+        &[
+            "httpd",
+            "-f",
+            "-p",
+            &format!("127.0.0.1:{port}"),
+            "-h",
+            "/etc",
+        ],
+    );
+    web.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            namespace_options: Some(host_network.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let tweak = |pod: &mut PodSandboxConfig| {
+        pod.linux.as_mut().unwrap().security_context = Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(host_network.clone()),
+            ..Default::default()
+        });
+    };
+    let world = world_with("stream-hostnet", tweak, vec![web]).await;
+    let mut connection = poll_until_async("httpd listening", || async {
+        world.backend.port_forward(&world.pod_id, port).await.ok()
+    })
+    .await;
+    connection
+        .write_all(b"GET /passwd HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    connection.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    // The host's loopback it is: reachable from here too.
+    let direct = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert!(direct.is_ok(), "{direct:?}");
 }

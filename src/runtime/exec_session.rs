@@ -1,6 +1,6 @@
 //! `runtime exec` for the streaming server: the process runs with the
-//! client's stdio (pipes, or a terminal received on a console socket)
-//! until it exits. The runtime waits for its process, and tokio reaps the
+//! client's stdio (pipes, or a terminal of ours that runc relays to the
+//! container's, see [`super::console`]) until it exits. The runtime waits for its process, and tokio reaps the
 //! runtime; a session dropped part-way kills the process (by the pid the
 //! runtime wrote), and the runtime, left without its process, exits too.
 
