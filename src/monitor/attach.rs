@@ -319,3 +319,101 @@ impl Drop for AttachServer {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn client(path: &Path) -> UnixStream {
+        let stream = UnixStream::connect(path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+    }
+
+    /// The next frame from the server: kind and payload.
+    fn frame(stream: &mut UnixStream) -> (FrameKind, Vec<u8>) {
+        let mut header = [0u8; HEADER_LEN];
+        stream.read_exact(&mut header).unwrap();
+        let (kind, len) = attach_frames::decode_header(&header).unwrap();
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).unwrap();
+        (kind, payload)
+    }
+
+    #[test]
+    fn output_reaches_every_attacher_and_a_stalled_one_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("attach.sock");
+        let mut server = AttachServer::bind(&path).unwrap();
+        let mut reader = client(&path);
+        let _stalled = client(&path);
+        server.accept();
+        assert_eq!(server.clients.len(), 2);
+
+        server.broadcast(Stream::Stderr, b"hello");
+        assert_eq!(frame(&mut reader), (FrameKind::Stderr, b"hello".to_vec()));
+
+        // Far more than the socket buffers and the cap: the stalled client
+        // is dropped, the one that reads gets all of it, and no call
+        // blocks.
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut received = 0;
+        for _ in 0..(4 * MAX_PENDING_OUTPUT / chunk.len()) {
+            server.broadcast(Stream::Stdout, &chunk);
+            for index in 0..server.clients.len() {
+                server.serve(index, PollFlags::POLLOUT);
+            }
+            reader.set_nonblocking(true).unwrap();
+            let mut buf = vec![0u8; 1024 * 1024];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                received += n;
+            }
+            reader.set_nonblocking(false).unwrap();
+            server.sweep();
+        }
+        assert_eq!(server.clients.len(), 1, "the stalled attacher is gone");
+        let sent = 4 * MAX_PENDING_OUTPUT;
+        let framing = sent / MAX_PAYLOAD * HEADER_LEN;
+        server.flush_all();
+        reader.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 1024 * 1024];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            received += n;
+        }
+        assert_eq!(received, sent + framing);
+    }
+
+    #[test]
+    fn input_reaches_stdin_and_stdin_once_closes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("attach.sock");
+        let (stdin_read, stdin_write) = nix::unistd::pipe().unwrap();
+        let mut server = AttachServer::bind(&path)
+            .unwrap()
+            .with_input(Some(stdin_write), false, true)
+            .unwrap();
+        let mut writer = client(&path);
+        server.accept();
+        let mut frames = Vec::new();
+        attach_frames::encode(FrameKind::Stdin, b"typed", &mut frames);
+        attach_frames::encode(FrameKind::StdinClose, &[], &mut frames);
+        writer.write_all(&frames).unwrap();
+        server.serve(0, PollFlags::POLLIN);
+        assert!(server.input.is_none(), "stdin_once: closed after the input");
+        let mut typed = String::new();
+        std::fs::File::from(stdin_read)
+            .read_to_string(&mut typed)
+            .unwrap();
+        assert_eq!(typed, "typed");
+    }
+}
