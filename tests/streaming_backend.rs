@@ -336,6 +336,7 @@ async fn exec_sessions_run_in_the_container_and_leave_nothing_behind() {
     // process, runc or zombie is left.
     let runc_root = world.daemon.state_dir().join("runc");
     let runc_root = runc_root.to_str().unwrap();
+    let started = Instant::now();
     for round in 0..50 {
         let (stdio, mut client) = session(false, true, true, false);
         if round % 2 == 0 {
@@ -356,6 +357,10 @@ async fn exec_sessions_run_in_the_container_and_leave_nothing_behind() {
             }
         }
     }
+    eprintln!(
+        "50 exec sessions (25 cancelled) took {:?}",
+        started.elapsed()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let exec_runtimes: Vec<i32> = processes_mentioning(runc_root)
@@ -416,8 +421,17 @@ async fn attach_joins_the_monitor_and_port_forward_reaches_the_pod() {
             "while true; do head -c 65536 /dev/zero; sleep 0.02; done",
         ],
     );
-    let world = world("stream-attach", vec![talker, cat, web, flood]).await;
+    let sizer = ContainerConfig {
+        tty: true,
+        stdin: true,
+        ..container_config(
+            "sizer",
+            &["sh", "-c", "while true; do stty size; sleep 0.1; done"],
+        )
+    };
+    let world = world("stream-attach", vec![talker, cat, web, flood, sizer]).await;
     let (talker, cat, flood) = (&world.ids[0], &world.ids[1], &world.ids[3]);
+    let sizer = &world.ids[4];
     let backend = &world.backend;
     let attach_to = |id: &str| AttachTarget {
         container_id: id.into(),
@@ -472,6 +486,32 @@ async fn attach_joins_the_monitor_and_port_forward_reaches_the_pod() {
         ended = backend.attach(attach_to(cat), stdio) => panic!("attach ended: {:?}", ended.map_err(|e| e.message)),
         echoed = talk => assert!(echoed.contains("ping through attach")),
     }
+
+    // A terminal: resized through the monitor; a tty mismatch is refused.
+    let (stdio, mut client) = session(true, true, false, true);
+    let resize = client.resize.take().unwrap();
+    let mut stdout = BufReader::new(client.stdout.take().unwrap());
+    let sized = async {
+        resize
+            .send(TerminalSize {
+                width: 77,
+                height: 33,
+            })
+            .await
+            .unwrap();
+        read_until(&mut stdout, "33 77").await
+    };
+    let tty_target = AttachTarget {
+        container_id: sizer.clone(),
+        tty: true,
+    };
+    tokio::select! {
+        ended = backend.attach(tty_target, stdio) => panic!("attach ended: {:?}", ended.map_err(|e| e.message)),
+        seen = sized => assert!(seen.contains("33 77"), "{seen:?}"),
+    }
+    let (stdio, _client) = session(false, true, false, false);
+    let error = backend.attach(attach_to(sizer), stdio).await.unwrap_err();
+    assert_eq!(error.kind, BackendErrorKind::Invalid, "{}", error.message);
 
     // An attacher that stops reading is dropped by the monitor once its
     // buffer is full; the others (and the log) go on: the fast one gets
