@@ -99,7 +99,12 @@ async fn exec_sessions_run_in_the_container_and_leave_nothing_behind() {
         .unwrap();
     let mut stdin = client.stdin.take().unwrap();
     let mut stdout = BufReader::new(client.stdout.take().unwrap());
-    let cmd = ["sh", "-c", "stty size; read x; stty size; exit 5"];
+    // Each line typed prints the size; end of input (^D) ends it.
+    let cmd = [
+        "sh",
+        "-c",
+        "stty size; while read x; do stty size; done; exit 5",
+    ];
     let talk = async move {
         let first = read_until(&mut stdout, "40 100").await;
         resize
@@ -109,8 +114,15 @@ async fn exec_sessions_run_in_the_container_and_leave_nothing_behind() {
             })
             .await
             .unwrap();
-        stdin.write_all(b"\n").await.unwrap();
-        let second = read_until(&mut stdout, "50 132").await;
+        // runc applies the size on a signal, apart from the input it
+        // relays: ask again until the new size shows.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut second = String::new();
+        while !second.contains("50 132") && Instant::now() < deadline {
+            stdin.write_all(b"\n").await.unwrap();
+            second = read_until(&mut stdout, " ").await;
+        }
+        stdin.write_all(b"\x04").await.unwrap();
         (first, second, stdin, resize)
     };
     let (code, (first, second, ..)) =
