@@ -10,22 +10,33 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 
 use nix::errno::Errno;
-use nix::pty::{openpty, Winsize};
+use nix::fcntl::OFlag;
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use tokio::io::unix::AsyncFd;
 
 /// A new terminal pair of `columns` × `rows` (the kernel's default, 0×0,
-/// without a size): the master for us, the slave for the runtime.
+/// without a size): the master for us, the slave for the runtime. Both
+/// are close-on-exec from the start (`openpty` would leave them open for
+/// whatever this multi-threaded daemon spawns meanwhile, and a master
+/// never sees its end while a stray slave copy lives).
 pub fn open_terminal(size: Option<(u16, u16)>) -> io::Result<(Terminal, OwnedFd)> {
-    let size = size.map(|(columns, rows)| Winsize {
-        ws_row: rows,
-        ws_col: columns,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    });
-    let pair = openpty(size.as_ref(), None)?;
-    Ok((Terminal::new(pair.master)?, pair.slave))
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let slave_path = ptsname_r(&master)?;
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NOCTTY)
+        .open(slave_path)?;
+    let master = OwnedFd::from(master);
+    if let Some((columns, rows)) = size {
+        crate::sys::set_window_size(&master, columns, rows)?;
+    }
+    Ok((Terminal::new(master)?, OwnedFd::from(slave)))
 }
 
 /// A terminal's master, non-blocking, read and written through the
