@@ -16,7 +16,7 @@ use k8s_cri::v1::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
-use common::pods::container_config;
+use common::pods::{container_config, wait_for_log};
 use common::{poll_until, processes_running};
 use streaming_support::{
     exec_target, poll_until_async, processes_mentioning, read_all, read_until, session, world,
@@ -294,6 +294,18 @@ async fn attach_joins_the_monitor_and_port_forward_reaches_the_pod() {
         ended = backend.attach(attach_to(cat), stdio) => panic!("attach ended: {:?}", ended.map_err(|e| e.message)),
         echoed = talk => assert!(echoed.contains("ping through attach")),
     }
+
+    // Stdin alone: the session ends with the client's stdin, which
+    // reached the container (cat echoes it into its log).
+    let (stdio, mut client) = session(true, false, false, false);
+    let mut stdin = client.stdin.take().unwrap();
+    let feed = async move {
+        stdin.write_all(b"only stdin\n").await.unwrap();
+    };
+    let (ended, ()) = tokio::join!(backend.attach(attach_to(cat), stdio), feed);
+    ended.unwrap();
+    let cat_log = world.daemon.dir.path().join("logs/stream-attach/cat/0.log");
+    wait_for_log(&cat_log, "only stdin").await;
 
     // A terminal: resized through the monitor; a tty mismatch is refused.
     let (stdio, mut client) = session(true, true, false, true);

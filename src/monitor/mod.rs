@@ -2,10 +2,11 @@
 //! daemon. It runs `runtime create` with stdio it keeps, writes the
 //! container's output to the CRI log, reaps the init (it is the
 //! subreaper of everything the container leaves behind), records the
-//! exit atomically in `exit.json`, and serves the control socket.
+//! exit atomically in `exit.json`, and serves the control socket and the
+//! attach socket (the container's stdio for `kubectl attach`).
 //!
 //! No async runtime and no threads: a single poll loop ([`supervise`])
-//! over the output pipes, a SIGCHLD signalfd and the control socket keeps
+//! over the output pipes, a SIGCHLD signalfd and the sockets keeps
 //! the resident set small. The protocol with the daemon lives in
 //! [`crate::runtime::protocol`].
 

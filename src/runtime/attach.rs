@@ -38,13 +38,20 @@ pub async fn attach(state_dir: &Path, io: SessionIo) -> Result<(), RuntimeError>
         stderr,
         resize,
     } = io;
+    let wants_output = stdout.is_some() || stderr.is_some();
     let output = deliver_output(from_monitor, stdout, stderr);
     let input = send_input(&mut to_monitor, stdin, resize);
     tokio::pin!(output, input);
     tokio::select! {
         () = &mut output => {}
-        // Input that ended (or failed) leaves the output flowing.
-        () = async { (&mut input).await; std::future::pending::<()>().await } => {}
+        // Input that ended (or failed) leaves the output flowing; with no
+        // output asked for, the session is over.
+        () = async {
+            (&mut input).await;
+            if wants_output {
+                std::future::pending::<()>().await;
+            }
+        } => {}
     }
     Ok(())
 }

@@ -122,6 +122,12 @@ impl Backend for RuntimeBackend {
         // A host-network pod has no namespace of its own: the daemon's is
         // the host's.
         let netns = sandbox.namespaces.net.clone();
+        if netns.is_none() && !sandbox.modes.host_network {
+            return Err(BackendError::new(
+                BackendErrorKind::Internal,
+                format!("pod sandbox {} has no network namespace pinned", sandbox.id),
+            ));
+        }
         port_forward::connect_loopback(netns, port)
             .await
             .map_err(|e| {
