@@ -42,6 +42,55 @@ pub fn is_mount_point(path: &Path) -> io::Result<bool> {
     Ok(std::fs::symlink_metadata(path)?.dev() != std::fs::metadata(parent)?.dev())
 }
 
+/// Sets a terminal's size (`TIOCSWINSZ` on its master): the kernel sends
+/// SIGWINCH to the terminal's foreground process group.
+#[allow(unsafe_code)]
+pub fn set_window_size(
+    terminal: impl std::os::fd::AsFd,
+    columns: u16,
+    rows: u16,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    let size = nix::libc::winsize {
+        ws_row: rows,
+        ws_col: columns,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` through the pointer, which
+    // points to a live, initialised value for the duration of the call.
+    let result = unsafe {
+        nix::libc::ioctl(
+            terminal.as_fd().as_raw_fd(),
+            nix::libc::TIOCSWINSZ,
+            &size as *const nix::libc::winsize,
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn set_nonblocking(fd: impl std::os::fd::AsFd) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Registers a non-blocking descriptor with tokio's reactor.
+#[allow(unsafe_code)]
+pub fn register_async(
+    fd: std::os::fd::OwnedFd,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the `AsyncFd` takes the `OwnedFd` by value and is then its
+    // only owner; it never replaces or closes the descriptor while
+    // registered, and deregisters it before closing it on drop.
+    Ok(unsafe { tokio::io::unix::AsyncFd::register(fd) }?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

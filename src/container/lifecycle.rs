@@ -20,7 +20,7 @@ pub const EXEC_OUTPUT_CAP: usize = crate::cri::MAX_EXEC_OUTPUT_BYTES;
 /// How long an ExecSync may still finish on its own once the container
 /// exited (an exec in the container's own PID namespace dies with its
 /// init and reports that); then it is cancelled, and its process killed.
-const EXEC_AFTER_EXIT: Duration = Duration::from_secs(2);
+pub(super) const EXEC_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// How long to wait for a SIGKILLed container to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -183,18 +183,7 @@ impl ContainerService {
         if container.state() != ContainerState::Running {
             return Err(wrong_state(&container, "exec", "running"));
         }
-        // Wharf's own file (a fault reading it is Internal, not the
-        // caller's), read off the async workers.
-        let bundle = container.state_dir.join("config.json");
-        let spec: oci_spec::runtime::Spec =
-            tokio::task::spawn_blocking(move || crate::store::read_json(&bundle))
-                .await
-                .map_err(|e| ContainerError::Task("reading the bundle", e))??
-                .ok_or_else(|| ContainerError::NotFound(container.id.clone()))?;
-        let mut process = spec.process().clone().unwrap_or_default();
-        process.set_args(Some(cmd));
-        process.set_terminal(Some(false));
-        process.set_console_size(None);
+        let process = exec_process(&container, cmd, false).await?;
         let exec = self.runtime_of(&container)?.exec_sync(
             &container.id,
             &process,
@@ -380,6 +369,28 @@ impl StartOutcome {
             StartOutcome::Unknown => {}
         }
     }
+}
+
+/// The process of an exec in `container`: the container's own (user,
+/// environment, capabilities, working directory) running `cmd`.
+pub(super) async fn exec_process(
+    container: &Container,
+    cmd: Vec<String>,
+    tty: bool,
+) -> Result<oci_spec::runtime::Process, ContainerError> {
+    // Wharf's own file (a fault reading it is Internal, not the
+    // caller's), read off the async workers.
+    let bundle = container.state_dir.join("config.json");
+    let spec: oci_spec::runtime::Spec =
+        tokio::task::spawn_blocking(move || crate::store::read_json(&bundle))
+            .await
+            .map_err(|e| ContainerError::Task("reading the bundle", e))??
+            .ok_or_else(|| ContainerError::NotFound(container.id.clone()))?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(cmd));
+    process.set_terminal(Some(tty));
+    process.set_console_size(None);
+    Ok(process)
 }
 
 pub(super) fn wrong_state(

@@ -24,6 +24,7 @@ pub mod record;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
+mod streaming;
 pub mod user;
 
 use std::collections::HashMap;

@@ -4,8 +4,7 @@
 //! so a client that connects and stalls never holds up the container's
 //! output. A `wait-exit` connection stays open, idle, until the monitor
 //! answers it with the exit record ([`ControlServer::notify_exit`]) or the
-//! client goes away. Attach will be a connection that, after its request
-//! line, turns into a stream (a new `Connection` state) instead of closing.
+//! client goes away. Attach has a socket of its own (see `attach`).
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};

@@ -2,13 +2,15 @@
 //! daemon. It runs `runtime create` with stdio it keeps, writes the
 //! container's output to the CRI log, reaps the init (it is the
 //! subreaper of everything the container leaves behind), records the
-//! exit atomically in `exit.json`, and serves the control socket.
+//! exit atomically in `exit.json`, and serves the control socket and the
+//! attach socket (the container's stdio for `kubectl attach`).
 //!
 //! No async runtime and no threads: a single poll loop ([`supervise`])
-//! over the output pipes, a SIGCHLD signalfd and the control socket keeps
+//! over the output pipes, a SIGCHLD signalfd and the sockets keeps
 //! the resident set small. The protocol with the daemon lives in
 //! [`crate::runtime::protocol`].
 
+mod attach;
 mod control;
 mod create;
 pub mod log;
@@ -29,6 +31,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::runtime::protocol::{files, ExitStatus, MonitorArgs, SyncMessage};
 use crate::store::{self, StoreError};
+use attach::AttachServer;
 use control::ControlServer;
 use log::CriLogWriter;
 use oom::OomProbe;
@@ -168,11 +171,15 @@ fn start(args: &MonitorArgs) -> Result<Supervisor, MonitorError> {
     let socket = args.state_file(files::CONTROL_SOCKET);
     // Bound before the container exists, so failing here leaves nothing.
     let control = ControlServer::bind(&socket)?;
-    let container = create::create(args)?;
+    let attach = AttachServer::bind(&args.state_file(files::ATTACH_SOCKET))?;
+    let mut container = create::create(args)?;
+    let attach = attach.with_input(container.stdin.take(), args.tty, args.stdin_once)?;
     let oom = OomProbe::resolve(&args.bundle, container.pid)
         .map_err(|e| eprintln!("wharf-monitor: OOM detection is off: {e}"))
         .ok();
-    Ok(Supervisor::new(container, log, signals, control, oom))
+    Ok(Supervisor::new(
+        container, log, signals, control, attach, oom,
+    ))
 }
 
 /// Survives the daemon: own session (no SIGHUP or terminal signals from

@@ -1,10 +1,11 @@
 //! The monitor's single-threaded poll loop: container output to the CRI
-//! log, SIGCHLD to reaping, control requests to their handlers, until the
+//! log and to attachers, attachers' input to the container, SIGCHLD to
+//! reaping, control requests to their handlers, until the
 //! container's init has exited and its output is drained.
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -13,6 +14,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
+use super::attach::AttachServer;
 use super::control::ControlServer;
 use super::create::Container;
 use super::log::{CriLogWriter, Stream};
@@ -37,8 +39,7 @@ struct Output {
 pub struct Supervisor {
     init: Pid,
     outputs: Vec<Output>,
-    /// Kept open for attach (not yet served).
-    _stdin: Option<OwnedFd>,
+    attach: AttachServer,
     log: CriLogWriter,
     signals: SignalFd,
     control: ControlServer,
@@ -51,6 +52,9 @@ enum Source {
     Listener,
     Output(usize),
     Connection(usize),
+    AttachListener,
+    Attacher(usize),
+    ContainerStdin,
 }
 
 impl Supervisor {
@@ -59,6 +63,7 @@ impl Supervisor {
         log: CriLogWriter,
         signals: SignalFd,
         control: ControlServer,
+        attach: AttachServer,
         oom: Option<OomProbe>,
     ) -> Self {
         Self {
@@ -71,7 +76,7 @@ impl Supervisor {
                     file: Some(file),
                 })
                 .collect(),
-            _stdin: container.stdin,
+            attach,
             log,
             signals,
             control,
@@ -102,7 +107,7 @@ impl Supervisor {
                     PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
                 }
             };
-            for source in self.wait(timeout) {
+            for (source, events) in self.wait(timeout) {
                 match source {
                     Source::Signals => {
                         while let Ok(Some(_)) = self.signals.read_signal() {}
@@ -118,9 +123,13 @@ impl Supervisor {
                         let log = &mut self.log;
                         self.control.serve(index, |request| handle(log, request));
                     }
+                    Source::AttachListener => self.attach.accept(),
+                    Source::Attacher(index) => self.attach.serve(index, events),
+                    Source::ContainerStdin => self.attach.write_input(),
                 }
             }
             self.control.sweep();
+            self.attach.sweep();
         };
 
         // Whatever the pipes still buffer was written before the deadline.
@@ -131,6 +140,7 @@ impl Supervisor {
                 }
             }
         }
+        self.attach.flush_all();
         let now = SystemTime::now();
         for output in &self.outputs {
             self.log.finish(output.stream, now);
@@ -145,12 +155,13 @@ impl Supervisor {
         (status, self.control)
     }
 
-    /// Polls every source; the ready ones.
-    fn wait(&self, timeout: PollTimeout) -> Vec<Source> {
-        let mut sources = vec![Source::Signals, Source::Listener];
+    /// Polls every source; the ready ones, with what poll reported.
+    fn wait(&self, timeout: PollTimeout) -> Vec<(Source, PollFlags)> {
+        let mut sources = vec![Source::Signals, Source::Listener, Source::AttachListener];
         let mut fds = vec![
             PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.control.listener_fd(), PollFlags::POLLIN),
+            PollFd::new(self.attach.listener_fd(), PollFlags::POLLIN),
         ];
         for (index, output) in self.outputs.iter().enumerate() {
             if let Some(file) = &output.file {
@@ -161,6 +172,14 @@ impl Supervisor {
         for (index, fd) in self.control.connection_fds().enumerate() {
             sources.push(Source::Connection(index));
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        for (index, (fd, flags)) in self.attach.client_polls().enumerate() {
+            sources.push(Source::Attacher(index));
+            fds.push(PollFd::new(fd, flags));
+        }
+        if let Some(fd) = self.attach.input_poll() {
+            sources.push(Source::ContainerStdin);
+            fds.push(PollFd::new(fd, PollFlags::POLLOUT));
         }
         match poll(&mut fds, timeout) {
             Ok(_) => {}
@@ -174,8 +193,10 @@ impl Supervisor {
         }
         fds.iter()
             .zip(sources)
-            .filter(|(fd, _)| fd.any().unwrap_or(false))
-            .map(|(_, source)| source)
+            .filter_map(|(fd, source)| {
+                let events = fd.revents().filter(|events| !events.is_empty())?;
+                Some((source, events))
+            })
             .collect()
     }
 
@@ -190,6 +211,7 @@ impl Supervisor {
             Ok(0) => {}
             Ok(n) => {
                 self.log.write(output.stream, &buf[..n], SystemTime::now());
+                self.attach.broadcast(output.stream, &buf[..n]);
                 return true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,

@@ -16,7 +16,7 @@ use super::OciRuntime;
 
 /// How long output is still read after the runtime exited: a process the
 /// exec left in the background may hold the pipes open forever.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+pub(super) const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// How long the runtime gets to exit after its process was killed before
 /// it is killed as well.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -35,26 +35,30 @@ pub struct ExecOutput {
 /// (runc ignores plain files there); removed on drop. Dropped before the
 /// process was reaped (the ExecSync call was cancelled), it kills the
 /// process too: nobody is left to collect its output or end it.
-struct ExecFiles {
-    process: PathBuf,
-    pid: PathBuf,
-    log: PathBuf,
-    reaped: bool,
+pub(super) struct ExecFiles {
+    pub(super) process: PathBuf,
+    pub(super) pid: PathBuf,
+    pub(super) log: PathBuf,
+    /// The runtime itself, killed on drop when the process's pid is not
+    /// known yet (the runtime had not written it).
+    pub(super) runtime_pid: Option<Pid>,
+    pub(super) reaped: bool,
 }
 
 impl ExecFiles {
-    fn new(root: &Path, id: &str) -> Self {
+    pub(super) fn new(root: &Path, id: &str) -> Self {
         let base =
             crate::store::unique_temp_name(&format!("{}exec-{id}-", crate::store::TEMP_PREFIX));
         Self {
             process: root.join(format!("{base}.json")),
             pid: root.join(format!("{base}.pid")),
             log: root.join(format!("{base}.log")),
+            runtime_pid: None,
             reaped: false,
         }
     }
 
-    fn read_pid(&self) -> Option<Pid> {
+    pub(super) fn read_pid(&self) -> Option<Pid> {
         let text = std::fs::read_to_string(&self.pid).ok()?;
         text.trim()
             .parse()
@@ -64,15 +68,77 @@ impl ExecFiles {
     }
 }
 
+/// How long a dropped exec waits for the runtime to name its process.
+const PID_FILE_WAIT: Duration = Duration::from_secs(5);
+const PID_FILE_POLL: Duration = Duration::from_millis(20);
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn is_alive(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+            Some(state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+impl ExecFiles {
+    /// Kills the process, and removes the files. A runtime that started
+    /// the process but has not written its pid yet is given a moment (on
+    /// a task, as this runs in `drop`): killing the runtime instead would
+    /// leave its process running, orphaned.
+    fn finish(&mut self) {
+        if self.reaped {
+            return;
+        }
+        // Reaped, as far as its own drop is concerned: it only removes.
+        let files = Self {
+            process: std::mem::take(&mut self.process),
+            pid: std::mem::take(&mut self.pid),
+            log: std::mem::take(&mut self.log),
+            runtime_pid: self.runtime_pid,
+            reaped: true,
+        };
+        if let Some(pid) = files.read_pid() {
+            let _ = kill(pid, Signal::SIGKILL);
+            return;
+        }
+        let Some(runtime) = self.runtime_pid else {
+            return;
+        };
+        let Ok(tokio) = tokio::runtime::Handle::try_current() else {
+            let _ = kill(runtime, Signal::SIGKILL);
+            return;
+        };
+        tokio.spawn(async move {
+            let deadline = Instant::now() + PID_FILE_WAIT;
+            loop {
+                if let Some(pid) = files.read_pid() {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    break;
+                }
+                if !is_alive(runtime) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = kill(runtime, Signal::SIGKILL);
+                    break;
+                }
+                tokio::time::sleep(PID_FILE_POLL).await;
+            }
+            drop(files);
+        });
+    }
+}
+
 impl Drop for ExecFiles {
     fn drop(&mut self) {
-        if !self.reaped {
-            if let Some(pid) = self.read_pid() {
-                let _ = kill(pid, Signal::SIGKILL);
-            }
-        }
+        self.finish();
         for path in [&self.process, &self.pid, &self.log] {
-            let _ = std::fs::remove_file(path);
+            if !path.as_os_str().is_empty() {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
@@ -138,7 +204,7 @@ fn fit_output(stdout: Captured, stderr: Captured, cap: usize) -> (Vec<u8>, Vec<u
     (cut(stdout, out_keep), cut(stderr, err_keep))
 }
 
-fn signal_exit_code(status: std::process::ExitStatus) -> i32 {
+pub(super) fn signal_exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status
         .code()
@@ -147,19 +213,13 @@ fn signal_exit_code(status: std::process::ExitStatus) -> i32 {
 }
 
 impl OciRuntime {
-    /// Runs `process` in container `id` and collects its output: stdout
-    /// and stderr together at most `output_cap` bytes (the rest is read
-    /// and dropped, see [`fit_output`]).
-    /// When `timeout` passes, the process is killed (then the runtime,
-    /// if it lingers) and `timed_out` is set.
-    pub async fn exec_sync(
+    /// The files of one exec, with the process spec written.
+    pub(super) async fn exec_files(
         &self,
         id: &str,
         process: &oci_spec::runtime::Process,
-        timeout: Option<Duration>,
-        output_cap: usize,
-    ) -> Result<ExecOutput, RuntimeError> {
-        let mut files = ExecFiles::new(&self.root, id);
+    ) -> Result<ExecFiles, RuntimeError> {
+        let files = ExecFiles::new(&self.root, id);
         tokio::fs::create_dir_all(&self.root)
             .await
             .map_err(|source| RuntimeError::Io {
@@ -180,6 +240,30 @@ impl OciRuntime {
                 source,
             })?;
 
+        Ok(files)
+    }
+
+    /// The runtime's own failure, if the exec failed rather than the
+    /// process: a process's own failure leaves no error in the runtime's
+    /// log; the runtime's (no such binary, stopped container) does.
+    pub(super) async fn exec_failure(&self, id: &str, files: &ExecFiles) -> Option<RuntimeError> {
+        let log = tokio::fs::read(&files.log).await.unwrap_or_default();
+        error::last_error_message(&log).map(|message| RuntimeError::failed("exec", id, message))
+    }
+
+    /// Runs `process` in container `id` and collects its output: stdout
+    /// and stderr together at most `output_cap` bytes (the rest is read
+    /// and dropped, see [`fit_output`]).
+    /// When `timeout` passes, the process is killed (then the runtime,
+    /// if it lingers) and `timed_out` is set.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        process: &oci_spec::runtime::Process,
+        timeout: Option<Duration>,
+        output_cap: usize,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let mut files = self.exec_files(id, process).await?;
         let mut command = self.command(Some(&files.log));
         command
             .arg("exec")
@@ -255,11 +339,8 @@ impl OciRuntime {
         files.reaped = true;
         let exit_code = signal_exit_code(status);
         if !timed_out && exit_code != 0 {
-            // A process's own failure leaves no error in the runtime's log;
-            // the runtime's failure (no such binary, stopped container) does.
-            let log = tokio::fs::read(&files.log).await.unwrap_or_default();
-            if let Some(message) = error::last_error_message(&log) {
-                return Err(RuntimeError::failed("exec", id, message));
+            if let Some(failure) = self.exec_failure(id, &files).await {
+                return Err(failure);
             }
         }
         let (stdout, stderr) = fit_output(

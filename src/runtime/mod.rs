@@ -10,12 +10,17 @@
 //! code survive the daemon. Everything else (`start`, `kill`, `delete`,
 //! `state`, `exec`, `update`) the daemon runs itself.
 
+mod attach;
+pub mod attach_frames;
+mod console;
 pub mod error;
 mod exec;
+mod exec_session;
 pub mod features;
 pub mod handlers;
 mod monitor;
 pub mod protocol;
+mod session;
 pub mod socket_path;
 
 use std::ffi::{OsStr, OsString};
@@ -27,6 +32,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+pub use attach::attach;
 pub use error::{Failure, RuntimeError};
 pub use exec::ExecOutput;
 pub use features::RuntimeFeatures;
@@ -36,6 +42,7 @@ pub use monitor::{
     ContainerEnd, Created, MonitorConfig,
 };
 pub use protocol::ExitStatus;
+pub use session::{SessionIo, SessionReader, SessionWriter, WindowSize};
 
 /// A runc-compatible runtime with its own state root, so that Wharf
 /// instances never see each other's containers.

@@ -28,6 +28,8 @@ pub mod files {
     pub const CONSOLE_SOCKET: &str = "console.sock";
     /// The monitor's own diagnostics (dropped log lines, I/O errors).
     pub const MONITOR_LOG: &str = "monitor.log";
+    /// The attach socket: framed stdio (see [`crate::runtime::attach_frames`]).
+    pub const ATTACH_SOCKET: &str = "attach.sock";
 }
 
 /// How a container ended, as recorded in `exit.json`.

@@ -1,0 +1,65 @@
+//! Streaming sessions on a container: exec with the client's stdio, and
+//! attach to the stdio its monitor holds.
+
+use super::lifecycle::{exec_process, wrong_state, EXEC_AFTER_EXIT};
+use super::record::ContainerState;
+use super::{ContainerError, ContainerService};
+use crate::runtime::{self, SessionIo};
+
+impl ContainerService {
+    /// Runs `cmd` in the running container `id` with `io` as its stdio (a
+    /// terminal with `tty`); its exit code. Cancelled (and the process
+    /// killed) shortly after the container exits, as ExecSync is.
+    pub async fn exec_session(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        tty: bool,
+        io: SessionIo,
+    ) -> Result<i32, ContainerError> {
+        if cmd.is_empty() {
+            return Err(ContainerError::Missing("cmd"));
+        }
+        let entry = self.get(id)?;
+        let container = entry.get();
+        if container.state() != ContainerState::Running {
+            return Err(wrong_state(&container, "exec", "running"));
+        }
+        let process = exec_process(&container, cmd, tty).await?;
+        let exec = self
+            .runtime_of(&container)?
+            .exec_session(&container.id, &process, io);
+        let container_gone = async {
+            entry.exited().await;
+            tokio::time::sleep(EXEC_AFTER_EXIT).await;
+        };
+        tokio::select! {
+            exit_code = exec => Ok(exit_code?),
+            () = container_gone => Err(wrong_state(&entry.get(), "exec", "running")),
+        }
+    }
+
+    /// Joins the running container's stdio until it exits or the client
+    /// stops reading. Stdin is refused for a container created without it.
+    pub async fn attach(&self, id: &str, io: SessionIo) -> Result<(), ContainerError> {
+        let container = self.get(id)?.get();
+        if container.state() != ContainerState::Running {
+            return Err(wrong_state(&container, "attach", "running"));
+        }
+        if io.stdin.is_some() && !container.config.stdin {
+            return Err(ContainerError::Invalid {
+                field: "stdin",
+                reason: format!(
+                    "container {} was created without stdin; attach without it",
+                    container.id
+                ),
+            });
+        }
+        Ok(runtime::attach(&container.state_dir, io).await?)
+    }
+
+    /// Whether the container was created with a terminal.
+    pub fn has_tty(&self, id: &str) -> Result<bool, ContainerError> {
+        Ok(self.get(id)?.get().config.tty)
+    }
+}
