@@ -4,3 +4,4 @@
 
 pub mod backend;
 pub mod runtime_backend;
+pub mod spdy;
