@@ -18,6 +18,7 @@ use wharf::image::{ImageService, PullOptions};
 use wharf::network::{Cni, CniConfig};
 use wharf::runtime::{default_monitor_binary, OciRuntime};
 use wharf::sandbox::SandboxService;
+use wharf::streaming::runtime_backend::RuntimeBackend;
 
 #[derive(Parser)]
 #[command(name = "wharf", version, about = "A Kubernetes CRI container runtime")]
@@ -206,16 +207,28 @@ async fn serve(config: Config) -> Result<(), String> {
         "wharf starting"
     );
     let socket = config.socket.clone();
+    let streaming = Arc::new(
+        wharf::streaming::Server::bind(&config.stream)
+            .await
+            .map_err(|e| wharf::error::chain(&e))?,
+    );
+    let backend = Arc::new(RuntimeBackend::new(
+        Arc::clone(&containers),
+        Arc::clone(&sandboxes),
+    ));
+    let stream_server =
+        tokio::spawn(Arc::clone(&streaming).serve(backend, std::future::pending::<()>()));
     let services = Services {
         config: Arc::new(config),
         images,
         sandboxes,
         containers,
         cni,
+        streaming,
     };
-    cri::serve(&socket, services, shutdown_signal())
-        .await
-        .map_err(|e| wharf::error::chain(&e))?;
+    let served = cri::serve(&socket, services, shutdown_signal()).await;
+    stream_server.abort();
+    served.map_err(|e| wharf::error::chain(&e))?;
     tracing::info!("wharf stopped");
     Ok(())
 }

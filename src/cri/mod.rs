@@ -9,6 +9,7 @@ mod convert;
 mod image;
 mod pods;
 mod runtime;
+mod streaming;
 mod validate;
 
 use std::future::Future;
@@ -46,6 +47,8 @@ pub struct Services {
     pub sandboxes: Arc<SandboxService>,
     pub containers: Arc<ContainerService>,
     pub cni: Arc<Cni>,
+    /// Where Exec, Attach and PortForward sessions are served.
+    pub streaming: Arc<crate::streaming::Server>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::runtime_service_server::RuntimeService;
 use super::proto::*;
-use super::{containers, handle, not_yet, pods, validate, Services};
+use super::{containers, handle, not_yet, pods, streaming, validate, Services};
 use crate::config::CgroupDriver as ConfiguredDriver;
 
 pub struct Runtime {
@@ -215,6 +215,18 @@ implemented {
         handle("ExecSync", containers::exec_sync(&self.services, request.into_inner())).await
     }
 
+    async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        handle("Exec", streaming::exec(&self.services, request.into_inner())).await
+    }
+
+    async fn attach(&self, request: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        handle("Attach", streaming::attach(&self.services, request.into_inner())).await
+    }
+
+    async fn port_forward(&self, request: Request<PortForwardRequest>) -> Result<Response<PortForwardResponse>, Status> {
+        handle("PortForward", streaming::port_forward(&self.services, request.into_inner())).await
+    }
+
     async fn update_runtime_config(&self, request: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
         handle("UpdateRuntimeConfig", async {
             let cidr = request
@@ -233,9 +245,6 @@ implemented {
     }
 }
     not_yet {
-        exec(ExecRequest) -> ExecResponse = "Exec";
-        attach(AttachRequest) -> AttachResponse = "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
         container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
         list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
         stream_container_stats(StreamContainerStatsRequest) -> Self::StreamContainerStatsStream = "StreamContainerStats";
