@@ -21,3 +21,6 @@ pub mod websocket;
 
 pub use server::Server;
 pub use tokens::{Session, Streams};
+
+#[cfg(test)]
+mod tests;

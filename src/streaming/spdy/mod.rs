@@ -2,6 +2,8 @@
 //! streaming servers by default (through Go's spdystream): framing,
 //! header compression and a server connection.
 
+#[cfg(test)]
+pub mod client;
 mod conn;
 mod dictionary;
 pub mod frame;
