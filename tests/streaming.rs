@@ -28,7 +28,14 @@ async fn running() -> (common::Daemon, String, String) {
     (daemon, pod_id, id)
 }
 
-fn exec_request(id: &str, cmd: &[&str], stdin: bool, stdout: bool, stderr: bool, tty: bool) -> ExecRequest {
+fn exec_request(
+    id: &str,
+    cmd: &[&str],
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+) -> ExecRequest {
     ExecRequest {
         container_id: id.into(),
         cmd: cmd.iter().map(|s| s.to_string()).collect(),
@@ -68,7 +75,10 @@ async fn streaming_rpcs_validate_and_return_single_use_urls() {
     // No upgrade: refused, and the token is gone.
     assert_eq!(http_status(&url).await, 400);
     assert_eq!(http_status(&url).await, 404);
-    let made_up = format!("{}/exec/AAAAAAAAAAAAAAAAAAAAAA", &url[..url.find("/exec/").unwrap()]);
+    let made_up = format!(
+        "{}/exec/AAAAAAAAAAAAAAAAAAAAAA",
+        &url[..url.find("/exec/").unwrap()]
+    );
     assert_eq!(http_status(&made_up).await, 404);
 
     let bad = [
@@ -82,18 +92,33 @@ async fn streaming_rpcs_validate_and_return_single_use_urls() {
     }
     let huge = "x".repeat(200 << 10);
     let status = client
-        .exec(exec_request(&id, &["echo", &huge], false, true, false, false))
+        .exec(exec_request(
+            &id,
+            &["echo", &huge],
+            false,
+            true,
+            false,
+            false,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     let missing = exec_request("0123456789abcdef", &["true"], false, true, false, false);
-    assert_eq!(client.exec(missing).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        client.exec(missing).await.unwrap_err().code(),
+        Code::NotFound
+    );
 
     // A created, not started, container cannot be exec'd or attached.
     let pod = pod_config(&daemon, "streams");
-    let created = create(&mut client, &pod_id, &pod, container_config("idle", &["sleep", "1"]))
-        .await
-        .unwrap();
+    let created = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("idle", &["sleep", "1"]),
+    )
+    .await
+    .unwrap();
     let status = client
         .exec(exec_request(&created, &["true"], false, true, false, false))
         .await
@@ -104,7 +129,10 @@ async fn streaming_rpcs_validate_and_return_single_use_urls() {
         stdout: true,
         ..Default::default()
     };
-    assert_eq!(client.attach(attach).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(
+        client.attach(attach).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
     let attach = AttachRequest {
         container_id: id.clone(),
         stdout: true,
@@ -152,13 +180,25 @@ async fn crictl_exec_over_spdy_and_websocket() {
         assert!(out.status.success(), "{transport}: {out:?}");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
 
-        let out = crictl(&daemon, &["exec", "-r", transport, &id, "sh", "-c", "exit 3"]);
+        let out = crictl(
+            &daemon,
+            &["exec", "-r", transport, &id, "sh", "-c", "exit 3"],
+        );
         assert_eq!(out.status.code(), Some(3), "{transport}: {out:?}");
 
         // 10 MiB through the stream.
         let out = crictl(
             &daemon,
-            &["exec", "-r", transport, &id, "head", "-c", "10485760", "/dev/zero"],
+            &[
+                "exec",
+                "-r",
+                transport,
+                &id,
+                "head",
+                "-c",
+                "10485760",
+                "/dev/zero",
+            ],
         );
         assert!(out.status.success(), "{transport}: {:?}", out.status);
         assert_eq!(out.stdout.len(), 10 << 20);
@@ -172,20 +212,40 @@ async fn crictl_exec_with_stdin_and_tty() {
     let endpoint = format!("unix://{}", daemon.socket().display());
     for transport in ["spdy", "websocket"] {
         let mut child = Command::new(CRICTL)
-            .args(["--runtime-endpoint", &endpoint, "exec", "-i", "-r", transport, &id, "cat"])
+            .args([
+                "--runtime-endpoint",
+                &endpoint,
+                "exec",
+                "-i",
+                "-r",
+                transport,
+                &id,
+                "cat",
+            ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"through stdin\n").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"through stdin\n")
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{transport}: {out:?}");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
     }
     // A terminal: the command sees one.
-    let out = crictl(&daemon, &["exec", "-t", &id, "sh", "-c", "test -t 1 && echo tty"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("tty"), "{out:?}");
+    let out = crictl(
+        &daemon,
+        &["exec", "-t", &id, "sh", "-c", "test -t 1 && echo tty"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("tty"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]
@@ -193,26 +253,45 @@ async fn crictl_exec_with_stdin_and_tty() {
 async fn crictl_port_forward_reaches_a_server_in_the_pod() {
     let (daemon, pod_id, id) = running().await;
     let mut client = daemon.runtime().await;
-    let server = exec(&mut client, &id, &["sh", "-c", "echo served > /tmp/index.html; httpd -p 8080 -h /tmp"]).await;
+    let server = exec(
+        &mut client,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "echo served > /tmp/index.html; httpd -p 8080 -h /tmp",
+        ],
+    )
+    .await;
     assert_eq!(server.exit_code, 0, "{server:?}");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let local = listener.local_addr().unwrap().port();
     drop(listener);
     let endpoint = format!("unix://{}", daemon.socket().display());
     let mut forward = Command::new(CRICTL)
-        .args(["--runtime-endpoint", &endpoint, "port-forward", &pod_id, &format!("{local}:8080")])
+        .args([
+            "--runtime-endpoint",
+            &endpoint,
+            "port-forward",
+            &pod_id,
+            &format!("{local}:8080"),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let body = common::poll_until("the forwarded port answers", Duration::from_secs(20), || {
-        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", local)).ok()?;
-        use std::io::{Read, Write};
-        tcp.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
-        let mut text = String::new();
-        tcp.read_to_string(&mut text).ok()?;
-        text.contains("served").then_some(text)
-    })
+    let body = common::poll_until(
+        "the forwarded port answers",
+        Duration::from_secs(20),
+        || {
+            let mut tcp = std::net::TcpStream::connect(("127.0.0.1", local)).ok()?;
+            use std::io::{Read, Write};
+            tcp.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+            let mut text = String::new();
+            tcp.read_to_string(&mut text).ok()?;
+            text.contains("served").then_some(text)
+        },
+    )
     .await;
     assert!(body.contains("200"), "{body}");
     let _ = forward.kill();

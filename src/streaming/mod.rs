@@ -9,6 +9,7 @@
 //! - [`backend`]: what the transport asks of the runtime.
 
 pub mod backend;
+mod idle;
 pub mod portforward;
 pub mod remotecommand;
 pub mod runtime_backend;

@@ -141,10 +141,16 @@ pub async fn serve<B: Backend>(
         stderr: stderr.map(|s| Box::pin(s.output) as super::backend::Writer),
         resize,
     };
-    let closed = conn.closed();
+    // Streams opened after the session's are refused; the loop ends when
+    // the connection does.
+    let refuse_extra = async {
+        while let Some(extra) = conn.next_stream().await {
+            extra.refuse();
+        }
+    };
     let outcome = tokio::select! {
         outcome = wanted.command.run(backend.as_ref(), stdio) => outcome,
-        _ = closed.cancelled() => {
+        _ = refuse_extra => {
             tracing::debug!("client went away, session cancelled");
             return;
         }

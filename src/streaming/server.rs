@@ -174,7 +174,7 @@ impl Server {
         let idle = self.idle_timeout;
         let creation = self.creation_timeout;
         if upgrade.eq_ignore_ascii_case("websocket") {
-            return websocket_upgrade(request, on_upgrade, session, backend, slot);
+            return websocket_upgrade(request, on_upgrade, session, backend, slot, idle);
         }
         if !upgrade
             .to_ascii_uppercase()
@@ -255,6 +255,7 @@ fn websocket_upgrade<B: Backend>(
     session: Session,
     backend: Arc<B>,
     slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+    idle: Duration,
 ) -> Response<Body> {
     let headers = request.headers();
     let key = header_text(headers, "sec-websocket-key");
@@ -305,14 +306,15 @@ fn websocket_upgrade<B: Backend>(
         };
         let ws = websocket::accept(TokioIo::new(upgraded)).await;
         match wanted_of(session) {
-            Ok(wanted) => websocket::serve_exec(ws, protocol, wanted, backend).await,
+            Ok(wanted) => websocket::serve_exec(ws, protocol, wanted, backend, idle).await,
             Err((pod_sandbox_id, ports)) => {
                 let ports = if query_ports.is_empty() {
                     ports
                 } else {
                     query_ports
                 };
-                websocket::serve_port_forward(ws, protocol, pod_sandbox_id, ports, backend).await
+                websocket::serve_port_forward(ws, protocol, pod_sandbox_id, ports, backend, idle)
+                    .await
             }
         }
     });

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::backend::{Backend, Reader, Stdio, Writer};
+use super::idle::IdleClock;
 use super::portforward::splice;
 use super::session::{self, Wanted};
 
@@ -120,6 +121,7 @@ struct Mux {
     gone: CancellationToken,
     pumps: TaskTracker,
     writer: tokio::task::JoinHandle<()>,
+    idle: Arc<IdleClock>,
 }
 
 type Source<S> = futures_util::stream::SplitStream<WebSocketStream<S>>;
@@ -133,12 +135,15 @@ impl Mux {
         let (out, mut queue) = mpsc::channel::<Message>(OUT_QUEUE);
         let gone = CancellationToken::new();
         let writer_gone = gone.clone();
+        let idle = Arc::new(IdleClock::new());
+        let writer_idle = Arc::clone(&idle);
         let writer = tokio::spawn(async move {
             while let Some(message) = queue.recv().await {
                 let last = matches!(message, Message::Close(_));
                 if sink.send(message).await.is_err() {
                     break;
                 }
+                writer_idle.touch();
                 if last {
                     break;
                 }
@@ -152,6 +157,7 @@ impl Mux {
             gone,
             pumps: TaskTracker::new(),
             writer,
+            idle,
         };
         (mux, source)
     }
@@ -216,6 +222,7 @@ pub async fn serve_exec<S, B>(
     protocol: &str,
     wanted: Wanted,
     backend: Arc<B>,
+    idle_timeout: Duration,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     B: Backend,
@@ -255,10 +262,12 @@ pub async fn serve_exec<S, B>(
 
     let client_done = CancellationToken::new();
     let reader_done = client_done.clone();
+    let reader_idle = Arc::clone(&mux.idle);
     let reader = tokio::spawn(async move {
         let mut stdin_feed = stdin_feed;
         let mut resize_feed = resize_feed;
         while let Some(Ok(message)) = source.next().await {
+            reader_idle.touch();
             if matches!(message, Message::Close(_)) {
                 break;
             }
@@ -297,6 +306,7 @@ pub async fn serve_exec<S, B>(
         outcome = wanted.command.run(backend.as_ref(), stdio) => Some(outcome),
         _ = client_done.cancelled() => None,
         _ = mux.gone.cancelled() => None,
+        _ = mux.idle.expired(idle_timeout) => None,
     };
     reader.abort();
     let Some(outcome) = outcome else {
@@ -319,6 +329,7 @@ pub async fn serve_port_forward<S, B>(
     pod_sandbox_id: String,
     ports: Vec<u16>,
     backend: Arc<B>,
+    idle_timeout: Duration,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     B: Backend,
@@ -352,6 +363,7 @@ pub async fn serve_port_forward<S, B>(
     }
     let reader = async {
         while let Some(Ok(message)) = source.next().await {
+            mux.idle.touch();
             if matches!(message, Message::Close(_)) {
                 break;
             }
@@ -374,6 +386,7 @@ pub async fn serve_port_forward<S, B>(
         _ = reader => {}
         _ = all_done => {}
         _ = mux.gone.cancelled() => {}
+        _ = mux.idle.expired(idle_timeout) => {}
     }
     forwards.shutdown().await;
     mux.finish().await;

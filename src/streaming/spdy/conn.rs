@@ -11,9 +11,9 @@
 //! full, and sends WINDOW_UPDATEs as the pipe accepts data.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use super::frame::{self, goaway, rst, Control, FrameHead, FLAG_FIN, FLAG_UNIDIRECTIONAL};
 use super::headers::{Compressor, Decompressor, Headers};
+use crate::streaming::idle::IdleClock;
 
 /// Bytes buffered per direction of a stream, between socket and session.
 const PIPE_BYTES: usize = 32 << 10;
@@ -138,8 +139,7 @@ impl Connection {
             flow_control: AtomicBool::new(false),
             session_window: Mutex::new(INITIAL_WINDOW),
             window_changed: Notify::new(),
-            started: Instant::now(),
-            last_activity_ms: AtomicU64::new(0),
+            idle: IdleClock::new(),
             pumps: TaskTracker::new(),
         });
         let writer = tokio::spawn(write_loop(write, out_rx, Arc::clone(&shared)));
@@ -166,11 +166,6 @@ impl Connection {
             stream = self.incoming.recv() => stream,
             _ = self.shared.cancel.cancelled() => None,
         }
-    }
-
-    /// Whether the connection has ended (peer gone, idle, protocol error).
-    pub fn closed(&self) -> CancellationToken {
-        self.shared.cancel.clone()
     }
 
     /// Ends the connection: what the sessions wrote is sent (for at most
@@ -219,25 +214,12 @@ struct Shared {
     flow_control: AtomicBool,
     session_window: Mutex<i64>,
     window_changed: Notify,
-    started: Instant,
-    last_activity_ms: AtomicU64,
+    idle: IdleClock,
     /// One task per accepted stream; `close` waits for them to send FIN.
     pumps: TaskTracker,
 }
 
 impl Shared {
-    fn touch(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_activity_ms.store(now, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = self.last_activity_ms.load(Ordering::Relaxed);
-        self.started
-            .elapsed()
-            .saturating_sub(Duration::from_millis(last))
-    }
-
     /// Takes up to `want` bytes of send window of `state` and of the
     /// session; waits while either is exhausted (if the peer does flow
     /// control). `None` when the stream or connection ended meanwhile.
@@ -381,7 +363,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if write.write_all(&bytes).await.is_err() {
             break;
         }
-        shared.touch();
+        shared.idle.touch();
         if (last || queue.is_empty()) && write.flush().await.is_err() {
             break;
         }
@@ -427,15 +409,7 @@ impl Reader {
         let mut read = tokio::io::BufReader::new(read);
         let shared = Arc::clone(&self.shared);
         let idle = self.limits.idle_timeout;
-        let watchdog = async {
-            loop {
-                let left = idle.saturating_sub(shared.idle_for());
-                if left.is_zero() {
-                    return;
-                }
-                tokio::time::sleep(left.max(Duration::from_millis(100))).await;
-            }
-        };
+        let watchdog = shared.idle.expired(idle);
         let result = tokio::select! {
             result = self.read_frames(&mut read) => result,
             _ = watchdog => {
@@ -475,7 +449,7 @@ impl Reader {
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(e) => return Err(e.into()),
             }
-            self.shared.touch();
+            self.shared.idle.touch();
             match FrameHead::parse(&head) {
                 FrameHead::Control {
                     version,
