@@ -217,6 +217,60 @@ mod tests {
         assert!(Decompressor::new().decompress(&second).is_err());
     }
 
+    /// The first three SYN_STREAMs of `crictl exec` (v1.34, Go's
+    /// spdystream), captured with strace from its socket writes: error,
+    /// stdout and stderr streams, one compression context across them.
+    const CRICTL_SYN_STREAMS: [&str; 3] = [
+        "80030001000000290000000100000000000078f9e3c6a7c26260606004a7b392a2d4c45c6851c29a0a0a6800000000ffff",
+        "800300010000001900000003000000000000c22ac5565c92925f5a02000000ffff",
+        "800300010000001500000005000000000000c229975a5404000000ffff",
+    ];
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_real_clients_header_blocks_decode() {
+        use super::super::frame::{Control, FrameHead};
+        let mut decompressor = Decompressor::new();
+        let mut seen = Vec::new();
+        for hex in CRICTL_SYN_STREAMS {
+            let wire = unhex(hex);
+            let FrameHead::Control {
+                kind,
+                flags,
+                length,
+                ..
+            } = FrameHead::parse(wire[..8].try_into().unwrap())
+            else {
+                panic!("not a control frame");
+            };
+            assert_eq!(length, wire.len() - 8);
+            let Control::SynStream {
+                stream_id,
+                header_block,
+                ..
+            } = Control::parse(kind, flags, wire[8..].to_vec().into()).unwrap()
+            else {
+                panic!("not a SYN_STREAM");
+            };
+            let headers = decompressor.decompress(&header_block).unwrap();
+            seen.push((stream_id, get(&headers, "streamType").unwrap().to_string()));
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, "error".to_string()),
+                (3, "stdout".into()),
+                (5, "stderr".into())
+            ]
+        );
+    }
+
     #[test]
     fn empty_block_and_garbage() {
         let mut compressor = Compressor::new();
