@@ -316,17 +316,26 @@ async fn spdy_protocol_errors_end_cleanly() {
         other => panic!("expected RST_STREAM, got {other:?}"),
     }
     // A repeated stream type is refused; the session carries on.
-    let error = client.open(&[("streamType", "error")]).await;
+    client.open(&[("streamType", "error")]).await;
     let again = client.open(&[("streamType", "error")]).await;
     let (_, controls) = bounded(client.collect(&[again])).await;
     assert!(controls.contains(&Control::RstStream {
         stream_id: again,
         status: rst::REFUSED_STREAM
     }));
+    // Data after the client's FIN on a stream.
+    let stdin = client.open(&[("streamType", "stdin")]).await;
+    client.send_data(stdin, b"a", true).await;
+    client.send_data(stdin, b"b", false).await;
+    let (_, controls) = bounded(client.collect(&[stdin])).await;
+    assert!(controls.contains(&Control::RstStream {
+        stream_id: stdin,
+        status: rst::STREAM_ALREADY_CLOSED
+    }));
     // A header block that is not zlib: GOAWAY with PROTOCOL_ERROR.
     client
         .send_control(Control::SynStream {
-            stream_id: error + 4,
+            stream_id: 101,
             associated_to: 0,
             priority: 0,
             flags: 0,

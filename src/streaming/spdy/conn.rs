@@ -377,8 +377,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 
 /// The reader's own view of a stream.
 struct Inbound {
-    /// Where the peer's data goes; `None` once it sent FIN or reset.
+    /// Where the peer's data goes; `None` once it sent FIN or the
+    /// session dropped its end (the data is then discarded).
     pipe: Option<DuplexStream>,
+    /// The peer may still send (no FIN yet).
+    remote_open: bool,
     state: Arc<StreamState>,
 }
 
@@ -483,28 +486,25 @@ impl Reader {
         flags: u8,
         length: usize,
     ) -> Result<(), ReadError> {
-        let mut pipe = match self.streams.get_mut(&stream_id) {
-            Some(inbound) => match inbound.pipe.take() {
-                Some(pipe) => Some(pipe),
-                None => {
-                    self.send(Control::RstStream {
-                        stream_id,
-                        status: rst::STREAM_ALREADY_CLOSED,
-                    })
-                    .await;
-                    None
-                }
-            },
+        let (known, mut pipe) = match self.streams.get_mut(&stream_id) {
+            Some(inbound) if inbound.remote_open => (true, inbound.pipe.take()),
+            Some(_) => {
+                self.send(Control::RstStream {
+                    stream_id,
+                    status: rst::STREAM_ALREADY_CLOSED,
+                })
+                .await;
+                (false, None)
+            }
             None => {
                 self.send(Control::RstStream {
                     stream_id,
                     status: rst::INVALID_STREAM,
                 })
                 .await;
-                None
+                (false, None)
             }
         };
-        let known = pipe.is_some();
         let mut left = length;
         while left > 0 {
             let n = left.min(chunk.len());
@@ -532,6 +532,9 @@ impl Reader {
         if let Some(inbound) = self.streams.get_mut(&stream_id) {
             if flags & FLAG_FIN == 0 {
                 inbound.pipe = pipe;
+            } else {
+                // Dropping the pipe is the session's end of file.
+                inbound.remote_open = false;
             }
         }
         Ok(())
@@ -597,7 +600,10 @@ impl Reader {
                 // Decompressed even if unused: the context must stay in step.
                 self.decompressor.decompress(&header_block)?;
                 match self.streams.get_mut(&stream_id) {
-                    Some(inbound) if flags & FLAG_FIN != 0 => inbound.pipe = None,
+                    Some(inbound) if flags & FLAG_FIN != 0 => {
+                        inbound.remote_open = false;
+                        inbound.pipe = None;
+                    }
                     Some(_) => {}
                     None => {
                         self.send(Control::RstStream {
@@ -627,7 +633,7 @@ impl Reader {
 
     async fn open_stream(&mut self, stream_id: u32, flags: u8, headers: Headers) {
         self.streams.retain(|_, inbound| {
-            inbound.pipe.is_some() || !inbound.state.local_done.load(Ordering::Acquire)
+            inbound.remote_open || !inbound.state.local_done.load(Ordering::Acquire)
         });
         if self.streams.len() >= self.limits.max_streams {
             tracing::debug!(stream_id, "too many SPDY streams, refusing one");
@@ -649,6 +655,7 @@ impl Reader {
             stream_id,
             Inbound {
                 pipe: remote_open.then_some(pipe),
+                remote_open,
                 state: Arc::clone(&state),
             },
         );
