@@ -8,6 +8,7 @@ mod conn;
 mod dictionary;
 pub mod frame;
 pub mod headers;
+mod reader;
 
 pub use conn::{Connection, IncomingStream, Limits, Stream};
 
