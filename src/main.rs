@@ -127,6 +127,12 @@ fn run_daemon(cli: Cli) -> Result<(), String> {
 async fn serve(config: Config) -> Result<(), String> {
     // Before anything else: a wrong --socket must not first cost a recovery.
     cri::check_socket_path(&config.socket).map_err(|e| wharf::error::chain(&e))?;
+    // Likewise a taken streaming port.
+    let streaming = Arc::new(
+        wharf::streaming::Server::bind(&config.stream)
+            .await
+            .map_err(|e| wharf::error::chain(&e))?,
+    );
     let paths = config.paths();
     let registry = RegistryConfig {
         config_path: config.registry.config_path.clone(),
@@ -207,11 +213,6 @@ async fn serve(config: Config) -> Result<(), String> {
         "wharf starting"
     );
     let socket = config.socket.clone();
-    let streaming = Arc::new(
-        wharf::streaming::Server::bind(&config.stream)
-            .await
-            .map_err(|e| wharf::error::chain(&e))?,
-    );
     let backend = Arc::new(RuntimeBackend::new(
         Arc::clone(&containers),
         Arc::clone(&sandboxes),
