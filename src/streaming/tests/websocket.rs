@@ -138,3 +138,24 @@ async fn websocket_port_forward_announces_ports_and_copies() {
     }
     assert_eq!(echoed, b"echo me");
 }
+
+#[tokio::test]
+async fn websocket_exec_carries_10_mib_of_output() {
+    let server = server().await;
+    let size = 10 << 20;
+    let url = server
+        .url_for(exec(&["yes", &size.to_string()], false, true, false, false))
+        .unwrap();
+    let mut ws = ws_connect(&url, "v4.channel.k8s.io").await;
+    let messages = ws_collect(&mut ws, false).await;
+    let stdout: usize = messages
+        .iter()
+        .filter(|(c, _)| *c == 1)
+        .map(|(_, d)| d.len())
+        .sum();
+    assert_eq!(stdout, size);
+    assert_eq!(
+        messages.last().unwrap(),
+        &(3, br#"{"metadata":{},"status":"Success"}"#.to_vec())
+    );
+}
