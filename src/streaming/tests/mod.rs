@@ -126,3 +126,76 @@ pub async fn echo_server() -> u16 {
     });
     port
 }
+
+/// Sessions of both transports, finished or abandoned by their client,
+/// leave no task behind.
+#[tokio::test]
+async fn sessions_leave_no_task_behind() {
+    use futures_util::StreamExt;
+    let server = server().await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    for round in 0..20 {
+        let url = server
+            .url_for(exec(&["cat"], true, true, false, false))
+            .unwrap();
+        let (_, client) = super::spdy::client::upgrade(&url, &[V4]).await;
+        let mut client = client.unwrap();
+        let error = client.open(&[("streamType", "error")]).await;
+        let stdin = client.open(&[("streamType", "stdin")]).await;
+        let stdout = client.open(&[("streamType", "stdout")]).await;
+        // The count does see a session's tasks.
+        assert!(metrics.num_alive_tasks() > baseline);
+        client
+            .send_data(stdin, format!("{round}").as_bytes(), true)
+            .await;
+        bounded(client.collect(&[error, stdout])).await;
+        // The client goes away once it has its answer.
+        drop(client);
+
+        let url = server
+            .url_for(exec(&["exit", "1"], false, false, true, false))
+            .unwrap();
+        let authority = url["http://".len()..].split('/').next().unwrap();
+        let tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
+        let ws_url = url.replace("http://", "ws://");
+        let (mut ws, _) = tokio_tungstenite::client_async(ws_url, tcp).await.unwrap();
+        while let Some(Ok(_)) = bounded(ws.next()).await {}
+    }
+    // Clients that leave in the middle: the sessions are cancelled.
+    for protocol in [V4, "ws"] {
+        let url = server
+            .url_for(exec(&["cat"], true, true, false, false))
+            .unwrap();
+        if protocol == "ws" {
+            let authority = url["http://".len()..].split('/').next().unwrap();
+            let tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
+            let ws_url = url.replace("http://", "ws://");
+            let (mut ws, _) = tokio_tungstenite::client_async(ws_url, tcp).await.unwrap();
+            // The opening frame says the session is running.
+            bounded(ws.next()).await.unwrap().unwrap();
+            drop(ws);
+        } else {
+            let (_, client) = super::spdy::client::upgrade(&url, &[protocol]).await;
+            let mut client = client.unwrap();
+            for kind in ["error", "stdin", "stdout"] {
+                client.open(&[("streamType", kind)]).await;
+            }
+            client.next().await;
+            drop(client);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive = metrics.num_alive_tasks();
+        if alive <= baseline {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{alive} tasks alive, {baseline} before the sessions"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
