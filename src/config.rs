@@ -92,6 +92,29 @@ cgroup_driver = "cgroupfs"
 # root = "/run/crun-wharf"
 # Global options given before every command, after --root.
 # options = ["--systemd-cgroup"]
+
+[stream]
+# The streaming server for Exec, Attach and PortForward: the CRI calls
+# return a URL on it, which kubelet proxies clients to. Port 0 picks any
+# free port at start-up.
+address = "127.0.0.1"
+port = 0
+
+# A URL returned by Exec, Attach or PortForward works once, within this
+# many seconds.
+token_lifetime_secs = 60
+
+# A session with no traffic either way for this long is closed (kubelet's
+# default, 4 hours).
+idle_timeout_secs = 14400
+
+# A client must open its streams within this many seconds of connecting.
+stream_creation_timeout_secs = 30
+
+# TLS for the streaming server is not supported yet: setting tls_cert or
+# tls_key is a configuration error.
+# tls_cert = "/etc/wharf/stream.crt"
+# tls_key = "/etc/wharf/stream.key"
 "#;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -109,6 +132,34 @@ pub struct Config {
     pub cni: CniSection,
     #[serde(default)]
     pub runtime: RuntimeSection,
+    #[serde(default)]
+    pub stream: StreamSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSection {
+    pub address: String,
+    pub port: u16,
+    pub token_lifetime_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub stream_creation_timeout_secs: u64,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1".into(),
+            port: 0,
+            token_lifetime_secs: 60,
+            idle_timeout_secs: 4 * 60 * 60,
+            stream_creation_timeout_secs: 30,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -226,6 +277,7 @@ impl Default for Config {
             image: ImageSection::default(),
             cni: CniSection::default(),
             runtime: RuntimeSection::default(),
+            stream: StreamSection::default(),
         }
     }
 }
@@ -299,6 +351,32 @@ impl Config {
                     "image.{key} must be at least 1"
                 )));
             }
+        }
+        let stream = &self.stream;
+        if stream.address.parse::<std::net::IpAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "stream.address must be an IP address, got {:?}",
+                stream.address
+            )));
+        }
+        for (key, value) in [
+            ("token_lifetime_secs", stream.token_lifetime_secs),
+            ("idle_timeout_secs", stream.idle_timeout_secs),
+            (
+                "stream_creation_timeout_secs",
+                stream.stream_creation_timeout_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "stream.{key} must be at least 1"
+                )));
+            }
+        }
+        if stream.tls_cert.is_some() || stream.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "stream.tls_cert/tls_key: TLS for the streaming server is not supported yet".into(),
+            ));
         }
         for (name, handler) in &self.runtime.handlers {
             validate_handler(name, handler)?;
@@ -492,5 +570,14 @@ mod tests {
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");
         }
+        assert!(Config::parse("[stream]\naddress = \"localhost\"").is_err());
+        assert!(Config::parse("[stream]\ntoken_lifetime_secs = 0").is_err());
+        let tls = Config::parse("[stream]\ntls_cert = \"/c\"").unwrap_err();
+        assert!(tls.contains("not supported yet"), "{tls}");
+        let stream = Config::parse("[stream]\nport = 10010\naddress = \"::1\"").unwrap();
+        assert_eq!(
+            (stream.stream.port, stream.stream.address.as_str()),
+            (10010, "::1")
+        );
     }
 }

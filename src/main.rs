@@ -18,6 +18,7 @@ use wharf::image::{ImageService, PullOptions};
 use wharf::network::{Cni, CniConfig};
 use wharf::runtime::{default_monitor_binary, OciRuntime, RuntimeHandlers};
 use wharf::sandbox::SandboxService;
+use wharf::streaming::runtime_backend::RuntimeBackend;
 
 #[derive(Parser)]
 #[command(name = "wharf", version, about = "A Kubernetes CRI container runtime")]
@@ -126,6 +127,12 @@ fn run_daemon(cli: Cli) -> Result<(), String> {
 async fn serve(config: Config) -> Result<(), String> {
     // Before anything else: a wrong --socket must not first cost a recovery.
     cri::check_socket_path(&config.socket).map_err(|e| wharf::error::chain(&e))?;
+    // Likewise a taken streaming port.
+    let streaming = Arc::new(
+        wharf::streaming::Server::bind(&config.stream)
+            .await
+            .map_err(|e| wharf::error::chain(&e))?,
+    );
     let paths = config.paths();
     let registry = RegistryConfig {
         config_path: config.registry.config_path.clone(),
@@ -229,16 +236,23 @@ async fn serve(config: Config) -> Result<(), String> {
         "wharf starting"
     );
     let socket = config.socket.clone();
+    let backend = Arc::new(RuntimeBackend::new(
+        Arc::clone(&containers),
+        Arc::clone(&sandboxes),
+    ));
+    let stream_server =
+        tokio::spawn(Arc::clone(&streaming).serve(backend, std::future::pending::<()>()));
     let services = Services {
         config: Arc::new(config),
         images,
         sandboxes,
         containers,
         cni,
+        streaming,
     };
-    cri::serve(&socket, services, shutdown_signal())
-        .await
-        .map_err(|e| wharf::error::chain(&e))?;
+    let served = cri::serve(&socket, services, shutdown_signal()).await;
+    stream_server.abort();
+    served.map_err(|e| wharf::error::chain(&e))?;
     tracing::info!("wharf stopped");
     Ok(())
 }

@@ -11,6 +11,7 @@ mod image;
 mod pods;
 mod runtime;
 mod stats;
+mod streaming;
 mod validate;
 mod verbose;
 
@@ -49,6 +50,8 @@ pub struct Services {
     pub sandboxes: Arc<SandboxService>,
     pub containers: Arc<ContainerService>,
     pub cni: Arc<Cni>,
+    /// Where Exec, Attach and PortForward sessions are served.
+    pub streaming: Arc<crate::streaming::Server>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::runtime_service_server::RuntimeService;
 use super::proto::*;
-use super::{containers, events, handle, not_yet, pods, stats, validate, Services};
+use super::{containers, events, handle, not_yet, pods, stats, streaming, validate, Services};
 use crate::config::CgroupDriver as ConfiguredDriver;
 use crate::stats::StatsCollector;
 
@@ -292,6 +292,18 @@ implemented {
         .await
     }
 
+    async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        handle("Exec", streaming::exec(&self.services, request.into_inner())).await
+    }
+
+    async fn attach(&self, request: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        handle("Attach", streaming::attach(&self.services, request.into_inner())).await
+    }
+
+    async fn port_forward(&self, request: Request<PortForwardRequest>) -> Result<Response<PortForwardResponse>, Status> {
+        handle("PortForward", streaming::port_forward(&self.services, request.into_inner())).await
+    }
+
     async fn update_runtime_config(&self, request: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
         handle("UpdateRuntimeConfig", async {
             let cidr = request
@@ -310,9 +322,6 @@ implemented {
     }
 }
     not_yet {
-        exec(ExecRequest) -> ExecResponse = "Exec";
-        attach(AttachRequest) -> AttachResponse = "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
         update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse = "UpdatePodSandboxResources";
     }
 }
