@@ -3,21 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use wharf::config::{Config, DEFAULT_CONFIG};
-use wharf::container::spec::HostFeatures;
-use wharf::container::{ContainerOptions, ContainerService};
 use wharf::cri::{self, Services};
-use wharf::image::registry::RegistryConfig;
-use wharf::image::unpack::UnpackOptions;
-use wharf::image::{ImageService, PullOptions};
-use wharf::network::{Cni, CniConfig};
-use wharf::runtime::{default_monitor_binary, OciRuntime, RuntimeHandlers};
-use wharf::sandbox::SandboxService;
 use wharf::streaming::runtime_backend::RuntimeBackend;
 
 #[derive(Parser)]
@@ -133,102 +124,14 @@ async fn serve(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| wharf::error::chain(&e))?,
     );
-    let paths = config.paths();
-    let registry = RegistryConfig {
-        config_path: config.registry.config_path.clone(),
-        request_timeout: config.request_timeout(),
-    };
-    let options = PullOptions {
-        stall_timeout: config.stall_timeout(),
-        max_concurrent_downloads: config.registry.max_concurrent_downloads,
-        unpack: UnpackOptions {
-            max_layer_bytes: config.image.max_layer_unpacked_bytes,
-            max_image_bytes: config.image.max_image_unpacked_bytes,
-            max_ratio: config.image.max_unpack_ratio,
-            ratio_allowance: config.image.unpack_ratio_allowance_bytes,
-            ..UnpackOptions::default()
-        },
-    };
-    prepare_top_directories(&paths)?;
-    let images = Arc::new(
-        ImageService::open(paths.image_root(), registry, options)
-            .map_err(|e| format!("opening image store: {}", wharf::error::chain(&e)))?,
-    );
-
-    let cni = Arc::new(Cni::new(CniConfig {
-        conf_dir: config.cni.conf_dir.clone(),
-        bin_dirs: config.cni.bin_dirs.clone(),
-        cache_dir: paths.cni_cache(),
-    }));
-    if cni.portmap_needs_host_setup() {
-        if let Err(e) = wharf::network::prepare_host_for_hostport_on_localhost() {
-            tracing::warn!(error = %wharf::error::chain(&e), "hostPort on 127.0.0.1 will not work");
-        }
-    }
-    let monitor_binary = match &config.runtime.monitor_path {
-        Some(path) => path.clone(),
-        None => default_monitor_binary().map_err(|e| format!("locating wharf-monitor: {e}"))?,
-    };
-    let sandboxes = Arc::new(
-        SandboxService::new(
-            paths.root.clone(),
-            paths.state.clone(),
-            Arc::clone(&cni),
-            monitor_binary.clone(),
-        )
+    let wharf::daemon::Core {
+        images,
+        cni,
+        sandboxes,
+        containers,
+    } = wharf::daemon::open(&config)
         .await
-        .map_err(|e| format!("recovering sandboxes: {}", wharf::error::chain(&e)))?,
-    );
-    let command_timeout = Duration::from_secs(config.runtime.command_timeout_secs);
-    let oci_runtime = OciRuntime::new(config.runtime.path.clone(), paths.runtime_root())
-        .with_command_timeout(command_timeout);
-    let configured_handlers = config
-        .runtime
-        .handlers
-        .iter()
-        .map(|(name, handler)| {
-            let root = handler
-                .root
-                .clone()
-                .unwrap_or_else(|| paths.handler_root(name));
-            let runtime = OciRuntime::new(handler.path.clone(), root)
-                .with_options(handler.options.iter().map(Into::into).collect())
-                .with_command_timeout(command_timeout);
-            (name.clone(), runtime)
-        })
-        .collect();
-    let handlers = RuntimeHandlers::probe(oci_runtime, configured_handlers).await;
-    for handler in handlers.all() {
-        match handler.runtime.remove_exec_leftovers() {
-            Ok(0) => {}
-            Ok(removed) => {
-                tracing::info!(handler = %handler.name, removed, "removed files of interrupted ExecSyncs")
-            }
-            Err(e) => {
-                tracing::warn!(handler = %handler.name, error = %e, "cannot remove files of interrupted ExecSyncs")
-            }
-        }
-    }
-    let container_options = ContainerOptions {
-        handlers,
-        monitor_binary,
-        host: HostFeatures::detect(),
-    };
-    let containers = Arc::new(
-        ContainerService::new(
-            paths.root.clone(),
-            paths.state.clone(),
-            container_options,
-            Arc::clone(&images),
-            Arc::clone(&sandboxes),
-        )
-        .await
-        .map_err(|e| format!("recovering containers: {}", wharf::error::chain(&e)))?,
-    );
-    // Only now do containers hold the layers they use.
-    images
-        .collect_garbage()
-        .map_err(|e| format!("collecting unused image data: {}", wharf::error::chain(&e)))?;
+        .map_err(|e| e.to_string())?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         root = %config.root.display(),
@@ -254,26 +157,6 @@ async fn serve(config: Config) -> Result<(), String> {
     stream_server.abort();
     served.map_err(|e| wharf::error::chain(&e))?;
     tracing::info!("wharf stopped");
-    Ok(())
-}
-
-/// Creates `root` (0700) and `state` (0711: the socket may live there) when
-/// missing. Existing ones are left as they are, since an operator may point
-/// Wharf into a shared directory: what protects Wharf's data is that every
-/// directory it owns below them is private (each service sees to its own),
-/// the runtime's included.
-fn prepare_top_directories(paths: &wharf::config::Paths) -> Result<(), String> {
-    use wharf::store::{ensure_dir_mode, PRIVATE_DIR_MODE, TRAVERSE_ONLY_DIR_MODE};
-    let error = |e: wharf::store::StoreError| wharf::error::chain(&e);
-    if !paths.root.exists() {
-        ensure_dir_mode(&paths.root, PRIVATE_DIR_MODE).map_err(error)?;
-    }
-    if !paths.state.exists() {
-        ensure_dir_mode(&paths.state, TRAVERSE_ONLY_DIR_MODE).map_err(error)?;
-    }
-    for own in [paths.runtime_root(), paths.cni_cache()] {
-        ensure_dir_mode(&own, PRIVATE_DIR_MODE).map_err(error)?;
-    }
     Ok(())
 }
 

@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
@@ -14,14 +13,6 @@ use tokio::sync::mpsc;
 use crate::common::pods;
 use crate::common::Daemon;
 use wharf::config::Config;
-use wharf::container::spec::HostFeatures;
-use wharf::container::{ContainerOptions, ContainerService};
-use wharf::image::registry::RegistryConfig;
-use wharf::image::unpack::UnpackOptions;
-use wharf::image::{ImageService, PullOptions};
-use wharf::network::{Cni, CniConfig};
-use wharf::runtime::{OciRuntime, RuntimeHandlers};
-use wharf::sandbox::SandboxService;
 use wharf::streaming::backend::{ExecTarget, Stdio, TerminalSize};
 use wharf::streaming::runtime_backend::RuntimeBackend;
 
@@ -75,49 +66,11 @@ pub async fn world_with(
 
 /// What the daemon's `serve` builds, from its config file.
 pub async fn backend_of(daemon: &Daemon) -> RuntimeBackend {
-    let config = Config::load(&daemon.dir.path().join("wharf.toml")).unwrap();
-    let paths = config.paths();
-    let registry = RegistryConfig {
-        config_path: config.registry.config_path.clone(),
-        request_timeout: config.request_timeout(),
-    };
-    let options = PullOptions {
-        stall_timeout: config.stall_timeout(),
-        max_concurrent_downloads: 1,
-        unpack: UnpackOptions::default(),
-    };
-    let images = Arc::new(ImageService::open(paths.image_root(), registry, options).unwrap());
-    let cni = Arc::new(Cni::new(CniConfig {
-        conf_dir: config.cni.conf_dir.clone(),
-        bin_dirs: config.cni.bin_dirs.clone(),
-        cache_dir: paths.cni_cache(),
-    }));
-    let sandboxes = Arc::new(
-        SandboxService::new(paths.root.clone(), paths.state.clone(), cni, MONITOR.into())
-            .await
-            .unwrap(),
-    );
-    let options = ContainerOptions {
-        handlers: RuntimeHandlers::probe(
-            OciRuntime::new(config.runtime.path.clone(), paths.runtime_root()),
-            Vec::new(),
-        )
-        .await,
-        monitor_binary: MONITOR.into(),
-        host: HostFeatures::detect(),
-    };
-    let containers = Arc::new(
-        ContainerService::new(
-            paths.root.clone(),
-            paths.state.clone(),
-            options,
-            images,
-            Arc::clone(&sandboxes),
-        )
-        .await
-        .unwrap(),
-    );
-    RuntimeBackend::new(containers, sandboxes)
+    let mut config = Config::load(&daemon.dir.path().join("wharf.toml")).unwrap();
+    // This test binary is not installed beside the monitor.
+    config.runtime.monitor_path = Some(MONITOR.into());
+    let core = wharf::daemon::open(&config).await.unwrap();
+    RuntimeBackend::new(core.containers, core.sandboxes)
 }
 
 /// The client's ends of a session's streams.
