@@ -209,29 +209,36 @@ impl ContainerService {
         Ok(runtime::reopen_log(&container.state_dir).await?)
     }
 
-    /// UpdateContainerResources.
+    /// UpdateContainerResources, as containerd does it: the request is laid
+    /// over the current resources; a created or running container's cgroup
+    /// gets them through the runtime (`runc update`), an exited one only
+    /// keeps them in its record (nothing runs to apply them to). The record
+    /// changes only once the runtime has applied them.
     pub async fn update_resources(
         &self,
         id: &str,
-        resources: Option<&api::LinuxContainerResources>,
+        requested: Option<&api::LinuxContainerResources>,
     ) -> Result<(), ContainerError> {
         let entry = self.get(id)?;
         let _op = entry.op.lock().await;
         let container = entry.get();
-        if !matches!(
-            container.state(),
-            ContainerState::Created | ContainerState::Running
-        ) {
-            return Err(wrong_state(
-                &container,
-                "updating resources",
-                "created or running",
-            ));
+        let current = match &container.resources {
+            Some(current) => current.clone(),
+            None => spec::resources_at_create(&container.config, &self.options.host)?,
+        };
+        let updated = spec::update_resources(Some(&current), requested, &self.options.host)?;
+        match container.state() {
+            ContainerState::Created | ContainerState::Running => {
+                self.runtime_of(&container)?
+                    .update(&container.id, &updated)
+                    .await?;
+            }
+            ContainerState::Exited | ContainerState::Unknown => {
+                tracing::info!(id = %container.id, "container not running: resources recorded only");
+            }
         }
-        let resources = spec::update_resources(resources, &self.options.host)?;
-        self.runtime_of(&container)?
-            .update(&container.id, &resources)
-            .await?;
+        let recorded = entry.update(|c| c.resources = Some(updated));
+        record::save(&self.record_dir(&container.id), &recorded, false)?;
         Ok(())
     }
 

@@ -446,6 +446,7 @@ mod tests {
             failure: None,
             identity: None,
             runtime_handler: String::new(),
+            resources: None,
             exit: None,
             config: Default::default(),
         }
