@@ -325,6 +325,11 @@ impl ContainerService {
         &self.options.handlers
     }
 
+    /// What this host's cgroups offer (for checking pod-level resources).
+    pub fn host_features(&self) -> &HostFeatures {
+        &self.options.host
+    }
+
     /// The runtime of the container's handler.
     fn runtime_of(&self, container: &Container) -> Result<&OciRuntime, ContainerError> {
         Ok(&self
