@@ -193,6 +193,19 @@ async fn an_update_reaches_the_cgroup_and_the_status_and_bad_values_change_nothi
             "{what} changed the status"
         );
     }
+    // What only the kernel can refuse: a limit below the current usage,
+    // with a cpuset change that runc writes before the memory limit. The
+    // cpuset written is put back.
+    let below_usage = LinuxContainerResources {
+        cpuset_cpus: "0".into(),
+        memory_limit_in_bytes: 4096,
+        ..Default::default()
+    };
+    let err = update(&mut client, &id, below_usage).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(limits_of(&cgroup), after, "a refused update left changes");
+    assert_eq!(reported(&status(&mut client, &id).await), now);
+
     let unknown = update(&mut client, "no-such-container", initial_resources()).await;
     assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
 

@@ -229,9 +229,7 @@ impl ContainerService {
         let updated = spec::update_resources(Some(&current), requested, &self.options.host)?;
         match container.state() {
             ContainerState::Created | ContainerState::Running => {
-                self.runtime_of(&container)?
-                    .update(&container.id, &updated)
-                    .await?;
+                self.apply_resources(&container, &current, &updated).await?;
             }
             ContainerState::Exited | ContainerState::Unknown => {
                 tracing::info!(id = %container.id, "container not running: resources recorded only");
@@ -240,6 +238,58 @@ impl ContainerService {
         let recorded = entry.update(|c| c.resources = Some(updated));
         record::save(&self.record_dir(&container.id), &recorded, false)?;
         Ok(())
+    }
+
+    /// `runc update`. The kernel may refuse part of an update (a memory
+    /// limit below the usage, a CPU the host lacks) after runc wrote the
+    /// rest: the previous resources are then put back, so that a refused
+    /// update changes nothing. A container gone meanwhile is not an error
+    /// (containerd: "task exited already").
+    async fn apply_resources(
+        &self,
+        container: &Container,
+        current: &oci_spec::runtime::LinuxResources,
+        updated: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), ContainerError> {
+        let runtime = self.runtime_of(container)?;
+        let before = self.enforced_limits(container).await?;
+        let error = match runtime.update(&container.id, updated).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.is_not_found() => return Ok(()),
+            Err(error) => error,
+        };
+        let previous = spec::restoring(current, updated, &before);
+        if let Err(e) = runtime.update(&container.id, &previous).await {
+            tracing::error!(id = %container.id, error = %e, "putting back the resources of a refused update");
+        }
+        Err(match error {
+            refused @ runtime::RuntimeError::Failed { .. } => {
+                ContainerError::UpdateRefused(refused)
+            }
+            other => other.into(),
+        })
+    }
+
+    /// What the container's cgroup enforces now, read from its files.
+    async fn enforced_limits(
+        &self,
+        container: &Container,
+    ) -> Result<crate::stats::limits::EnforcedLimits, ContainerError> {
+        let sandbox = self.sandboxes.get(&container.sandbox_id)?.get();
+        let parent = sandbox
+            .config
+            .linux
+            .as_ref()
+            .map_or("", |l| l.cgroup_parent.as_str());
+        let cgroup = PathBuf::from(super::cgroups_path(parent, &container.id));
+        tokio::task::spawn_blocking(move || {
+            // Without cgroups mounted nothing is enforced: nothing to read.
+            crate::cgroup::Hierarchies::detect()
+                .map(|hierarchies| crate::stats::limits::enforced(&hierarchies, &cgroup))
+                .unwrap_or_default()
+        })
+        .await
+        .map_err(|e| ContainerError::Task("reading the cgroup limits", e))
     }
 
     /// Stops every container of pod `sandbox_id` (for StopPodSandbox, which

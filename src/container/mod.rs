@@ -76,6 +76,10 @@ pub enum ContainerError {
     Rootfs(#[from] rootfs::RootfsError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The runtime could not apply new resources (the kernel refused them);
+    /// the previous ones are back in force.
+    #[error("the new resources were refused, the previous ones stay: {0}")]
+    UpdateRefused(#[source] RuntimeError),
     #[error(transparent)]
     Handler(#[from] UnknownHandler),
     #[error(transparent)]
@@ -107,7 +111,9 @@ impl Classify for ContainerError {
             ContainerError::NotFound(_)
             | ContainerError::ImageNotFound(_)
             | ContainerError::Handler(_) => Kind::NotFound,
-            ContainerError::WrongState { .. } => Kind::FailedPrecondition,
+            ContainerError::WrongState { .. } | ContainerError::UpdateRefused(_) => {
+                Kind::FailedPrecondition
+            }
             ContainerError::NameTaken(_) => Kind::AlreadyExists,
             ContainerError::Sandbox(e) => e.kind(),
             ContainerError::Image(e) => e.kind(),

@@ -7,6 +7,7 @@ use oci_spec::runtime::{LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxResource
 
 use super::{linux, HostFeatures, SpecError};
 use crate::api;
+use crate::stats::limits::EnforcedLimits;
 
 /// The resources a new container's spec gets, without device rules (they
 /// are fixed at creation and not the caller's to change): what the record
@@ -59,6 +60,50 @@ pub fn update_resources(
         merged.set_unified(Some(unified));
     }
     without_devices(merged)
+}
+
+/// What puts the cgroup back as it was before `updated` was (partly)
+/// written: `current`, plus, for each field the update set and `current`
+/// leaves unset, the value the kernel enforced before (`before`): an unset
+/// field would otherwise keep what runc wrote. Unlimited is -1 in OCI.
+pub fn restoring(
+    current: &LinuxResources,
+    updated: &LinuxResources,
+    before: &EnforcedLimits,
+) -> LinuxResources {
+    let mut out = current.clone();
+    if let Some(new) = updated.cpu() {
+        let mut cpu = out.cpu().clone().unwrap_or_default();
+        if new.quota().is_some() && cpu.quota().is_none() {
+            let quota = before.cpu_quota_us.and_then(|q| i64::try_from(q).ok());
+            cpu.set_quota(Some(quota.unwrap_or(-1)));
+        }
+        if new.period().is_some() && cpu.period().is_none() {
+            cpu.set_period(before.cpu_period_us);
+        }
+        if new.shares().is_some() && cpu.shares().is_none() {
+            cpu.set_shares(before.cpu_shares);
+        }
+        if new.cpus().is_some() && cpu.cpus().is_none() {
+            cpu.set_cpus(before.cpuset_cpus.clone().filter(|c| !c.is_empty()));
+        }
+        if new.mems().is_some() && cpu.mems().is_none() {
+            cpu.set_mems(before.cpuset_mems.clone().filter(|m| !m.is_empty()));
+        }
+        out.set_cpu(Some(cpu));
+    }
+    if let Some(new) = updated.memory() {
+        let mut memory = out.memory().unwrap_or_default();
+        let bytes = |value: Option<u64>| value.and_then(|v| i64::try_from(v).ok()).unwrap_or(-1);
+        if new.limit().is_some() && memory.limit().is_none() {
+            memory.set_limit(Some(bytes(before.memory_limit)));
+        }
+        if new.swap().is_some() && memory.swap().is_none() {
+            memory.set_swap(Some(bytes(before.memory_swap_limit)));
+        }
+        out.set_memory(Some(memory));
+    }
+    out
 }
 
 fn merge_cpu(cpu: &mut LinuxCpu, change: &LinuxCpu) {
@@ -171,6 +216,31 @@ mod tests {
             }
         );
         assert_eq!(merged.devices(), &None, "device rules are never updated");
+    }
+
+    #[test]
+    fn a_refused_update_is_undone_with_the_values_enforced_before() {
+        let current = created();
+        let requested = api::LinuxContainerResources {
+            cpuset_mems: "0".into(),
+            memory_swap_limit_in_bytes: -1,
+            cpu_quota: 30_000,
+            ..Default::default()
+        };
+        let updated = update_resources(Some(&current), Some(&requested), &host()).unwrap();
+        let before = EnforcedLimits {
+            cpuset_mems: Some("0-1".into()),
+            memory_swap_limit: None,
+            ..Default::default()
+        };
+        let back = cri_resources(&restoring(&current, &updated, &before), 0);
+        assert_eq!(back.cpuset_mems, "0-1", "unset in the record: as it was");
+        assert_eq!(back.memory_swap_limit_in_bytes, 64 << 20, "the record's");
+        assert_eq!(back.cpu_quota, 50_000, "the record's");
+        assert_eq!(back.cpuset_cpus, "0");
+        let no_swap_before = LinuxResources::default();
+        let back = restoring(&no_swap_before, &updated, &before);
+        assert_eq!(back.memory().unwrap().swap(), Some(-1), "unlimited before");
     }
 
     #[test]
