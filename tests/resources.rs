@@ -64,6 +64,22 @@ fn limits_of(cgroup: &Path) -> EnforcedLimits {
     enforced(&Hierarchies::detect().unwrap(), cgroup)
 }
 
+/// `runtimeSpec.linux.resources.memory.limit` of the verbose status.
+async fn spec_memory_limit(client: &mut RuntimeServiceClient<Channel>, id: &str) -> i64 {
+    let response = client
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&response.info["info"]).unwrap();
+    info["runtimeSpec"]["linux"]["resources"]["memory"]["limit"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no memory limit in {info}"))
+}
+
 /// UpdatePodSandboxResources (the k8s-cri client predates it).
 async fn update_pod(
     channel: Channel,
@@ -134,6 +150,8 @@ async fn an_update_reaches_the_cgroup_and_the_status_and_bad_values_change_nothi
         assert_eq!(now.memory_swap_limit_in_bytes, swap as i64);
         assert_eq!(swap, 128 << 20);
     }
+    // The spec, as `crictl inspect` shows it, has them too.
+    assert_eq!(spec_memory_limit(&mut client, &id).await, 128 << 20);
     // The process itself is still there, under the new limits.
     let out = exec(&mut client, &id, &["cat", "/proc/self/cgroup"]).await;
     assert_eq!(out.exit_code, 0, "{out:?}");
@@ -205,6 +223,7 @@ async fn an_update_reaches_the_cgroup_and_the_status_and_bad_values_change_nothi
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert_eq!(limits_of(&cgroup), after, "a refused update left changes");
     assert_eq!(reported(&status(&mut client, &id).await), now);
+    assert_eq!(spec_memory_limit(&mut client, &id).await, 128 << 20);
 
     let unknown = update(&mut client, "no-such-container", initial_resources()).await;
     assert_eq!(unknown.unwrap_err().code(), Code::NotFound);

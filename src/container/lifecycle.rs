@@ -227,14 +227,34 @@ impl ContainerService {
             None => spec::resources_at_create(&container.config, &self.options.host)?,
         };
         let updated = spec::update_resources(Some(&current), requested, &self.options.host)?;
-        match container.state() {
+        // The bundle spec first, as containerd updates its spec first: it
+        // is put back if the runtime refuses.
+        let config_json = container.state_dir.join("config.json");
+        let previous_spec = {
+            let (path, resources) = (config_json.clone(), updated.clone());
+            tokio::task::spawn_blocking(move || spec::rewrite_bundle_resources(&path, &resources))
+                .await
+                .map_err(|e| ContainerError::Task("rewriting the bundle spec", e))??
+        };
+        let applied = match container.state() {
             ContainerState::Created | ContainerState::Running => {
-                self.apply_resources(&container, &current, &updated).await?;
+                self.apply_resources(&container, &current, &updated).await
             }
             ContainerState::Exited | ContainerState::Unknown => {
                 tracing::info!(id = %container.id, "container not running: resources recorded only");
+                Ok(())
+            }
+        };
+        if let (Err(_), Some(previous)) = (&applied, previous_spec) {
+            let restored = tokio::task::spawn_blocking(move || {
+                crate::store::write_atomic(&config_json, &previous)
+            })
+            .await;
+            if !matches!(restored, Ok(Ok(()))) {
+                tracing::error!(id = %container.id, ?restored, "putting back the bundle spec of a refused update");
             }
         }
+        applied?;
         let recorded = entry.update(|c| c.resources = Some(updated));
         record::save(&self.record_dir(&container.id), &recorded, false)?;
         Ok(())

@@ -46,7 +46,9 @@ mod mounts;
 mod update;
 
 pub use capabilities::{parse_name as parse_capability, CapabilitySet};
-pub use update::{cri_resources, resources_at_create, restoring, update_resources};
+pub use update::{
+    cri_resources, resources_at_create, restoring, rewrite_bundle_resources, update_resources,
+};
 
 /// The runtime-spec version runc 1.1 implements.
 const OCI_VERSION: &str = "1.0.2";

@@ -3,11 +3,15 @@
 //! there), and the result is both what the runtime applies and what
 //! `ContainerStatus.resources` reports from then on.
 
+use std::path::Path;
+
 use oci_spec::runtime::{LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxResources};
 
 use super::{linux, HostFeatures, SpecError};
 use crate::api;
 use crate::stats::limits::EnforcedLimits;
+use crate::store::StoreError;
+use serde_json::Value;
 
 /// The resources a new container's spec gets, without device rules (they
 /// are fixed at creation and not the caller's to change): what the record
@@ -104,6 +108,44 @@ pub fn restoring(
         out.set_memory(Some(memory));
     }
     out
+}
+
+/// Lays `resources` (all but the device rules) into the bundle's
+/// `config.json`, which stays the container's whole spec as containerd
+/// keeps it (`crictl inspect` shows it as `runtimeSpec`); returns the file's
+/// previous bytes, to put back if the runtime then refuses the update.
+/// Fields this Wharf does not model are kept as they are. `None` when
+/// there is no bundle (any more).
+pub fn rewrite_bundle_resources(
+    config_json: &Path,
+    resources: &LinuxResources,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let previous = match std::fs::read(config_json) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(crate::error::IoError::new("reading", config_json, e).into()),
+    };
+    let decode = |source| StoreError::Decode {
+        path: config_json.to_path_buf(),
+        source,
+    };
+    let mut spec: Value = serde_json::from_slice(&previous).map_err(decode)?;
+    let Value::Object(new) = serde_json::to_value(resources).map_err(decode)? else {
+        return Ok(Some(previous));
+    };
+    let Some(linux) = spec.get_mut("linux").and_then(Value::as_object_mut) else {
+        return Ok(Some(previous));
+    };
+    let target = linux
+        .entry("resources")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Value::Object(target) = target {
+        for (key, value) in new.into_iter().filter(|(key, _)| key != "devices") {
+            target.insert(key, value);
+        }
+    }
+    crate::store::write_json_atomic(config_json, &spec)?;
+    Ok(Some(previous))
 }
 
 fn merge_cpu(cpu: &mut LinuxCpu, change: &LinuxCpu) {
@@ -241,6 +283,45 @@ mod tests {
         let no_swap_before = LinuxResources::default();
         let back = restoring(&no_swap_before, &updated, &before);
         assert_eq!(back.memory().unwrap().swap(), Some(-1), "unlimited before");
+    }
+
+    #[test]
+    fn the_bundle_spec_gets_the_new_resources_and_keeps_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("config.json");
+        let original = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {
+                "resources": {
+                    "devices": [{"allow": false, "access": "rwm"}],
+                    "memory": {"limit": 1024},
+                    "pids": {"limit": 10}
+                },
+                "cgroupsPath": "/pod/c1"
+            }
+        });
+        std::fs::write(&path, original.to_string()).unwrap();
+        let requested = api::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_quota: 20_000,
+            ..Default::default()
+        };
+        let updated = update_resources(None, Some(&requested), &host()).unwrap();
+        let previous = rewrite_bundle_resources(&path, &updated).unwrap().unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&previous).unwrap(),
+            original
+        );
+        let spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let resources = &spec["linux"]["resources"];
+        assert_eq!(resources["memory"]["limit"], 64 << 20);
+        assert_eq!(resources["cpu"]["quota"], 20_000);
+        assert_eq!(
+            resources["devices"],
+            original["linux"]["resources"]["devices"]
+        );
+        assert_eq!(resources["pids"]["limit"], 10);
+        assert_eq!(spec["linux"]["cgroupsPath"], "/pod/c1");
     }
 
     #[test]
