@@ -106,7 +106,7 @@ async fn update_pod(
 
 #[tokio::test]
 async fn an_update_reaches_the_cgroup_and_the_status_and_bad_values_change_nothing() {
-    let daemon = daemon().await;
+    let mut daemon = daemon().await;
     let mut client = daemon.runtime().await;
     let mut pod = pod_config(&daemon, "resize");
     let parent = format!("/wharf-test/resize-{}", std::process::id());
@@ -224,6 +224,16 @@ async fn an_update_reaches_the_cgroup_and_the_status_and_bad_values_change_nothi
     assert_eq!(limits_of(&cgroup), after, "a refused update left changes");
     assert_eq!(reported(&status(&mut client, &id).await), now);
     assert_eq!(spec_memory_limit(&mut client, &id).await, 128 << 20);
+
+    // The record keeps them across a restart of the daemon.
+    daemon.sigterm().await;
+    daemon.spawn().await;
+    let mut client = daemon.runtime().await;
+    assert_eq!(
+        reported(&status(&mut client, &id).await),
+        now,
+        "after a restart"
+    );
 
     let unknown = update(&mut client, "no-such-container", initial_resources()).await;
     assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
