@@ -169,6 +169,7 @@ impl ContainerService {
                 failure: None,
                 identity,
                 runtime_handler: sandbox.runtime_handler.clone(),
+                resources: Some(spec::resources_at_create(&config, &self.options.host)?),
                 exit: None,
                 config: config.clone(),
             };

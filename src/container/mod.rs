@@ -76,6 +76,10 @@ pub enum ContainerError {
     Rootfs(#[from] rootfs::RootfsError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The runtime could not apply new resources (the kernel refused them);
+    /// the previous ones are back in force.
+    #[error("the new resources were refused, the previous ones stay: {0}")]
+    UpdateRefused(#[source] RuntimeError),
     #[error(transparent)]
     Handler(#[from] UnknownHandler),
     #[error(transparent)]
@@ -107,7 +111,9 @@ impl Classify for ContainerError {
             ContainerError::NotFound(_)
             | ContainerError::ImageNotFound(_)
             | ContainerError::Handler(_) => Kind::NotFound,
-            ContainerError::WrongState { .. } => Kind::FailedPrecondition,
+            ContainerError::WrongState { .. } | ContainerError::UpdateRefused(_) => {
+                Kind::FailedPrecondition
+            }
             ContainerError::NameTaken(_) => Kind::AlreadyExists,
             ContainerError::Sandbox(e) => e.kind(),
             ContainerError::Image(e) => e.kind(),
@@ -325,6 +331,11 @@ impl ContainerService {
         &self.options.handlers
     }
 
+    /// What this host's cgroups offer (for checking pod-level resources).
+    pub fn host_features(&self) -> &HostFeatures {
+        &self.options.host
+    }
+
     /// The runtime of the container's handler.
     fn runtime_of(&self, container: &Container) -> Result<&OciRuntime, ContainerError> {
         Ok(&self
@@ -446,6 +457,7 @@ mod tests {
             failure: None,
             identity: None,
             runtime_handler: String::new(),
+            resources: None,
             exit: None,
             config: Default::default(),
         }

@@ -58,6 +58,11 @@ pub struct Container {
     /// the default, and in records from before handlers).
     #[serde(default)]
     pub runtime_handler: String,
+    /// The cgroup resources in force: those of the spec at creation, then
+    /// as UpdateContainerResources changed them (absent in records from
+    /// before updates were recorded: the config's then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<oci_spec::runtime::LinuxResources>,
     #[serde(skip)]
     pub exit: Option<ExitStatus>,
     #[serde(skip)]

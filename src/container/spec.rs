@@ -43,8 +43,12 @@ mod devices;
 mod host;
 mod linux;
 mod mounts;
+mod update;
 
 pub use capabilities::{parse_name as parse_capability, CapabilitySet};
+pub use update::{
+    cri_resources, resources_at_create, restoring, rewrite_bundle_resources, update_resources,
+};
 
 /// The runtime-spec version runc 1.1 implements.
 const OCI_VERSION: &str = "1.0.2";
@@ -651,17 +655,6 @@ fn parse_signal(text: &str) -> Result<Signal, SpecError> {
 
 /// Creates missing bind-mount sources as directories (mode 0755), as
 /// kubelet's runtimes do, so that `runc create` finds them.
-/// The resources of an UpdateContainerResources call, as OCI ones (no
-/// device rules: those are fixed at creation).
-pub fn update_resources(
-    requested: Option<&api::LinuxContainerResources>,
-    host: &HostFeatures,
-) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
-    let mut resources = linux::resources(requested, host, Vec::new())?;
-    resources.set_devices(None);
-    Ok(resources)
-}
-
 ///
 /// Returns the directories it created, parents first, for
 /// [`remove_created_host_paths`] to take back if the container is not

@@ -182,6 +182,28 @@ pub mod runtime {
         }
     }
 
+    /// The resources in force (the record's, kept current by updates), as
+    /// containerd reports them; records from before updates were recorded
+    /// report the config's.
+    fn container_resources(container: &Container) -> Option<api::ContainerResources> {
+        let configured = container
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.as_ref());
+        let linux = match &container.resources {
+            Some(current) => Some(crate::container::spec::cri_resources(
+                current,
+                configured.map_or(0, |r| r.oom_score_adj),
+            )),
+            None => configured.cloned(),
+        };
+        linux.map(|linux| api::ContainerResources {
+            linux: Some(linux),
+            ..Default::default()
+        })
+    }
+
     /// `Completed`/`Error`/`OOMKilled` as kubelet expects, with the exit
     /// code; a container whose monitor vanished reports 255.
     pub fn container_status(container: &Container) -> api::ContainerStatus {
@@ -230,14 +252,7 @@ pub mod runtime {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            resources: container
-                .config
-                .linux
-                .as_ref()
-                .map(|l| api::ContainerResources {
-                    linux: l.resources.clone(),
-                    ..Default::default()
-                }),
+            resources: container_resources(container),
             image_id: container.image_id.clone(),
             user: container
                 .identity

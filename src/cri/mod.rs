@@ -211,11 +211,6 @@ pub(crate) fn status_of<E: Classify + std::error::Error + 'static>(error: E) -> 
     Status::new(code, validate::bounded_message(chain(&error)))
 }
 
-/// The answer of an RPC whose issue has not landed yet.
-pub(crate) fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc} is not implemented by wharf yet"))
-}
-
 /// A missing or empty required field.
 pub(crate) fn required(field: &str) -> Status {
     Status::invalid_argument(format!("{field} is required"))

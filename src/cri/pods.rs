@@ -96,3 +96,32 @@ pub fn list(
         .collect();
     Ok(sandboxes)
 }
+
+/// UpdatePodSandboxResources (kubelet's in-place pod resize), as containerd
+/// 2.x answers it: the pod must exist and the values must be sane, and
+/// nothing is written. kubelet itself resizes the pod-level cgroup
+/// (`cgroup_parent`) before or after this call, and each container's own
+/// limits come through UpdateContainerResources; containerd only hands the
+/// values to NRI plugins, which Wharf does not have. Writing the pod cgroup
+/// here as well would race kubelet's own writes to the same files.
+pub async fn update_resources(
+    services: &Services,
+    request: UpdatePodSandboxResourcesRequest,
+) -> Result<UpdatePodSandboxResourcesResponse, Status> {
+    let id = validate::id(&request.pod_sandbox_id, "pod_sandbox_id")?;
+    let sandbox = services.sandboxes.get(id).map_err(status_of)?.get();
+    let host = services.containers.host_features();
+    for (field, resources) in [
+        ("resources", request.resources.as_ref()),
+        ("overhead", request.overhead.as_ref()),
+    ] {
+        crate::container::spec::update_resources(None, resources, host)
+            .map_err(|e| Status::invalid_argument(format!("pod {field}: {e}")))?;
+    }
+    tracing::info!(
+        pod = %sandbox.id,
+        cgroup_parent = %sandbox.config.linux.as_ref().map_or("", |l| l.cgroup_parent.as_str()),
+        "UpdatePodSandboxResources: the pod-level cgroup is kubelet's; nothing to apply"
+    );
+    Ok(UpdatePodSandboxResourcesResponse {})
+}

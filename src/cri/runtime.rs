@@ -1,6 +1,6 @@
 //! CRI `RuntimeService`: dispatches each RPC to its handler (runtime-level
-//! calls here, pods in `pods`, containers in `containers`); the RPCs not
-//! built yet answer `UNIMPLEMENTED` (see README's RPC table).
+//! calls here, pods in `pods`, containers in `containers`, stats in
+//! `stats`, events in `events`, streaming URLs in `streaming`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::runtime_service_server::RuntimeService;
 use super::proto::*;
-use super::{containers, events, handle, not_yet, pods, stats, streaming, validate, Services};
+use super::{containers, events, handle, pods, stats, streaming, validate, Services};
 use crate::config::CgroupDriver as ConfiguredDriver;
 use crate::stats::StatsCollector;
 
@@ -56,30 +56,12 @@ const LIST_HINT: &str = "narrow the list with a filter or use the Stream RPC";
 
 type StreamOf<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
-/// The service impl: the methods written out, plus one answering
-/// `UNIMPLEMENTED` (naming itself) for each RPC not implemented yet. The
-/// attribute is applied inside the macro so that `async_trait` sees the
-/// generated methods.
-macro_rules! runtime_service {
-    (
-        implemented { $($implemented:tt)* }
-        not_yet { $($method:ident($request:ty) -> $response:ty = $name:literal;)* }
-    ) => {
-        #[tonic::async_trait]
-        impl RuntimeService for Runtime {
-            $($implemented)*
-            $(
-                async fn $method(&self, _request: Request<$request>) -> Result<Response<$response>, Status> {
-                    handle($name, async { Err(not_yet($name)) }).await
-                }
-            )*
-        }
-    };
-}
-
-runtime_service! {
-implemented {
-    async fn version(&self, _request: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+#[tonic::async_trait]
+impl RuntimeService for Runtime {
+    async fn version(
+        &self,
+        _request: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
         handle("Version", async {
             Ok(VersionResponse {
                 version: KUBELET_API_VERSION.into(),
@@ -91,13 +73,19 @@ implemented {
         .await
     }
 
-    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         handle("Status", async {
             let config = &self.services.config;
             let runtime_ready = runtime_condition(&config.runtime.path);
             let network_ready = condition(
                 "NetworkReady",
-                self.services.cni.ready().map_err(|message| ("NetworkPluginNotReady", message)),
+                self.services
+                    .cni
+                    .ready()
+                    .map_err(|message| ("NetworkPluginNotReady", message)),
             );
             let mut info = HashMap::new();
             if request.get_ref().verbose {
@@ -147,143 +135,336 @@ implemented {
     type GetContainerEventsStream = events::EventStream;
     type StreamPodSandboxMetricsStream = StreamOf<StreamPodSandboxMetricsResponse>;
 
-    async fn run_pod_sandbox(&self, request: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
-        handle("RunPodSandbox", pods::run(&self.services, request.into_inner())).await
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<RunPodSandboxRequest>,
+    ) -> Result<Response<RunPodSandboxResponse>, Status> {
+        handle(
+            "RunPodSandbox",
+            pods::run(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn stop_pod_sandbox(&self, request: Request<StopPodSandboxRequest>) -> Result<Response<StopPodSandboxResponse>, Status> {
-        handle("StopPodSandbox", pods::stop(&self.services, request.into_inner())).await
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<StopPodSandboxRequest>,
+    ) -> Result<Response<StopPodSandboxResponse>, Status> {
+        handle(
+            "StopPodSandbox",
+            pods::stop(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn remove_pod_sandbox(&self, request: Request<RemovePodSandboxRequest>) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        handle("RemovePodSandbox", pods::remove(&self.services, request.into_inner())).await
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<RemovePodSandboxRequest>,
+    ) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        handle(
+            "RemovePodSandbox",
+            pods::remove(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn pod_sandbox_status(&self, request: Request<PodSandboxStatusRequest>) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        handle("PodSandboxStatus", pods::status(&self.services, request.into_inner())).await
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<PodSandboxStatusRequest>,
+    ) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        handle(
+            "PodSandboxStatus",
+            pods::status(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn list_pod_sandbox(&self, request: Request<ListPodSandboxRequest>) -> Result<Response<ListPodSandboxResponse>, Status> {
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<ListPodSandboxRequest>,
+    ) -> Result<Response<ListPodSandboxResponse>, Status> {
         handle("ListPodSandbox", async {
             let items = pods::list(&self.services, request.get_ref().filter.as_ref())?;
-            validate::fits("ListPodSandbox", LIST_HINT, ListPodSandboxResponse { items })
+            validate::fits(
+                "ListPodSandbox",
+                LIST_HINT,
+                ListPodSandboxResponse { items },
+            )
         })
         .await
     }
 
-    async fn stream_pod_sandboxes(&self, request: Request<StreamPodSandboxesRequest>) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+    async fn stream_pod_sandboxes(
+        &self,
+        request: Request<StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
         handle("StreamPodSandboxes", async {
             let items = pods::list(&self.services, request.get_ref().filter.as_ref())?;
-            Ok(chunked(items, |pod_sandboxes| StreamPodSandboxesResponse { pod_sandboxes }))
+            Ok(chunked(items, |pod_sandboxes| StreamPodSandboxesResponse {
+                pod_sandboxes,
+            }))
         })
         .await
     }
 
-    async fn create_container(&self, request: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
-        handle("CreateContainer", containers::create(&self.services, request.into_inner())).await
+    async fn create_container(
+        &self,
+        request: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        handle(
+            "CreateContainer",
+            containers::create(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn start_container(&self, request: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
-        handle("StartContainer", containers::start(&self.services, request.into_inner())).await
+    async fn start_container(
+        &self,
+        request: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        handle(
+            "StartContainer",
+            containers::start(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn stop_container(&self, request: Request<StopContainerRequest>) -> Result<Response<StopContainerResponse>, Status> {
-        handle("StopContainer", containers::stop(&self.services, request.into_inner())).await
+    async fn stop_container(
+        &self,
+        request: Request<StopContainerRequest>,
+    ) -> Result<Response<StopContainerResponse>, Status> {
+        handle(
+            "StopContainer",
+            containers::stop(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn remove_container(&self, request: Request<RemoveContainerRequest>) -> Result<Response<RemoveContainerResponse>, Status> {
-        handle("RemoveContainer", containers::remove(&self.services, request.into_inner())).await
+    async fn remove_container(
+        &self,
+        request: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
+        handle(
+            "RemoveContainer",
+            containers::remove(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn list_containers(&self, request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
+    async fn list_containers(
+        &self,
+        request: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
         handle("ListContainers", async {
             let containers = containers::list(&self.services, request.get_ref().filter.as_ref())?;
-            validate::fits("ListContainers", LIST_HINT, ListContainersResponse { containers })
+            validate::fits(
+                "ListContainers",
+                LIST_HINT,
+                ListContainersResponse { containers },
+            )
         })
         .await
     }
 
-    async fn stream_containers(&self, request: Request<StreamContainersRequest>) -> Result<Response<Self::StreamContainersStream>, Status> {
+    async fn stream_containers(
+        &self,
+        request: Request<StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
         handle("StreamContainers", async {
             let items = containers::list(&self.services, request.get_ref().filter.as_ref())?;
-            Ok(chunked(items, |containers| StreamContainersResponse { containers }))
+            Ok(chunked(items, |containers| StreamContainersResponse {
+                containers,
+            }))
         })
         .await
     }
 
-    async fn container_status(&self, request: Request<ContainerStatusRequest>) -> Result<Response<ContainerStatusResponse>, Status> {
-        handle("ContainerStatus", containers::status(&self.services, request.into_inner())).await
+    async fn container_status(
+        &self,
+        request: Request<ContainerStatusRequest>,
+    ) -> Result<Response<ContainerStatusResponse>, Status> {
+        handle(
+            "ContainerStatus",
+            containers::status(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn update_container_resources(&self, request: Request<UpdateContainerResourcesRequest>) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
-        handle("UpdateContainerResources", containers::update_resources(&self.services, request.into_inner())).await
+    async fn update_container_resources(
+        &self,
+        request: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        handle(
+            "UpdateContainerResources",
+            containers::update_resources(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn reopen_container_log(&self, request: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        handle("ReopenContainerLog", containers::reopen_log(&self.services, request.into_inner())).await
+    async fn reopen_container_log(
+        &self,
+        request: Request<ReopenContainerLogRequest>,
+    ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        handle(
+            "ReopenContainerLog",
+            containers::reopen_log(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
-        handle("ExecSync", containers::exec_sync(&self.services, request.into_inner())).await
+    async fn exec_sync(
+        &self,
+        request: Request<ExecSyncRequest>,
+    ) -> Result<Response<ExecSyncResponse>, Status> {
+        handle(
+            "ExecSync",
+            containers::exec_sync(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn container_stats(&self, request: Request<ContainerStatsRequest>) -> Result<Response<ContainerStatsResponse>, Status> {
-        handle("ContainerStats", stats::container(&self.services, &self.stats, request.into_inner())).await
+    async fn container_stats(
+        &self,
+        request: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        handle(
+            "ContainerStats",
+            stats::container(&self.services, &self.stats, request.into_inner()),
+        )
+        .await
     }
 
-    async fn list_container_stats(&self, request: Request<ListContainerStatsRequest>) -> Result<Response<ListContainerStatsResponse>, Status> {
+    async fn list_container_stats(
+        &self,
+        request: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
         handle("ListContainerStats", async {
-            let stats = stats::list_containers(&self.services, &self.stats, request.get_ref().filter.as_ref()).await?;
-            validate::fits("ListContainerStats", LIST_HINT, ListContainerStatsResponse { stats })
+            let stats = stats::list_containers(
+                &self.services,
+                &self.stats,
+                request.get_ref().filter.as_ref(),
+            )
+            .await?;
+            validate::fits(
+                "ListContainerStats",
+                LIST_HINT,
+                ListContainerStatsResponse { stats },
+            )
         })
         .await
     }
 
-    async fn stream_container_stats(&self, request: Request<StreamContainerStatsRequest>) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+    async fn stream_container_stats(
+        &self,
+        request: Request<StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
         handle("StreamContainerStats", async {
-            let items = stats::list_containers(&self.services, &self.stats, request.get_ref().filter.as_ref()).await?;
-            Ok(chunked(items, |container_stats| StreamContainerStatsResponse { container_stats }))
+            let items = stats::list_containers(
+                &self.services,
+                &self.stats,
+                request.get_ref().filter.as_ref(),
+            )
+            .await?;
+            Ok(chunked(items, |container_stats| {
+                StreamContainerStatsResponse { container_stats }
+            }))
         })
         .await
     }
 
-    async fn pod_sandbox_stats(&self, request: Request<PodSandboxStatsRequest>) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        handle("PodSandboxStats", stats::pod(&self.services, &self.stats, request.into_inner())).await
+    async fn pod_sandbox_stats(
+        &self,
+        request: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        handle(
+            "PodSandboxStats",
+            stats::pod(&self.services, &self.stats, request.into_inner()),
+        )
+        .await
     }
 
-    async fn list_pod_sandbox_stats(&self, request: Request<ListPodSandboxStatsRequest>) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
         handle("ListPodSandboxStats", async {
-            let stats = stats::list_pods(&self.services, &self.stats, request.get_ref().filter.as_ref()).await?;
-            validate::fits("ListPodSandboxStats", LIST_HINT, ListPodSandboxStatsResponse { stats })
+            let stats = stats::list_pods(
+                &self.services,
+                &self.stats,
+                request.get_ref().filter.as_ref(),
+            )
+            .await?;
+            validate::fits(
+                "ListPodSandboxStats",
+                LIST_HINT,
+                ListPodSandboxStatsResponse { stats },
+            )
         })
         .await
     }
 
-    async fn stream_pod_sandbox_stats(&self, request: Request<StreamPodSandboxStatsRequest>) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+    async fn stream_pod_sandbox_stats(
+        &self,
+        request: Request<StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
         handle("StreamPodSandboxStats", async {
-            let items = stats::list_pods(&self.services, &self.stats, request.get_ref().filter.as_ref()).await?;
-            Ok(chunked(items, |pod_sandbox_stats| StreamPodSandboxStatsResponse { pod_sandbox_stats }))
+            let items = stats::list_pods(
+                &self.services,
+                &self.stats,
+                request.get_ref().filter.as_ref(),
+            )
+            .await?;
+            Ok(chunked(items, |pod_sandbox_stats| {
+                StreamPodSandboxStatsResponse { pod_sandbox_stats }
+            }))
         })
         .await
     }
 
-    async fn list_metric_descriptors(&self, _request: Request<ListMetricDescriptorsRequest>) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        handle("ListMetricDescriptors", async { Err(no_metrics("ListMetricDescriptors")) }).await
+    async fn list_metric_descriptors(
+        &self,
+        _request: Request<ListMetricDescriptorsRequest>,
+    ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        handle("ListMetricDescriptors", async {
+            Err(no_metrics("ListMetricDescriptors"))
+        })
+        .await
     }
 
-    async fn list_pod_sandbox_metrics(&self, _request: Request<ListPodSandboxMetricsRequest>) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        handle("ListPodSandboxMetrics", async { Err(no_metrics("ListPodSandboxMetrics")) }).await
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _request: Request<ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        handle("ListPodSandboxMetrics", async {
+            Err(no_metrics("ListPodSandboxMetrics"))
+        })
+        .await
     }
 
-    async fn stream_pod_sandbox_metrics(&self, _request: Request<StreamPodSandboxMetricsRequest>) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        handle("StreamPodSandboxMetrics", async { Err(no_metrics("StreamPodSandboxMetrics")) }).await
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _request: Request<StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        handle("StreamPodSandboxMetrics", async {
+            Err(no_metrics("StreamPodSandboxMetrics"))
+        })
+        .await
     }
 
-    async fn get_container_events(&self, _request: Request<GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        handle("GetContainerEvents", async { events::subscribe(&self.events) }).await
+    async fn get_container_events(
+        &self,
+        _request: Request<GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        handle("GetContainerEvents", async {
+            events::subscribe(&self.events)
+        })
+        .await
     }
 
-    async fn checkpoint_container(&self, _request: Request<CheckpointContainerRequest>) -> Result<Response<CheckpointContainerResponse>, Status> {
+    async fn checkpoint_container(
+        &self,
+        _request: Request<CheckpointContainerRequest>,
+    ) -> Result<Response<CheckpointContainerResponse>, Status> {
         handle("CheckpointContainer", async {
             Err(Status::unimplemented(
                 "CheckpointContainer is not supported by wharf: CRIU checkpointing is not supported",
@@ -293,18 +474,50 @@ implemented {
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        handle("Exec", streaming::exec(&self.services, request.into_inner())).await
+        handle(
+            "Exec",
+            streaming::exec(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn attach(&self, request: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
-        handle("Attach", streaming::attach(&self.services, request.into_inner())).await
+    async fn attach(
+        &self,
+        request: Request<AttachRequest>,
+    ) -> Result<Response<AttachResponse>, Status> {
+        handle(
+            "Attach",
+            streaming::attach(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn port_forward(&self, request: Request<PortForwardRequest>) -> Result<Response<PortForwardResponse>, Status> {
-        handle("PortForward", streaming::port_forward(&self.services, request.into_inner())).await
+    async fn port_forward(
+        &self,
+        request: Request<PortForwardRequest>,
+    ) -> Result<Response<PortForwardResponse>, Status> {
+        handle(
+            "PortForward",
+            streaming::port_forward(&self.services, request.into_inner()),
+        )
+        .await
     }
 
-    async fn update_runtime_config(&self, request: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+    async fn update_pod_sandbox_resources(
+        &self,
+        request: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
+        handle(
+            "UpdatePodSandboxResources",
+            pods::update_resources(&self.services, request.into_inner()),
+        )
+        .await
+    }
+
+    async fn update_runtime_config(
+        &self,
+        request: Request<UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
         handle("UpdateRuntimeConfig", async {
             let cidr = request
                 .get_ref()
@@ -314,15 +527,14 @@ implemented {
                 .map(|n| n.pod_cidr.as_str())
                 .unwrap_or("");
             if !cidr.is_empty() {
-                self.services.cni.set_pod_cidr(cidr).map_err(super::status_of)?;
+                self.services
+                    .cni
+                    .set_pod_cidr(cidr)
+                    .map_err(super::status_of)?;
             }
             Ok(UpdateRuntimeConfigResponse {})
         })
         .await
-    }
-}
-    not_yet {
-        update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse = "UpdatePodSandboxResources";
     }
 }
 

@@ -9,6 +9,7 @@
 //! cgroup, which is kept here (bounded, and forgotten when unused).
 
 pub mod layer;
+pub mod limits;
 pub mod network;
 pub mod parse;
 mod v1;

@@ -96,19 +96,27 @@ pub fn resources(
 
     let mut cpu = LinuxCpu::default();
     if requested.cpu_period != 0 {
-        cpu.set_period(Some(non_negative("cpu_period", requested.cpu_period)?));
+        cpu.set_period(Some(in_range(
+            "cpu_period",
+            requested.cpu_period,
+            CPU_PERIOD_US,
+        )?));
     }
     if requested.cpu_quota != 0 {
-        cpu.set_quota(Some(requested.cpu_quota));
+        cpu.set_quota(Some(cpu_quota(requested.cpu_quota)?));
     }
     if requested.cpu_shares != 0 {
-        cpu.set_shares(Some(non_negative("cpu_shares", requested.cpu_shares)?));
+        cpu.set_shares(Some(in_range(
+            "cpu_shares",
+            requested.cpu_shares,
+            CPU_SHARES,
+        )?));
     }
     if !requested.cpuset_cpus.is_empty() {
-        cpu.set_cpus(Some(requested.cpuset_cpus.clone()));
+        cpu.set_cpus(Some(cpu_list("cpuset_cpus", &requested.cpuset_cpus)?));
     }
     if !requested.cpuset_mems.is_empty() {
-        cpu.set_mems(Some(requested.cpuset_mems.clone()));
+        cpu.set_mems(Some(cpu_list("cpuset_mems", &requested.cpuset_mems)?));
     }
     if cpu != LinuxCpu::default() {
         resources.set_cpu(Some(cpu));
@@ -135,6 +143,7 @@ pub fn resources(
             memory.set_swap(Some(swap));
         }
     }
+    check_swap(&memory)?;
     if memory != LinuxMemory::default() {
         resources.set_memory(Some(memory));
     }
@@ -184,6 +193,79 @@ fn hugepage_limit(
     out.set_page_size(limit.page_size.clone());
     out.set_limit(bytes);
     Ok(out)
+}
+
+/// What the kernel accepts for `cpu.cfs_period_us` (1 ms to 1 s).
+const CPU_PERIOD_US: std::ops::RangeInclusive<i64> = 1_000..=1_000_000;
+/// What cgroup v1 accepts for `cpu.shares` (runc maps it onto v2's weight).
+const CPU_SHARES: std::ops::RangeInclusive<i64> = 2..=262_144;
+/// The kernel's smallest CFS quota, in microseconds.
+const MIN_CPU_QUOTA_US: i64 = 1_000;
+/// A cpuset list longer than this is not a list of this machine's CPUs.
+const MAX_CPU_LIST_LEN: usize = 4096;
+
+/// Values the kernel would refuse are refused here, before the runtime
+/// half-applies an update and fails with an opaque error.
+fn in_range(
+    field: &'static str,
+    value: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<u64, SpecError> {
+    if !range.contains(&value) {
+        let reason = format!("must be between {} and {}", range.start(), range.end());
+        return Err(invalid_value(field, value, &reason));
+    }
+    non_negative(field, value)
+}
+
+/// The swap limit counts memory plus swap: below the memory limit the
+/// kernel refuses it.
+pub(super) fn check_swap(memory: &LinuxMemory) -> Result<(), SpecError> {
+    match (memory.limit(), memory.swap()) {
+        (Some(limit), Some(swap)) if limit > 0 && swap != -1 && swap < limit => Err(invalid_value(
+            "memory_swap_limit_in_bytes",
+            swap,
+            &format!("must be -1 or at least the memory limit ({limit})"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// -1 (no limit) or at least the kernel's 1 ms.
+fn cpu_quota(value: i64) -> Result<i64, SpecError> {
+    if value == -1 || value >= MIN_CPU_QUOTA_US {
+        return Ok(value);
+    }
+    Err(invalid_value(
+        "cpu_quota",
+        value,
+        "must be -1 (no limit) or at least 1000 microseconds",
+    ))
+}
+
+/// A kernel list such as `0-3,7`: numbers and ascending ranges.
+fn cpu_list(field: &'static str, list: &str) -> Result<String, SpecError> {
+    let well_formed = list.len() <= MAX_CPU_LIST_LEN
+        && list.split(',').all(|item| {
+            let mut bounds = item.splitn(2, '-').map(|n| {
+                (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| n.parse::<u32>().ok())
+                    .flatten()
+            });
+            match (bounds.next().flatten(), bounds.next()) {
+                (Some(_), None) => true,
+                (Some(low), Some(Some(high))) => low <= high,
+                _ => false,
+            }
+        });
+    if !well_formed {
+        return Err(invalid_value(
+            field,
+            list,
+            "must be a list such as 0-3,7 (numbers and ascending ranges)",
+        ));
+    }
+    Ok(list.to_string())
 }
 
 fn non_negative(field: &'static str, value: i64) -> Result<u64, SpecError> {
