@@ -271,36 +271,41 @@ async fn crictl_port_forward_reaches_a_server_in_the_pod() {
     )
     .await;
     assert_eq!(server.exit_code, 0, "{server:?}");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let local = listener.local_addr().unwrap().port();
-    drop(listener);
-    let endpoint = format!("unix://{}", daemon.socket().display());
-    let mut forward = Command::new(CRICTL)
-        .args([
-            "--runtime-endpoint",
-            &endpoint,
-            "port-forward",
-            &pod_id,
-            &format!("{local}:8080"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let body = common::poll_until(
-        "the forwarded port answers",
-        Duration::from_secs(20),
-        || {
-            let mut tcp = std::net::TcpStream::connect(("127.0.0.1", local)).ok()?;
-            use std::io::{Read, Write};
-            tcp.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
-            let mut text = String::new();
-            tcp.read_to_string(&mut text).ok()?;
-            text.contains("served").then_some(text)
-        },
-    )
-    .await;
-    assert!(body.contains("200"), "{body}");
-    let _ = forward.kill();
-    let _ = forward.wait();
+    // SPDY, and SPDY tunnelled through WebSocket (client-go 1.30+).
+    for transport in ["spdy", "websocket"] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap().port();
+        drop(listener);
+        let endpoint = format!("unix://{}", daemon.socket().display());
+        let mut forward = Command::new(CRICTL)
+            .args([
+                "--runtime-endpoint",
+                &endpoint,
+                "port-forward",
+                "-r",
+                transport,
+                &pod_id,
+                &format!("{local}:8080"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let body = common::poll_until(
+            "the forwarded port answers",
+            Duration::from_secs(20),
+            || {
+                let mut tcp = std::net::TcpStream::connect(("127.0.0.1", local)).ok()?;
+                use std::io::{Read, Write};
+                tcp.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+                let mut text = String::new();
+                tcp.read_to_string(&mut text).ok()?;
+                text.contains("served").then_some(text)
+            },
+        )
+        .await;
+        assert!(body.contains("200"), "{transport}: {body}");
+        let _ = forward.kill();
+        let _ = forward.wait();
+    }
 }

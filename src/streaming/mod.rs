@@ -5,7 +5,8 @@
 //! - [`tokens`]: the pending sessions behind single-use URLs;
 //! - [`server`]: HTTP routes and the upgrade to SPDY or WebSocket;
 //! - [`spdy`], [`remotecommand`], [`portforward`]: SPDY/3.1 and the
-//!   Kubernetes subprotocols on it; [`websocket`]: the same over WebSocket;
+//!   Kubernetes subprotocols on it; [`websocket`]: the same over WebSocket,
+//!   and [`tunnel`]: SPDY port-forward tunnelled through WebSocket;
 //! - [`backend`]: what the transport asks of the runtime.
 
 pub mod backend;
@@ -18,6 +19,7 @@ pub mod session;
 pub mod spdy;
 pub mod status;
 pub mod tokens;
+pub mod tunnel;
 pub mod websocket;
 
 pub use server::Server;

@@ -19,7 +19,7 @@ use super::backend::Backend;
 use super::session::{Command, Wanted};
 use super::spdy;
 use super::tokens::{Session, TokenError, Tokens, MAX_PENDING};
-use super::{portforward, remotecommand, websocket};
+use super::{portforward, remotecommand, tunnel, websocket};
 use crate::config::StreamSection;
 
 /// Connections served at once; more are closed on arrival.
@@ -174,7 +174,8 @@ impl Server {
         let idle = self.idle_timeout;
         let creation = self.creation_timeout;
         if upgrade.eq_ignore_ascii_case("websocket") {
-            return websocket_upgrade(request, on_upgrade, session, backend, slot, idle);
+            let timeouts = (idle, creation);
+            return websocket_upgrade(request, on_upgrade, session, backend, slot, timeouts);
         }
         if !upgrade
             .to_ascii_uppercase()
@@ -255,7 +256,7 @@ fn websocket_upgrade<B: Backend>(
     session: Session,
     backend: Arc<B>,
     slot: Arc<tokio::sync::OwnedSemaphorePermit>,
-    idle: Duration,
+    (idle, creation): (Duration, Duration),
 ) -> Response<Body> {
     let headers = request.headers();
     let key = header_text(headers, "sec-websocket-key");
@@ -307,6 +308,14 @@ fn websocket_upgrade<B: Backend>(
         let ws = websocket::accept(TokioIo::new(upgraded)).await;
         match wanted_of(session) {
             Ok(wanted) => websocket::serve_exec(ws, protocol, wanted, backend, idle).await,
+            Err((pod_sandbox_id, _)) if protocol == tunnel::PROTOCOL => {
+                let limits = spdy::Limits {
+                    max_streams: MAX_STREAMS,
+                    idle_timeout: idle,
+                };
+                let conn = spdy::Connection::start(tunnel::open(ws), limits);
+                portforward::serve(conn, pod_sandbox_id, backend, creation).await
+            }
             Err((pod_sandbox_id, ports)) => {
                 let ports = if query_ports.is_empty() {
                     ports

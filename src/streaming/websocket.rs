@@ -35,7 +35,12 @@ pub const EXEC_PROTOCOLS: [&str; 6] = [
     "base64.channel.k8s.io",
     "",
 ];
-pub const PORT_FORWARD_PROTOCOLS: [&str; 3] = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io", ""];
+pub const PORT_FORWARD_PROTOCOLS: [&str; 4] = [
+    super::tunnel::PROTOCOL,
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "",
+];
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
