@@ -31,11 +31,7 @@ where
         let inbound = async {
             while let Some(Ok(message)) = messages.next().await {
                 match message {
-                    Message::Binary(data) => {
-                        if to_spdy.write_all(&data).await.is_err() {
-                            break;
-                        }
-                    }
+                    Message::Binary(data) if to_spdy.write_all(&data).await.is_err() => break,
                     Message::Close(_) => break,
                     // Pings are answered by tungstenite; text has no place here.
                     _ => {}
