@@ -22,7 +22,6 @@ use nix::poll::PollFlags;
 use super::log::Stream;
 use super::MonitorError;
 use crate::runtime::attach_frames::{self, FrameKind, HEADER_LEN, MAX_PAYLOAD};
-use crate::runtime::socket_path;
 
 /// Attachers served at once; more are turned away.
 const MAX_CLIENTS: usize = 16;
@@ -62,16 +61,7 @@ impl AttachServer {
     /// Binds the socket; stdin is added by [`Self::with_input`] once the
     /// container exists.
     pub fn bind(path: &Path) -> Result<Self, MonitorError> {
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(MonitorError::io("removing stale", path)(e))
-            }
-            _ => {}
-        }
-        let listener = socket_path::bind(path).map_err(MonitorError::io("binding", path))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(MonitorError::io("configuring", path))?;
+        let listener = super::sys::listen_nonblocking(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             listener,

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use super::MonitorError;
 use crate::runtime::protocol::{ControlReply, ControlRequest, ExitStatus};
-use crate::runtime::socket_path;
 
 /// Clients served at once; more are turned away.
 const MAX_CONNECTIONS: usize = 16;
@@ -43,16 +42,7 @@ pub struct ControlServer {
 
 impl ControlServer {
     pub fn bind(path: &Path) -> Result<Self, MonitorError> {
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(MonitorError::io("removing stale", path)(e))
-            }
-            _ => {}
-        }
-        let listener = socket_path::bind(path).map_err(MonitorError::io("binding", path))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(MonitorError::io("configuring", path))?;
+        let listener = super::sys::listen_nonblocking(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             listener,

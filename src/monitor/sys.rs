@@ -177,3 +177,24 @@ mod tests {
         assert!(adopt_inherited_fd(1_000_000).is_err());
     }
 }
+
+/// A non-blocking listener on the unix socket `path` (reached through
+/// [`crate::runtime::socket_path`] when the path is too long to bind),
+/// replacing a stale socket file a previous monitor left there.
+pub(super) fn listen_nonblocking(
+    path: &std::path::Path,
+) -> Result<std::os::unix::net::UnixListener, super::MonitorError> {
+    use super::MonitorError;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(MonitorError::io("removing stale", path)(e))
+        }
+        _ => {}
+    }
+    let listener =
+        crate::runtime::socket_path::bind(path).map_err(MonitorError::io("binding", path))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(MonitorError::io("configuring", path))?;
+    Ok(listener)
+}
