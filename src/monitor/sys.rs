@@ -160,24 +160,6 @@ pub fn kill_and_reap_children(limit: Duration) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ppid_is_read_after_the_command_name() {
-        let stat = "1234 (weird) name)) S 77 1234 1234 0 -1 4194560 0 0";
-        assert_eq!(parse_stat_ppid(stat), Some(77));
-        assert_eq!(parse_stat_ppid("garbage"), None);
-    }
-
-    #[test]
-    fn unopened_descriptors_are_refused() {
-        assert!(adopt_inherited_fd(-1).is_err());
-        assert!(adopt_inherited_fd(1_000_000).is_err());
-    }
-}
-
 /// A non-blocking listener on the unix socket `path` (reached through
 /// [`crate::runtime::socket_path`] when the path is too long to bind),
 /// replacing a stale socket file a previous monitor left there.
@@ -197,4 +179,22 @@ pub(super) fn listen_nonblocking(
         .set_nonblocking(true)
         .map_err(MonitorError::io("configuring", path))?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ppid_is_read_after_the_command_name() {
+        let stat = "1234 (weird) name)) S 77 1234 1234 0 -1 4194560 0 0";
+        assert_eq!(parse_stat_ppid(stat), Some(77));
+        assert_eq!(parse_stat_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn unopened_descriptors_are_refused() {
+        assert!(adopt_inherited_fd(-1).is_err());
+        assert!(adopt_inherited_fd(1_000_000).is_err());
+    }
 }
