@@ -13,17 +13,14 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use crate::error::{IoError, IoResultExt};
+
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("no cgroup filesystem is mounted (according to {0})")]
     NotMounted(PathBuf),
     #[error("{path}: no integer value for {key:?}")]
@@ -148,11 +145,7 @@ impl Hierarchies {
     /// Reads `/proc/self/mountinfo`.
     pub fn detect() -> Result<Self, CgroupError> {
         let path = Path::new(MOUNTINFO);
-        let text = fs::read_to_string(path).map_err(|source| CgroupError::Io {
-            op: "reading",
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = fs::read_to_string(path).at("reading", path)?;
         Self::from_mountinfo(&text).ok_or_else(|| CgroupError::NotMounted(path.to_path_buf()))
     }
 
@@ -337,13 +330,7 @@ fn read_keyed_value(path: &Path, key: &str) -> Result<Option<u64>, CgroupError> 
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(CgroupError::Io {
-                op: "reading",
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => return Err(IoError::new("reading", path, source).into()),
     };
     Ok(parse_flat_keyed(&text).get(key).copied())
 }

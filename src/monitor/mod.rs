@@ -29,6 +29,7 @@ use std::time::Duration;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::error::IoError;
 use crate::runtime::protocol::{files, ExitStatus, MonitorArgs, SyncMessage};
 use crate::store::{self, StoreError};
 use attach::AttachServer;
@@ -42,13 +43,8 @@ const REAP_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{op}")]
     Sys {
         op: &'static str,
@@ -73,7 +69,7 @@ pub enum MonitorError {
 impl MonitorError {
     fn io(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Self {
         let path = path.to_path_buf();
-        move |source| MonitorError::Io { op, path, source }
+        move |source| IoError::new(op, path, source).into()
     }
 
     fn sys(op: &'static str) -> impl FnOnce(io::Error) -> Self {

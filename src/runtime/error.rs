@@ -137,13 +137,8 @@ pub enum RuntimeError {
         id: String,
         detail: String,
     },
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::error::IoError),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The monitor died or broke the protocol before reporting.
@@ -202,7 +197,7 @@ impl Classify for RuntimeError {
             RuntimeError::TimedOut { .. } => Kind::DeadlineExceeded,
             RuntimeError::Spawn { .. }
             | RuntimeError::BadOutput { .. }
-            | RuntimeError::Io { .. }
+            | RuntimeError::Io(_)
             | RuntimeError::Store(_)
             | RuntimeError::Monitor { .. }
             | RuntimeError::ControlFailed { .. } => Kind::Internal,

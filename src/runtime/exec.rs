@@ -13,6 +13,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::error::{self, RuntimeError};
 use super::OciRuntime;
+use crate::error::IoResultExt;
 
 /// How long output is still read after the runtime exited: a process the
 /// exec left in the background may hold the pipes open forever.
@@ -222,11 +223,7 @@ impl OciRuntime {
         let files = ExecFiles::new(&self.root, id);
         tokio::fs::create_dir_all(&self.root)
             .await
-            .map_err(|source| RuntimeError::Io {
-                op: "creating directory",
-                path: self.root.clone(),
-                source,
-            })?;
+            .at("creating directory", &self.root)?;
         let spec = serde_json::to_vec(process).map_err(|e| RuntimeError::BadOutput {
             command: "exec",
             id: id.to_owned(),
@@ -234,11 +231,7 @@ impl OciRuntime {
         })?;
         tokio::fs::write(&files.process, spec)
             .await
-            .map_err(|source| RuntimeError::Io {
-                op: "writing",
-                path: files.process.clone(),
-                source,
-            })?;
+            .at("writing", &files.process)?;
 
         Ok(files)
     }

@@ -17,6 +17,7 @@ use super::error::RuntimeError;
 use super::exec::{signal_exit_code, DRAIN_AFTER_EXIT};
 use super::session::{copy_output, SessionIo, SessionWriter, CHUNK};
 use super::OciRuntime;
+use crate::error::IoResultExt;
 
 impl OciRuntime {
     /// Runs `process` in container `id` with `io` as its stdio (a terminal
@@ -56,17 +57,11 @@ impl OciRuntime {
             .arg(&files.pid);
         let terminal = if tty {
             let size = first_size.map(|size| (size.columns, size.rows));
-            let (terminal, slave) = open_terminal(size).map_err(|source| RuntimeError::Io {
-                op: "opening a terminal for",
-                path: files.process.clone(),
-                source,
-            })?;
+            let (terminal, slave) =
+                open_terminal(size).at("opening a terminal for", &files.process)?;
             let dup = |fd: &std::os::fd::OwnedFd| {
-                fd.try_clone().map_err(|source| RuntimeError::Io {
-                    op: "duplicating the terminal for",
-                    path: files.process.clone(),
-                    source,
-                })
+                fd.try_clone()
+                    .at("duplicating the terminal for", &files.process)
             };
             command
                 .stdin(dup(&slave)?)

@@ -98,7 +98,7 @@ pub async fn create_with_monitor(
 ) -> Result<Created, RuntimeError> {
     let io_error = |op, path: &Path| {
         let path = path.to_path_buf();
-        move |source| RuntimeError::Io { op, path, source }
+        move |source| RuntimeError::Io(crate::error::IoError::new(op, path, source))
     };
     tokio::fs::create_dir_all(&config.state_dir)
         .await
