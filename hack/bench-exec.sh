@@ -100,6 +100,7 @@ cri() {
 
 # stop_daemon NAME: remove every pod through the daemon (it is private to the
 # benchmark), SIGTERM it (SIGKILL after 10 s).
+# shellcheck disable=SC2317 # called from cleanup, the EXIT trap
 stop_daemon() {
 	local pid=${daemon_pid[$1]:-}
 	[[ -n $pid ]] || return 0
