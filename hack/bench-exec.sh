@@ -26,7 +26,9 @@
 # on its loopback). Each daemon gets one pod with one busybox `sleep 3600`
 # container (wharf-test/busybox from hack/testimages.py). Everything the
 # script starts is stopped, unmounted and removed on exit. It exits non-zero
-# if an exec failed or something was left behind.
+# if one of Wharf's execs failed or a daemon's execs left something behind
+# (containerd's failures are reported, not fatal: containerd 1.6 answers
+# WebSocket upgrades 403).
 set -euo pipefail
 
 hack_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -80,6 +82,9 @@ certs_dir=$work/certs.d
 netns=wharf-bench-$$
 cgroup_base=wharf-bench-$$
 mkdir -p "$certs_dir"
+# crictl warns on stderr without a config file; the endpoints are flags.
+echo "timeout: 60" >"$work/crictl.yaml"
+export CRI_CONFIG_FILE=$work/crictl.yaml
 declare -A daemon_pid=() endpoint=() dir=() state=() cgroup=() container=()
 for name in wharf containerd; do
 	dir[$name]=$work/$name
@@ -229,11 +234,11 @@ status=0
 	--rounds "$rounds" "${targets[@]}" || status=1
 
 echo
-row='%-10s | %-13s | %-17s | %s\n'
+row='%-10s | %-14s | %-17s | %s\n'
 # shellcheck disable=SC2059 # the format is the row above
 printf "$row" "leftovers" "runc processes" "\`true\` in the pod" "daemon children (before)"
 # shellcheck disable=SC2059
-printf "$row" "----------" "-------------" "-----------------" "------------------------"
+printf "$row" "----------" "--------------" "-----------------" "------------------------"
 for name in "${daemons[@]}"; do
 	read -r runc true_count kids < <(leftovers "$name" "${children_before[$name]}")
 	# shellcheck disable=SC2059
