@@ -76,6 +76,26 @@ async fn version_status_and_runtime_config() {
     );
     assert_eq!(network.reason, "NetworkPluginNotReady");
     assert!(status.info["config"].contains("wharf.sock"));
+    // containerd's keys, and the handlers as probed.
+    assert_eq!(status.info["lastCNILoadStatus"], network.message);
+    let cni: serde_json::Value = serde_json::from_str(&status.info["cniconfig"]).unwrap();
+    assert_eq!(
+        cni["PluginConfDir"].as_str().map(std::path::PathBuf::from),
+        Some(daemon.cni_dir())
+    );
+    let handlers: serde_json::Value =
+        serde_json::from_str(&status.info["runtimeHandlers"]).unwrap();
+    let names: Vec<&str> = handlers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&""), "{handlers}");
+    for handler in handlers.as_array().unwrap() {
+        assert!(handler["features"]["recursiveReadOnlyMounts"].is_boolean());
+        assert!(handler["root"].as_str().is_some_and(|r| !r.is_empty()));
+    }
 
     let loopback = r#"{"cniVersion":"1.0.0","name":"lo","plugins":[{"type":"loopback"}]}"#;
     std::fs::write(daemon.cni_dir().join("10-test.conflist"), loopback).unwrap();

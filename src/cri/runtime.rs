@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::runtime_service_server::RuntimeService;
 use super::proto::*;
-use super::{containers, events, handle, pods, stats, streaming, validate, Services};
+use super::{containers, events, handle, pods, stats, streaming, validate, verbose, Services};
 use crate::config::CgroupDriver as ConfiguredDriver;
 use crate::stats::StatsCollector;
 
@@ -80,19 +80,16 @@ impl RuntimeService for Runtime {
         handle("Status", async {
             let config = &self.services.config;
             let runtime_ready = runtime_condition(&config.runtime.path);
+            let cni_ready = self.services.cni.ready();
+            let info = if request.get_ref().verbose {
+                verbose::runtime_info(config, self.services.containers.handlers(), &cni_ready)?
+            } else {
+                HashMap::new()
+            };
             let network_ready = condition(
                 "NetworkReady",
-                self.services
-                    .cni
-                    .ready()
-                    .map_err(|message| ("NetworkPluginNotReady", message)),
+                cni_ready.map_err(|message| ("NetworkPluginNotReady", message)),
             );
-            let mut info = HashMap::new();
-            if request.get_ref().verbose {
-                let config_json = serde_json::to_string(config.as_ref())
-                    .map_err(|e| Status::internal(format!("encoding config: {e}")))?;
-                info.insert("config".to_string(), config_json);
-            }
             Ok(StatusResponse {
                 status: Some(RuntimeStatus {
                     conditions: vec![runtime_ready, network_ready],

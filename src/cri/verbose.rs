@@ -1,7 +1,9 @@
 //! The `info` of ContainerStatus and PodSandboxStatus with `verbose`: JSON
 //! under the key `info`, with the keys containerd's CRI plugin uses, so
 //! that `crictl inspect -o go-template --template '{{.info.pid}}'` and
-//! the like work unchanged.
+//! the like work unchanged; and of Status with `verbose`, again with
+//! containerd's keys (`config`, `cniconfig`, `lastCNILoadStatus`) plus the
+//! runtime handlers as Wharf probed them.
 
 use serde_json::{json, Value};
 use tonic::Status;
@@ -71,6 +73,56 @@ pub fn sandbox_info(sandbox: &Sandbox, runtime: &std::path::Path) -> Result<Stri
         "modes": sandbox.modes,
     });
     encode(&info)
+}
+
+/// `Status(verbose)`'s info: the configuration in force, the runtime
+/// handlers (binary, root, options, probed features), where CNI configs
+/// and plugins are looked for and whether the last look found a network.
+pub fn runtime_info(
+    config: &crate::config::Config,
+    handlers: &crate::runtime::RuntimeHandlers,
+    cni_ready: &Result<(), String>,
+) -> Result<std::collections::HashMap<String, String>, Status> {
+    let handlers: Vec<Value> = handlers
+        .listed()
+        .into_iter()
+        .map(|(name, handler)| {
+            let runtime = &handler.runtime;
+            json!({
+                "name": name,
+                "binary": runtime.binary(),
+                "root": runtime.root(),
+                "options": runtime
+                    .options()
+                    .iter()
+                    .map(|o| o.to_string_lossy())
+                    .collect::<Vec<_>>(),
+                "features": {
+                    "recursiveReadOnlyMounts": handler.features.recursive_read_only_mounts,
+                    "userNamespaces": false,
+                },
+            })
+        })
+        .collect();
+    let cni = json!({
+        "PluginDirs": config.cni.bin_dirs,
+        "PluginConfDir": config.cni.conf_dir,
+    });
+    let cni_status = match cni_ready {
+        Ok(()) => "OK".to_string(),
+        Err(message) => message.clone(),
+    };
+    let config = serde_json::to_value(config)
+        .map_err(|e| Status::internal(format!("encoding config: {e}")))?;
+    Ok([
+        ("config", encode(&config)?),
+        ("runtimeHandlers", encode(&Value::Array(handlers))?),
+        ("cniconfig", encode(&cni)?),
+        ("lastCNILoadStatus", cni_status),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value))
+    .collect())
 }
 
 fn encode(info: &Value) -> Result<String, Status> {
