@@ -15,7 +15,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
 use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// A new terminal pair of `columns` × `rows` (the kernel's default, 0×0,
 /// without a size): the master for us, the slave for the runtime. Both
@@ -53,19 +57,6 @@ impl Terminal {
         })
     }
 
-    /// Output of the terminal; 0 at its end (the master reads EIO once
-    /// every slave descriptor is closed).
-    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let mut guard = self.master.readable().await?;
-            match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(io::Error::from)) {
-                Ok(Err(e)) if e.raw_os_error() == Some(Errno::EIO as i32) => return Ok(0),
-                Ok(result) => return result,
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let mut guard = self.master.writable().await?;
@@ -81,5 +72,33 @@ impl Terminal {
 
     pub fn resize(&self, columns: u16, rows: u16) -> io::Result<()> {
         crate::sys::set_window_size(self.master.get_ref().as_fd(), columns, rows)
+    }
+}
+
+/// Output of the terminal, read through the reactor; end of file once
+/// every slave descriptor is closed (the master then reads EIO).
+impl AsyncRead for &Terminal {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.master.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let read = guard
+                .try_io(|fd| nix::unistd::read(fd.get_ref(), unfilled).map_err(io::Error::from));
+            match read {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) if e.raw_os_error() == Some(Errno::EIO as i32) => {
+                    return Poll::Ready(Ok(()))
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
     }
 }

@@ -10,12 +10,12 @@ use std::process::Stdio;
 
 use futures_util::StreamExt;
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::console::{open_terminal, Terminal};
 use super::error::RuntimeError;
 use super::exec::{signal_exit_code, DRAIN_AFTER_EXIT};
-use super::session::{copy_output, SessionIo, SessionWriter, CHUNK};
+use super::session::{copy_output, SessionIo, CHUNK};
 use super::OciRuntime;
 use crate::error::IoResultExt;
 
@@ -262,26 +262,6 @@ fn with_terminal(
         // Resizes first: a size sent before a keystroke applies before it.
         tokio::join!(resizes, keystrokes);
     };
-    let output = async move { copy_terminal(&terminal, stdout).await };
+    let output = async move { copy_output(&*terminal, stdout).await };
     Copying { input, output }
-}
-
-/// The terminal's output to the client until the terminal closes; after a
-/// client's failure, read and dropped.
-async fn copy_terminal(terminal: &Terminal, mut to: Option<SessionWriter>) {
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = match terminal.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if let Some(writer) = &mut to {
-            if writer.write_all(&buf[..n]).await.is_err() {
-                to = None;
-            }
-        }
-    }
-    if let Some(writer) = &mut to {
-        let _ = writer.flush().await;
-    }
 }
