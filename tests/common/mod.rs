@@ -341,6 +341,7 @@ impl Drop for Daemon {
                 }
             }
         }
+        kill_pid_holders(&self.root().join("sandboxes"));
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut mounts: Vec<&str> = mountinfo
             .lines()
@@ -485,5 +486,34 @@ impl Drop for TestNetns {
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.name])
             .status();
+    }
+}
+
+/// Kills the PID-namespace holders (`wharf-monitor pause`, whose command
+/// line names no directory) of the pods recorded under `sandboxes`, each
+/// only if its PID namespace is still the recorded one.
+fn kill_pid_holders(sandboxes: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir(sandboxes).into_iter().flatten().flatten() {
+        let Ok(text) = std::fs::read(entry.path().join("sandbox.json")) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_slice::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let holder = &record["pid_holder"];
+        let (Some(pid), Some(inode)) = (holder["pid"].as_u64(), holder["ns_inode"].as_u64()) else {
+            continue;
+        };
+        let same_namespace =
+            std::fs::metadata(format!("/proc/{pid}/ns/pid")).is_ok_and(|ns| ns.ino() == inode);
+        if same_namespace {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
