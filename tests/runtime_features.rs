@@ -391,6 +391,23 @@ async fn runtime_handlers_from_the_config() {
     start(&mut client, &id).await;
     let reply = exec(&mut client, &id, &["echo", "hello"]).await;
     assert_eq!(reply.stdout, b"hello\n");
+    // Verbose status names the handler's runtime, not the default one.
+    let status = client
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    assert_eq!(
+        info["runtimeOptions"]["binaryName"]
+            .as_str()
+            .map(std::path::Path::new),
+        Some(wrapper.as_path()),
+        "{info}"
+    );
 
     let handler_root = daemon.state_dir().join("runtimes/logged");
     let calls_text = std::fs::read_to_string(&calls).unwrap();

@@ -93,7 +93,11 @@ pub async fn status(
     let mut info = HashMap::new();
     if request.verbose {
         // Reads and parses the bundle's spec: off the async workers.
-        let (record, runtime) = (container.clone(), services.config.runtime.path.clone());
+        let runtime = super::verbose::runtime_binary(
+            services.containers.handlers(),
+            &container.runtime_handler,
+        );
+        let record = container.clone();
         let encoded =
             tokio::task::spawn_blocking(move || super::verbose::container_info(&record, &runtime))
                 .await

@@ -65,7 +65,11 @@ pub async fn status(
     let sandbox = services.sandboxes.get(id).map_err(status_of)?.get();
     let mut info = HashMap::new();
     if request.verbose {
-        let info_json = super::verbose::sandbox_info(&sandbox, &services.config.runtime.path)?;
+        let runtime = super::verbose::runtime_binary(
+            services.containers.handlers(),
+            &sandbox.runtime_handler,
+        );
+        let info_json = super::verbose::sandbox_info(&sandbox, &runtime)?;
         info.insert("info".to_string(), info_json);
     }
     let reply = PodSandboxStatusResponse {

@@ -16,6 +16,20 @@ use crate::sandbox::Sandbox;
 /// What Wharf runs containers with.
 const RUNTIME_TYPE: &str = "runc";
 
+/// The binary of the runtime handler `name` (the default handler's for a
+/// name no longer configured), for `runtimeOptions.binaryName`.
+pub fn runtime_binary(
+    handlers: &crate::runtime::RuntimeHandlers,
+    name: &str,
+) -> std::path::PathBuf {
+    handlers
+        .get(name)
+        .unwrap_or_else(|_| handlers.default_handler())
+        .runtime
+        .binary()
+        .to_path_buf()
+}
+
 pub fn container_info(container: &Container, runtime: &std::path::Path) -> Result<String, Status> {
     let pid = if container.state() == ContainerState::Running {
         std::fs::read_to_string(container.state_dir.join(CONTAINER_PID))
