@@ -15,10 +15,11 @@ daemon's failures are only reported: containerd 1.6 refuses WebSocket).
 """
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
+
+from latency import print_failures, print_latency_rows
 
 MODES = {
     "execsync": ["exec", "-s"],
@@ -40,13 +41,6 @@ def crictl_exec(crictl, name, endpoint, container, mode):
     return seconds
 
 
-def percentile(values, fraction):
-    """Nearest-rank percentile of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * fraction // 1))
-    return ordered[int(rank) - 1]
-
-
 def run_rounds(args, rounds, samples, failures):
     for round_index in range(rounds):
         targets = args.target if round_index % 2 == 0 else list(reversed(args.target))
@@ -61,22 +55,13 @@ def run_rounds(args, rounds, samples, failures):
 
 
 def print_table(args, samples, failures):
-    row = "{:<10} | {:<9} | {:>8} | {:>8} | {:>8} | {:>7} | {}"
     print(f"crictl exec of `true`, {args.rounds} rounds (after {args.warmup} warm-up rounds)")
     print()
-    print(row.format("daemon", "mode", "p50 ms", "p95 ms", "mean ms", "samples", "failed"))
-    print(row.format("-" * 10, "-" * 9, "-" * 8, "-" * 8, "-" * 8, "-" * 7, "-" * 6))
-    for name, _, _ in args.target:
-        for mode in MODES:
-            values = samples.get((name, mode), [])
-            cells = ([f"{percentile(values, 0.5) * 1000:.1f}", f"{percentile(values, 0.95) * 1000:.1f}",
-                      f"{statistics.mean(values) * 1000:.1f}"] if values else ["-", "-", "-"])
-            print(row.format(name, mode, *cells, len(values), failures.get((name, mode), (0,))[0]))
+    print_latency_rows("mode", 9, [name for name, _, _ in args.target], MODES, samples, failures)
     print()
     print("execsync: crictl exec -s (ExecSync); spdy: crictl exec (Exec, then SPDY/3.1);")
     print("websocket: crictl exec -r websocket (Exec, then WebSocket). Wall time of crictl.")
-    for (name, mode), (_, error) in sorted(failures.items()):
-        print(f"{name} {mode} failed, last error: {error}")
+    print_failures(failures)
 
 
 def main():

@@ -18,10 +18,11 @@ only reported).
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
+
+from latency import print_failures, print_latency_rows
 
 CALLS = {
     "ListContainerStats": "stats",
@@ -49,13 +50,6 @@ def crictl_stats(args, endpoint, call):
     return seconds
 
 
-def percentile(values, fraction):
-    """Nearest-rank percentile of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * fraction // 1))
-    return ordered[int(rank) - 1]
-
-
 def run_rounds(args, rounds, samples, failures):
     for round_index in range(rounds):
         targets = args.target if round_index % 2 == 0 else list(reversed(args.target))
@@ -70,23 +64,14 @@ def run_rounds(args, rounds, samples, failures):
 
 
 def print_table(args, samples, failures):
-    row = "{:<10} | {:<19} | {:>8} | {:>8} | {:>8} | {:>7} | {}"
     print(f"crictl stats/statsp -o json with {args.containers} running containers in"
           f" {args.pods} pods, {args.rounds} rounds (after {args.warmup} warm-up rounds)")
     print()
-    print(row.format("daemon", "call", "p50 ms", "p95 ms", "mean ms", "samples", "failed"))
-    print(row.format("-" * 10, "-" * 19, "-" * 8, "-" * 8, "-" * 8, "-" * 7, "-" * 6))
-    for name, _ in args.target:
-        for call in CALLS:
-            values = samples.get((name, call), [])
-            cells = ([f"{percentile(values, 0.5) * 1000:.1f}", f"{percentile(values, 0.95) * 1000:.1f}",
-                      f"{statistics.mean(values) * 1000:.1f}"] if values else ["-", "-", "-"])
-            print(row.format(name, call, *cells, len(values), failures.get((name, call), (0,))[0]))
+    print_latency_rows("call", 19, [name for name, _ in args.target], CALLS, samples, failures)
     print()
     print("ListContainerStats: crictl stats -o json; ListPodSandboxStats: crictl statsp -o json.")
     print("Wall time of crictl.")
-    for (name, call), (_, error) in sorted(failures.items()):
-        print(f"{name} {call} failed, last error: {error}")
+    print_failures(failures)
 
 
 def main():
