@@ -6,19 +6,13 @@
 //!
 //! [`AuthorityFix`] wraps each accepted connection and rewrites such a
 //! value in what the client sends, before h2 reads it:
-//! `/run/wharf/wharf.sock` becomes `-run-wharf-wharf.sock`. Nothing is
-//! routed by authority, so the value only has to parse.
-//!
-//! The rewrite never changes a length. HPACK counts every value's length
-//! into the dynamic table's size, and the client's encoder and the
-//! server's decoder must agree on that size or they evict different
-//! entries; a plain value keeps its bytes' count, a Huffman-coded one gets
-//! codes of the same bit lengths. Header blocks are held back until
-//! complete, walked with a model of the dynamic table (entry sizes, and
-//! which entries are named `:authority`), and released with the same frame
-//! lengths. Input the walk does not understand turns the wrapper into a
-//! plain pipe for the rest of the connection, so h2 sees it unchanged and
-//! rejects it itself, as it would have without the wrapper.
+//! `/run/wharf/wharf.sock` becomes `-run-wharf-wharf.sock`. Header blocks
+//! are held back until complete, decoded and, where needed, encoded again
+//! ([`rewrite`]), and sent on in HEADERS and CONTINUATION frames of at
+//! most the protocol's minimum frame size. Input the walk does not
+//! understand turns the wrapper into a plain pipe for the rest of the
+//! connection, so h2 sees it unchanged and rejects it itself, as it would
+//! have without the wrapper.
 
 use std::io;
 use std::ops::Range;
@@ -28,10 +22,11 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
-use hpack::{DynamicTable, Malformed};
+use rewrite::{HeaderBlocks, Malformed};
 
-mod hpack;
-mod huffman;
+mod rewrite;
+#[cfg(test)]
+mod tests;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER_LEN: usize = 9;
@@ -41,11 +36,16 @@ const FRAME_CONTINUATION: u8 = 0x9;
 const FLAG_END_HEADERS: u8 = 0x4;
 const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
+const FLAG_END_STREAM: u8 = 0x1;
 /// Stream dependency and weight of a HEADERS frame with PRIORITY.
 const PRIORITY_LEN: usize = 5;
-/// The most one held-back header block may take: h2's default limit on a
-/// header list, plus one frame header. Beyond it the wrapper gives up.
-const MAX_HELD_BYTES: usize = (16 << 20) + FRAME_HEADER_LEN;
+/// SETTINGS_MAX_FRAME_SIZE's least value (RFC 9113 §6.5.2): every server
+/// takes frames this large, so re-encoded blocks are cut to it.
+const MAX_FRAME_PAYLOAD: usize = 1 << 14;
+/// The most one held-back header block may take, its frames' headers and
+/// padding included. A CRI call's headers take well under 1 KiB; beyond
+/// this the wrapper gives up and h2 judges the block itself.
+const MAX_HELD_BYTES: usize = 1 << 20;
 const READ_CHUNK: usize = 16 << 10;
 
 /// Wraps an accepted connection and rewrites what the client sends so
@@ -120,7 +120,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 continue;
             }
             this.filled += read;
-            this.released += this.scanner.scan(&mut this.buf[this.released..this.filled]);
+            this.released += this
+                .scanner
+                .scan(&mut this.buf, this.released, &mut this.filled);
         }
     }
 }
@@ -175,6 +177,10 @@ enum Phase {
 /// The frames of a header block seen so far, before END_HEADERS.
 struct HeldBlock {
     stream_id: u32,
+    /// The HEADERS frame's END_STREAM flag and PRIORITY fields, kept when
+    /// the block is sent again in new frames.
+    end_stream: bool,
+    priority: Option<[u8; PRIORITY_LEN]>,
     /// Where the block's fragments are, from the first frame's start.
     fragments: Vec<Range<usize>>,
 }
@@ -186,7 +192,7 @@ struct Scanner {
     /// held block.
     parsed: usize,
     held: Option<HeldBlock>,
-    table: DynamicTable,
+    blocks: HeaderBlocks,
     logged: bool,
 }
 
@@ -196,17 +202,19 @@ impl Scanner {
             phase: Phase::Preface,
             parsed: 0,
             held: None,
-            table: DynamicTable::new(),
+            blocks: HeaderBlocks::new(),
             logged: false,
         }
     }
 
-    /// Takes the input not yet released, fixes what it can, and returns
-    /// how many bytes from its start the reader may now have.
-    fn scan(&mut self, pending: &mut [u8]) -> usize {
+    /// Takes the input not yet released, `buf[start..*filled]`, fixes what
+    /// it can (a fixed header block may change `*filled`), and returns how
+    /// many bytes from `start` the reader may now have.
+    fn scan(&mut self, buf: &mut Vec<u8>, start: usize, filled: &mut usize) -> usize {
         let mut released = 0;
         let mut pos = self.parsed;
         loop {
+            let pending = &buf[start..*filled];
             match self.phase {
                 Phase::Passthrough => {
                     released = pending.len();
@@ -262,14 +270,19 @@ impl Scanner {
                             }
                             pos = frame_end;
                             if header.flags & FLAG_END_HEADERS != 0 {
-                                let block = self.held.take().map(|b| b.fragments);
-                                let fixed = self.fix_block(
-                                    &mut pending[released..pos],
-                                    &block.unwrap_or_default(),
-                                );
-                                if fixed.is_err() {
+                                let Some(held) = self.held.take() else {
                                     self.give_up();
                                     continue;
+                                };
+                                let frames = start + released..start + pos;
+                                let Ok(fixed) = self.fix_block(&buf[frames.clone()], &held) else {
+                                    self.give_up();
+                                    continue;
+                                };
+                                if let Some(fixed) = fixed {
+                                    pos = released + fixed.len();
+                                    *filled = *filled - frames.len() + fixed.len();
+                                    buf.splice(frames, fixed);
                                 }
                                 released = pos;
                             }
@@ -327,35 +340,31 @@ impl Scanner {
         if start > end {
             return Err(Malformed);
         }
+        let priority = (header.flags & FLAG_PRIORITY != 0)
+            .then(|| payload[start - PRIORITY_LEN..start].try_into().ok())
+            .flatten();
         let fragment = offset + start..offset + end;
         self.held = Some(HeldBlock {
             stream_id: header.stream_id,
+            end_stream: header.flags & FLAG_END_STREAM != 0,
+            priority,
             fragments: vec![fragment],
         });
         Ok(())
     }
 
-    /// Fixes the header block whose fragments lie at `fragments` in
-    /// `frames`, writing the result back into the same places.
-    fn fix_block(
-        &mut self,
-        frames: &mut [u8],
-        fragments: &[Range<usize>],
-    ) -> Result<(), Malformed> {
-        let mut block: Vec<u8> = fragments
+    /// Decodes the header block held in `frames`; returns the frames to
+    /// send instead when it had to change.
+    fn fix_block(&mut self, frames: &[u8], held: &HeldBlock) -> Result<Option<Vec<u8>>, Malformed> {
+        let block: Vec<u8> = held
+            .fragments
             .iter()
             .flat_map(|range| frames[range.clone()].iter().copied())
             .collect();
-        let Some(rewrite) = self.table.fix_block(&mut block)? else {
-            return Ok(());
+        let Some(fixed) = self.blocks.rewrite(&block)? else {
+            return Ok(None);
         };
-        let mut rest = &block[..];
-        for range in fragments {
-            let (fragment, after) = rest.split_at(range.len());
-            frames[range.clone()].copy_from_slice(fragment);
-            rest = after;
-        }
-        if !self.logged {
+        if let Some(rewrite) = fixed.rewrite.filter(|_| !self.logged) {
             self.logged = true;
             tracing::debug!(
                 from = %rewrite.from,
@@ -363,8 +372,39 @@ impl Scanner {
                 "rewrote the client's :authority so that h2 accepts it"
             );
         }
-        Ok(())
+        Ok(Some(header_frames(&fixed.block, held)))
     }
+}
+
+/// `block` in a HEADERS frame and as many CONTINUATION frames as it
+/// needs, none larger than every server takes; no padding.
+fn header_frames(block: &[u8], held: &HeldBlock) -> Vec<u8> {
+    let priority = held.priority.as_ref().map_or(&[][..], |p| &p[..]);
+    let first_len = block.len().min(MAX_FRAME_PAYLOAD - priority.len());
+    let (first, rest) = block.split_at(first_len);
+    let mut kind = FRAME_HEADERS;
+    let mut flags = if held.end_stream { FLAG_END_STREAM } else { 0 };
+    if !priority.is_empty() {
+        flags |= FLAG_PRIORITY;
+    }
+    let mut out = Vec::with_capacity(block.len() + 2 * FRAME_HEADER_LEN + priority.len());
+    let mut chunks = std::iter::once(first)
+        .chain(rest.chunks(MAX_FRAME_PAYLOAD))
+        .peekable();
+    let mut prefix = priority;
+    while let Some(chunk) = chunks.next() {
+        if chunks.peek().is_none() {
+            flags |= FLAG_END_HEADERS;
+        }
+        let length = prefix.len() + chunk.len();
+        out.extend_from_slice(&(length as u32).to_be_bytes()[1..]);
+        out.extend([kind, flags]);
+        out.extend(held.stream_id.to_be_bytes());
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(chunk);
+        (kind, flags, prefix) = (FRAME_CONTINUATION, 0, &[]);
+    }
+    out
 }
 
 struct FrameHeader {
@@ -385,348 +425,5 @@ impl FrameHeader {
             stream_id: u32::from_be_bytes([header[5], header[6], header[7], header[8]])
                 & 0x7fff_ffff,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::task::Waker;
-    use std::time::Duration;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-    use tokio::sync::mpsc;
-    use tonic::body::Body;
-    use tonic::codegen::{http, Service};
-
-    use super::hpack::encode::*;
-    use super::*;
-
-    const DATA: u8 = 0x0;
-    const RST_STREAM: u8 = 0x3;
-    const SETTINGS: u8 = 0x4;
-    const GOAWAY: u8 = 0x7;
-    const WINDOW_UPDATE: u8 = 0x8;
-    const END_STREAM: u8 = 0x1;
-    const PROTOCOL_ERROR: u32 = 0x1;
-
-    fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-        let mut frame = payload.len().to_be_bytes()[5..].to_vec();
-        frame.extend([kind, flags]);
-        frame.extend(stream_id.to_be_bytes());
-        frame.extend(payload);
-        frame
-    }
-
-    fn headers(stream_id: u32, block: &[u8]) -> Vec<u8> {
-        frame(FRAME_HEADERS, FLAG_END_HEADERS, stream_id, block)
-    }
-
-    fn connection(frames: &[Vec<u8>]) -> Vec<u8> {
-        [
-            PREFACE.to_vec(),
-            frame(SETTINGS, 0, 0, &[]),
-            frames.concat(),
-        ]
-        .concat()
-    }
-
-    /// Hands the wrapper `input` `chunk` bytes at a time.
-    struct Trickle {
-        input: Vec<u8>,
-        at: usize,
-        chunk: usize,
-    }
-
-    impl AsyncRead for Trickle {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            out: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            let n = self
-                .chunk
-                .min(self.input.len() - self.at)
-                .min(out.remaining());
-            out.put_slice(&self.input[self.at..self.at + n]);
-            self.at += n;
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    fn read_through(input: &[u8], chunk: usize, read_size: usize) -> Vec<u8> {
-        let input = input.to_vec();
-        let mut fix = AuthorityFix::new(Trickle {
-            input,
-            at: 0,
-            chunk,
-        });
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut output = Vec::new();
-        loop {
-            let mut buf = vec![0; read_size];
-            let mut buf = ReadBuf::new(&mut buf);
-            let Poll::Ready(result) = Pin::new(&mut fix).poll_read(&mut cx, &mut buf) else {
-                panic!("the input never blocks");
-            };
-            result.unwrap();
-            if buf.filled().is_empty() {
-                return output;
-            }
-            output.extend(buf.filled());
-        }
-    }
-
-    /// The wrapper's output, the same however the input arrives and is read.
-    fn rewritten(input: &[u8]) -> Vec<u8> {
-        let output = read_through(input, usize::MAX, 1 << 16);
-        for (chunk, read_size) in [(1, 7), (5, 3), (100, 1)] {
-            assert_eq!(
-                read_through(input, chunk, read_size),
-                output,
-                "chunk {chunk}"
-            );
-        }
-        assert_eq!(output.len(), input.len());
-        output
-    }
-
-    #[test]
-    fn socket_path_is_fixed_in_place_and_frame_lengths_kept() {
-        for huffman in [false, true] {
-            let request = |value: &[u8]| {
-                let block = [request_start(), authority(value, huffman)].concat();
-                connection(&[headers(1, &block), frame(DATA, END_STREAM, 1, &[0; 5])])
-            };
-            let output = rewritten(&request(b"/run/wharf/wharf.sock"));
-            assert_eq!(
-                output,
-                request(b"-run-wharf-wharf.sock"),
-                "huffman {huffman}"
-            );
-        }
-    }
-
-    #[test]
-    fn block_split_over_continuation_frames_is_fixed() {
-        let block = |value: &[u8]| {
-            [
-                request_start(),
-                authority(value, true),
-                authority(value, false),
-            ]
-            .concat()
-        };
-        // The cuts fall inside both values.
-        let split = |block: Vec<u8>| {
-            let (a, rest) = block.split_at(block.len() - 12);
-            let (b, c) = rest.split_at(5);
-            connection(&[
-                frame(FRAME_HEADERS, 0, 1, a),
-                frame(FRAME_CONTINUATION, 0, 1, b),
-                frame(FRAME_CONTINUATION, FLAG_END_HEADERS, 1, c),
-            ])
-        };
-        assert_eq!(
-            rewritten(&split(block(b"/tmp/x.sock"))),
-            split(block(b"-tmp-x.sock"))
-        );
-    }
-
-    #[test]
-    fn padded_prioritised_headers_are_fixed_around_padding() {
-        let padded = |value: &[u8]| {
-            let priority = [0x80, 0, 0, 3, 15];
-            let payload = [&[3][..], &priority, &authority(value, false), b"///"].concat();
-            let flags = FLAG_END_HEADERS | FLAG_PADDED | FLAG_PRIORITY;
-            connection(&[frame(FRAME_HEADERS, flags, 1, &payload)])
-        };
-        assert_eq!(rewritten(&padded(b"/x")), padded(b"-x"));
-    }
-
-    #[test]
-    fn data_and_other_frames_pass_unchanged() {
-        let lookalike = headers(1, &authority(b"/x", false));
-        let with_authority = |value: &[u8]| {
-            connection(&[
-                frame(DATA, 0, 1, &lookalike),
-                frame(WINDOW_UPDATE, 0, 0, &[0, 1, 0, 0]),
-                headers(3, &authority(value, false)),
-                frame(DATA, END_STREAM, 3, &[b'/'; 40_000]),
-            ])
-        };
-        assert_eq!(rewritten(&with_authority(b"/x")), with_authority(b"-x"));
-    }
-
-    #[test]
-    fn input_it_does_not_understand_passes_unchanged() {
-        let bad = headers(3, &authority(b"/x", false));
-        let continuation = |flags, stream_id, fragment: &[u8]| {
-            frame(FRAME_CONTINUATION, flags, stream_id, fragment)
-        };
-        let open_block = frame(FRAME_HEADERS, 0, 1, &[0x83]);
-        let cases = [
-            [&b"GET / HTTP/1.1\r\nHost: /x\r\n\r\n"[..], &bad].concat(),
-            connection(&[continuation(FLAG_END_HEADERS, 1, &[0x83]), bad.clone()]),
-            connection(&[open_block.clone(), frame(DATA, 0, 1, &[]), bad.clone()]),
-            connection(&[
-                open_block,
-                continuation(FLAG_END_HEADERS, 3, &[]),
-                bad.clone(),
-            ]),
-            connection(&[headers(1, &indexed(0)), bad.clone()]),
-            connection(&[
-                frame(FRAME_HEADERS, FLAG_END_HEADERS | FLAG_PADDED, 1, &[9, 0x83]),
-                bad.clone(),
-            ]),
-            connection(&[
-                frame(FRAME_PUSH_PROMISE, FLAG_END_HEADERS, 1, &[0, 0, 0, 2]),
-                bad.clone(),
-            ]),
-            // Cut off inside a frame: released at the end of input as it is.
-            connection(&[bad[..bad.len() - 1].to_vec()]),
-        ];
-        for (case, input) in cases.iter().enumerate() {
-            assert_eq!(&rewritten(input), input, "case {case}");
-        }
-    }
-
-    /// A gRPC service that records the authority of each call.
-    #[derive(Clone)]
-    struct RecordAuthority(mpsc::UnboundedSender<String>);
-
-    impl tonic::server::NamedService for RecordAuthority {
-        const NAME: &'static str = "runtime.v1.RuntimeService";
-    }
-
-    impl Service<http::Request<Body>> for RecordAuthority {
-        type Response = http::Response<Body>;
-        type Error = std::convert::Infallible;
-        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-            let authority = request.uri().authority().map(|a| a.to_string());
-            let _ = self.0.send(authority.unwrap_or_default());
-            let mut response = http::Response::new(Body::empty());
-            let headers = response.headers_mut();
-            headers.insert(
-                "content-type",
-                http::HeaderValue::from_static("application/grpc"),
-            );
-            headers.insert("grpc-status", http::HeaderValue::from_static("0"));
-            std::future::ready(Ok(response))
-        }
-    }
-
-    /// Two Version calls as grpc-go before 1.31 sends them on a unix
-    /// socket: `:authority` is the path, Huffman-coded, and the second
-    /// call refers to the first's dynamic table entries.
-    fn old_go_client_calls() -> Vec<u8> {
-        let first = [
-            request_start(),
-            authority(b"/tmp/x.sock", true),
-            literal(INCREMENTAL, FieldName::Index(31), b"application/grpc", true),
-            literal(
-                INCREMENTAL,
-                FieldName::Literal(b"te", false),
-                b"trailers",
-                true,
-            ),
-        ]
-        .concat();
-        // Newest first: te, content-type, :authority, :path.
-        let second: Vec<u8> = [vec![0x83, 0x86], indexed(FIRST_DYNAMIC + 3)]
-            .into_iter()
-            .chain((0..3).rev().map(|age| indexed(FIRST_DYNAMIC + age)))
-            .flatten()
-            .collect();
-        let empty_message = [0; 5];
-        connection(&[
-            headers(1, &first),
-            frame(DATA, END_STREAM, 1, &empty_message),
-            headers(3, &second),
-            frame(DATA, END_STREAM, 3, &empty_message),
-        ])
-    }
-
-    #[derive(Debug, PartialEq)]
-    enum Outcome {
-        Answered,
-        Reset(u32),
-        GoAway(u32),
-    }
-
-    /// Serves the old client's calls with tonic; returns how each stream
-    /// ended and the authorities the service saw.
-    async fn serve_old_go_client(wrapped: bool) -> (Vec<Outcome>, Vec<String>) {
-        let (mut client, server_io) = tokio::io::duplex(1 << 16);
-        let (seen, mut seen_rx) = mpsc::unbounded_channel();
-        let router = tonic::transport::Server::builder().add_service(RecordAuthority(seen));
-        let server = if wrapped {
-            let incoming = tokio_stream::once(Ok::<_, io::Error>(AuthorityFix::new(server_io)));
-            tokio::spawn(router.serve_with_incoming(incoming))
-        } else {
-            let incoming = tokio_stream::once(Ok::<_, io::Error>(server_io));
-            tokio::spawn(router.serve_with_incoming(incoming))
-        };
-        client.write_all(&old_go_client_calls()).await.unwrap();
-        let outcomes = tokio::time::timeout(Duration::from_secs(10), outcomes(&mut client, 2));
-        let outcomes = outcomes.await.expect("the server answers both calls");
-        server.abort();
-        let mut authorities = Vec::new();
-        while let Ok(authority) = seen_rx.try_recv() {
-            authorities.push(authority);
-        }
-        (outcomes, authorities)
-    }
-
-    /// Reads the server's frames until streams 1, 3, ... up to `calls`
-    /// have each been answered or reset.
-    async fn outcomes(client: &mut DuplexStream, calls: usize) -> Vec<Outcome> {
-        let mut outcomes: Vec<Option<Outcome>> = (0..calls).map(|_| None).collect();
-        while outcomes.iter().any(Option::is_none) {
-            let mut header = [0; FRAME_HEADER_LEN];
-            client.read_exact(&mut header).await.unwrap();
-            let header = FrameHeader::parse(&header);
-            let mut payload = vec![0; header.length];
-            client.read_exact(&mut payload).await.unwrap();
-            let code = |at: usize| u32::from_be_bytes(payload[at..at + 4].try_into().unwrap());
-            let outcome = match header.kind {
-                FRAME_HEADERS => Outcome::Answered,
-                RST_STREAM => Outcome::Reset(code(0)),
-                GOAWAY => {
-                    let outcome = || Some(Outcome::GoAway(code(4)));
-                    outcomes
-                        .iter_mut()
-                        .filter(|o| o.is_none())
-                        .for_each(|o| *o = outcome());
-                    continue;
-                }
-                _ => continue,
-            };
-            let call = (header.stream_id as usize).saturating_sub(1) / 2;
-            if let Some(slot @ None) = outcomes.get_mut(call) {
-                *slot = Some(outcome);
-            }
-        }
-        outcomes.into_iter().flatten().collect()
-    }
-
-    #[tokio::test]
-    async fn h2_resets_an_old_go_clients_calls_without_the_fix() {
-        let (outcomes, authorities) = serve_old_go_client(false).await;
-        let reset = || Outcome::Reset(PROTOCOL_ERROR);
-        assert_eq!(outcomes, [reset(), reset()]);
-        assert!(authorities.is_empty());
-    }
-
-    #[tokio::test]
-    async fn tonic_serves_an_old_go_clients_calls_with_the_fix() {
-        let (outcomes, authorities) = serve_old_go_client(true).await;
-        assert_eq!(outcomes, [Outcome::Answered, Outcome::Answered]);
-        assert_eq!(authorities, ["-tmp-x.sock", "-tmp-x.sock"]);
     }
 }
