@@ -253,6 +253,19 @@ pub(super) mod encode {
         literal(INCREMENTAL, FieldName::Index(1), value, huffman)
     }
 
+    /// A gRPC request's pseudo-headers as a decoder gives them back.
+    pub fn request_fields(authority: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/runtime.v1.RuntimeService/Version"),
+            (":authority", authority),
+        ]
+        .iter()
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect()
+    }
+
     /// What a gRPC request's block starts with, before `:authority`:
     /// `:method POST`, `:scheme http`, `:path` (added to the table).
     pub fn request_start() -> Vec<u8> {
@@ -274,15 +287,6 @@ mod tests {
             .iter()
             .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect()
-    }
-
-    fn request(authority: &str) -> Fields {
-        fields(&[
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", "/runtime.v1.RuntimeService/Version"),
-            (":authority", authority),
-        ])
     }
 
     /// Runs blocks through one rewriter, then decodes what would reach
@@ -322,7 +326,7 @@ mod tests {
             );
             assert_eq!(
                 Decoder::new().decode(&fixed).unwrap(),
-                request("-run-wharf-wharf.sock")
+                request_fields("-run-wharf-wharf.sock")
             );
         }
         // Structure characters go too, so that the result always parses.
@@ -373,7 +377,7 @@ mod tests {
         .concat();
         assert_eq!(
             served(&[first, second]),
-            Ok(vec![request("-x.sock"), request("-x.sock")])
+            Ok(vec![request_fields("-x.sock"), request_fields("-x.sock")])
         );
     }
 
