@@ -176,7 +176,10 @@ pub(crate) async fn handle<T>(
 ) -> Result<Response<T>, Status> {
     let started = Instant::now();
     let result = call.await;
-    let elapsed_us = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let code = result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
+    crate::metrics::global().observe_rpc(rpc, code, elapsed);
+    let elapsed_us = elapsed.as_micros() as u64;
     match &result {
         Ok(_) => tracing::debug!(rpc, elapsed_us, "ok"),
         // kubelet polls the stats RPCs every few seconds: not worth a warning.
@@ -196,7 +199,9 @@ pub(crate) async fn handle<T>(
 /// Maps a library error to a status carrying its cause chain (shortened
 /// if huge: the middle is dropped, the outermost and innermost causes stay).
 pub(crate) fn status_of<E: Classify + std::error::Error + 'static>(error: E) -> Status {
-    let code = match kind_of(&error) {
+    let kind = kind_of(&error);
+    crate::metrics::global().count_error(kind);
+    let code = match kind {
         Kind::InvalidArgument => Code::InvalidArgument,
         Kind::NotFound => Code::NotFound,
         Kind::AlreadyExists => Code::AlreadyExists,

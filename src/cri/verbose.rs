@@ -91,11 +91,14 @@ pub fn sandbox_info(sandbox: &Sandbox, runtime: &std::path::Path) -> Result<Stri
 
 /// `Status(verbose)`'s info: the configuration in force, the runtime
 /// handlers (binary, root, options, probed features), where CNI configs
-/// and plugins are looked for and whether the last look found a network.
+/// and plugins are looked for and whether the last look found a network,
+/// and the pulls in progress (an image being pulled is not found by
+/// ImageStatus until it is complete, so its progress is shown here).
 pub fn runtime_info(
     config: &crate::config::Config,
     handlers: &crate::runtime::RuntimeHandlers,
     cni_ready: &Result<(), String>,
+    pulls: &[crate::image::PullProgress],
 ) -> Result<std::collections::HashMap<String, String>, Status> {
     let handlers: Vec<Value> = handlers
         .listed()
@@ -126,6 +129,7 @@ pub fn runtime_info(
         Ok(()) => "OK".to_string(),
         Err(message) => message.clone(),
     };
+    let pulls: Vec<Value> = pulls.iter().map(pull_info).collect();
     let config = serde_json::to_value(config)
         .map_err(|e| Status::internal(format!("encoding config: {e}")))?;
     Ok([
@@ -133,10 +137,23 @@ pub fn runtime_info(
         ("runtimeHandlers", encode(&Value::Array(handlers))?),
         ("cniconfig", encode(&cni)?),
         ("lastCNILoadStatus", cni_status),
+        ("pulls", encode(&Value::Array(pulls))?),
     ]
     .into_iter()
     .map(|(key, value)| (key.to_string(), value))
     .collect())
+}
+
+fn pull_info(pull: &crate::image::PullProgress) -> Value {
+    let started = crate::monitor::log::format_timestamp(pull.started);
+    json!({
+        "image": pull.image,
+        "bytesDone": pull.done_bytes,
+        "bytesExpected": pull.expected_bytes,
+        "layersDone": pull.layers_done,
+        "layersTotal": pull.layers_total,
+        "startedAt": String::from_utf8_lossy(&started),
+    })
 }
 
 fn encode(info: &Value) -> Result<String, Status> {
