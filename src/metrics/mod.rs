@@ -71,7 +71,7 @@ pub fn global() -> &'static Metrics {
         };
         // Present from the start, so that a rate over them has a zero.
         for result in PULL_RESULTS {
-            metrics.pulls.get_or_create(&[("result", result)]);
+            let _ = metrics.pulls.get_or_create(&[("result", result)]);
         }
         metrics
     });
