@@ -223,3 +223,33 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Internal => "internal",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_have_the_namespace_units_and_total() {
+        let metrics = global();
+        metrics.observe_rpc("Version", Code::Ok, Duration::from_millis(2));
+        metrics.count_error(Kind::NotFound);
+        metrics.pull_ended(PullResult::Cancelled);
+        let mut registry = Registry::with_prefix(NAMESPACE);
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+        for series in [
+            "wharf_grpc_requests_total{method=\"Version\",code=\"OK\"} ",
+            "wharf_grpc_request_duration_seconds_bucket{method=\"Version\",le=\"0.0025\"} ",
+            "wharf_errors_total{kind=\"not_found\"} ",
+            "wharf_image_pulls_total{result=\"success\"} ",
+            "wharf_image_pulls_total{result=\"cancelled\"} ",
+            "wharf_image_pulled_bytes_total ",
+            "wharf_image_unpacked_bytes_total ",
+            "wharf_containers_recovered_total ",
+        ] {
+            assert!(text.contains(series), "{series} missing in\n{text}");
+        }
+        assert_eq!(code_name(Code::Cancelled), "Canceled", "as Go spells it");
+    }
+}
