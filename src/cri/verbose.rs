@@ -129,7 +129,12 @@ pub fn runtime_info(
         Ok(()) => "OK".to_string(),
         Err(message) => message.clone(),
     };
-    let pulls: Vec<Value> = pulls.iter().map(pull_info).collect();
+    // An object, not an array: crictl shows only objects as JSON (one
+    // pull per image name at a time, see ImageService::pull).
+    let pulls: serde_json::Map<String, Value> = pulls
+        .iter()
+        .map(|pull| (pull.image.clone(), pull_info(pull)))
+        .collect();
     let config = serde_json::to_value(config)
         .map_err(|e| Status::internal(format!("encoding config: {e}")))?;
     Ok([
@@ -137,7 +142,7 @@ pub fn runtime_info(
         ("runtimeHandlers", encode(&Value::Array(handlers))?),
         ("cniconfig", encode(&cni)?),
         ("lastCNILoadStatus", cni_status),
-        ("pulls", encode(&Value::Array(pulls))?),
+        ("pulls", encode(&Value::Object(pulls))?),
     ]
     .into_iter()
     .map(|(key, value)| (key.to_string(), value))
@@ -147,7 +152,6 @@ pub fn runtime_info(
 fn pull_info(pull: &crate::image::PullProgress) -> Value {
     let started = crate::monitor::log::format_timestamp(pull.started);
     json!({
-        "image": pull.image,
         "bytesDone": pull.done_bytes,
         "bytesExpected": pull.expected_bytes,
         "layersDone": pull.layers_done,
