@@ -375,9 +375,41 @@ async fn metrics_are_off_by_default_and_only_metrics_is_served() {
     assert_eq!(status, "HTTP/1.0 404 Not Found");
     let (status, _, _) = http_get(&addr, "/metrics/x").await;
     assert_eq!(status, "HTTP/1.0 404 Not Found");
-    // A client that sends nothing does not hold up the others.
-    let _idle = TcpStream::connect(&addr).await.unwrap();
-    scrape(&addr).await;
+    // A huge request head is refused, not buffered.
+    let mut tcp = TcpStream::connect(&addr).await.unwrap();
+    let padding = "x".repeat(32 << 10);
+    let request = format!("GET /metrics HTTP/1.0\r\nX-Padding: {padding}\r\n\r\n");
+    let _ = tcp.write_all(request.as_bytes()).await;
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer).await;
+    assert!(!answer.contains("wharf_"), "{answer}");
+
+    // Clients that send nothing take at most 16 connections; the next
+    // one is closed at once, and a slot given back serves again.
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let mut refused = TcpStream::connect(&addr).await.unwrap();
+    let _ = refused.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = refused.read_to_end(&mut answer).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    drop(idle.pop());
+    // The server notices the closed connection; until then a scrape may
+    // find no free slot.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        let _ = tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await;
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer).await;
+        if answer.contains("wharf_pods") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no slot given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
