@@ -468,3 +468,39 @@ fn strip_colours(text: &str) -> String {
     }
     plain
 }
+
+#[tokio::test]
+async fn a_pull_whose_client_goes_away_is_counted_as_cancelled() {
+    let proxy = ThrottlingProxy::start(&registry().addr, 32 << 10).await;
+    let daemon = Daemon::start(METRICS_ON).await;
+    let addr = metrics_addr(&daemon);
+    let image = format!("{}/wharf-test/plain:latest", proxy.addr);
+    let pull = {
+        let mut images = daemon.images().await;
+        let image = image.clone();
+        tokio::spawn(async move { images.pull_image(pull_request(&image, None)).await })
+    };
+    let done = format!("wharf_image_pull_done_bytes{{image=\"{image}\"}}");
+    poll_scrape(&addr, "the pull to start", |text| {
+        sample(text, &done).filter(|bytes| *bytes > 0.0)
+    })
+    .await;
+    pull.abort();
+    let text = poll_scrape(&addr, "the pull to end", |text| {
+        (sample(text, "wharf_image_pulls_in_flight") == Some(0.0)).then(|| text.to_string())
+    })
+    .await;
+    assert_eq!(sample(&text, &done), None, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "wharf_grpc_requests_total{method=\"PullImage\",code=\"Canceled\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    for (result, count) in [("cancelled", 1.0), ("success", 0.0), ("failure", 0.0)] {
+        let series = format!("wharf_image_pulls_total{{result=\"{result}\"}}");
+        assert_eq!(sample(&text, &series), Some(count), "{text}");
+    }
+}

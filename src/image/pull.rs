@@ -56,12 +56,12 @@ impl ImageService {
         let _same_name = self.pull_locks.lock(&reference.to_string()).await;
         let in_flight = self.pulls_in_flight.begin(reference.to_string());
         // Counted as cancelled unless it ends here.
-        let mut ended = PullEnd(Some(PullResult::Cancelled));
+        let mut ended = PullEnd(PullResult::Cancelled);
         let pulled = self.pull_listed(&reference, credentials, &in_flight).await;
-        ended.0 = Some(match pulled {
+        ended.0 = match pulled {
             Ok(_) => PullResult::Success,
             Err(_) => PullResult::Failure,
-        });
+        };
         pulled
     }
 
@@ -391,13 +391,11 @@ impl StallWatch {
 }
 
 /// Counts how a pull ended when dropped: cancelled unless told otherwise.
-struct PullEnd(Option<PullResult>);
+struct PullEnd(PullResult);
 
 impl Drop for PullEnd {
     fn drop(&mut self) {
-        if let Some(result) = self.0.take() {
-            metrics::global().pull_ended(result);
-        }
+        metrics::global().pull_ended(self.0);
     }
 }
 
