@@ -36,6 +36,10 @@ config_path = "/etc/wharf/certs.d"
 # A pull that receives no byte for this many seconds is cancelled.
 stall_timeout_secs = 60
 
+# A pull whose layer downloads receive nothing for this many seconds is
+# logged at warn, naming the image, the layers and their bytes so far.
+stall_warning_secs = 30
+
 # Timeout for a manifest, config or token request.
 request_timeout_secs = 30
 
@@ -115,6 +119,11 @@ stream_creation_timeout_secs = 30
 # tls_key is a configuration error.
 # tls_cert = "/etc/wharf/stream.crt"
 # tls_key = "/etc/wharf/stream.key"
+
+[metrics]
+# Prometheus metrics at http://ADDRESS/metrics, e.g. "127.0.0.1:9191"
+# ("[::1]:9191"; port 0 picks a free one and logs it). Empty: off.
+address = ""
 "#;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -134,6 +143,22 @@ pub struct Config {
     pub runtime: RuntimeSection,
     #[serde(default)]
     pub stream: StreamSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: the Prometheus endpoint, off while `address` is empty.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    pub address: String,
+}
+
+impl MetricsSection {
+    /// The address to serve on, if any; `validate` checked it.
+    pub fn address(&self) -> Option<&str> {
+        (!self.address.is_empty()).then_some(self.address.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -167,6 +192,7 @@ impl Default for StreamSection {
 pub struct RegistrySection {
     pub config_path: PathBuf,
     pub stall_timeout_secs: u64,
+    pub stall_warning_secs: u64,
     pub request_timeout_secs: u64,
     pub max_concurrent_downloads: usize,
 }
@@ -227,6 +253,7 @@ impl Default for RegistrySection {
         Self {
             config_path: "/etc/wharf/certs.d".into(),
             stall_timeout_secs: 60,
+            stall_warning_secs: 30,
             request_timeout_secs: 30,
             max_concurrent_downloads: 3,
         }
@@ -278,6 +305,7 @@ impl Default for Config {
             cni: CniSection::default(),
             runtime: RuntimeSection::default(),
             stream: StreamSection::default(),
+            metrics: MetricsSection::default(),
         }
     }
 }
@@ -329,6 +357,19 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "registry.stall_timeout_secs must be at least 1".into(),
             ));
+        }
+        if self.registry.stall_warning_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "registry.stall_warning_secs must be at least 1".into(),
+            ));
+        }
+        if let Some(address) = self.metrics.address() {
+            if address.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "metrics.address must be IP:PORT (\"127.0.0.1:9191\", \"[::1]:9191\"), or empty for no metrics; got {}",
+                    crate::error::shown(address)
+                )));
+            }
         }
         if self.runtime.command_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
@@ -408,6 +449,10 @@ impl Config {
 
     pub fn stall_timeout(&self) -> Duration {
         Duration::from_secs(self.registry.stall_timeout_secs)
+    }
+
+    pub fn stall_warning(&self) -> Duration {
+        Duration::from_secs(self.registry.stall_warning_secs)
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -571,6 +616,14 @@ mod tests {
             assert!(Config::parse(bad).is_err(), "{bad}");
         }
         assert!(Config::parse("[stream]\naddress = \"localhost\"").is_err());
+        assert_eq!(Config::default().metrics.address(), None);
+        for bad in ["localhost:9191", "127.0.0.1", ":9191", "127.0.0.1:99999"] {
+            let text = format!("[metrics]\naddress = {bad:?}");
+            assert!(Config::parse(&text).is_err(), "{bad}");
+        }
+        let metrics = Config::parse("[metrics]\naddress = \"[::1]:9191\"").unwrap();
+        assert_eq!(metrics.metrics.address(), Some("[::1]:9191"));
+        assert!(Config::parse("[registry]\nstall_warning_secs = 0").is_err());
         assert!(Config::parse("[stream]\ntoken_lifetime_secs = 0").is_err());
         let tls = Config::parse("[stream]\ntls_cert = \"/c\"").unwrap_err();
         assert!(tls.contains("not supported yet"), "{tls}");

@@ -51,6 +51,7 @@ pub async fn open(config: &Config) -> Result<Core, StartError> {
     };
     let options = PullOptions {
         stall_timeout: config.stall_timeout(),
+        stall_warning: config.stall_warning(),
         max_concurrent_downloads: config.registry.max_concurrent_downloads,
         unpack: UnpackOptions {
             max_layer_bytes: config.image.max_layer_unpacked_bytes,

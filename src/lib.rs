@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod image;
+pub mod metrics;
 pub mod monitor;
 pub mod network;
 pub mod runtime;

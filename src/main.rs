@@ -124,6 +124,15 @@ async fn serve(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| wharf::error::chain(&e))?,
     );
+    // And a taken metrics port.
+    let metrics = match config.metrics.address() {
+        Some(address) => Some(
+            wharf::metrics::server::Server::bind(address)
+                .await
+                .map_err(|e| wharf::error::chain(&e))?,
+        ),
+        None => None,
+    };
     let wharf::daemon::Core {
         images,
         cni,
@@ -145,6 +154,14 @@ async fn serve(config: Config) -> Result<(), String> {
     ));
     let stream_server =
         tokio::spawn(Arc::clone(&streaming).serve(backend, std::future::pending::<()>()));
+    let metrics_server = metrics.map(|server| {
+        let registry = wharf::metrics::registry(wharf::metrics::collect::StateCollector {
+            images: Arc::clone(&images),
+            sandboxes: Arc::clone(&sandboxes),
+            containers: Arc::clone(&containers),
+        });
+        tokio::spawn(server.serve(registry))
+    });
     let services = Services {
         config: Arc::new(config),
         images,
@@ -155,6 +172,9 @@ async fn serve(config: Config) -> Result<(), String> {
     };
     let served = cri::serve(&socket, services, shutdown_signal()).await;
     stream_server.abort();
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     served.map_err(|e| wharf::error::chain(&e))?;
     tracing::info!("wharf stopped");
     Ok(())

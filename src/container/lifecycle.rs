@@ -387,6 +387,7 @@ impl ContainerService {
             }
         }
         tracing::info!(containers = recovered.len(), "containers recovered");
+        crate::metrics::global().containers_recovered(recovered.len() as u64);
         *self.containers.write().unwrap_or_else(|e| e.into_inner()) = recovered;
         Ok(())
     }

@@ -251,6 +251,16 @@ impl Entry {
         }
     }
 
+    /// Whether the exit watcher runs: it holds a connection to the
+    /// container's monitor until the monitor reports the exit or dies.
+    fn monitor_watched(&self) -> bool {
+        self.watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|watcher| !watcher.is_finished())
+    }
+
     fn stop_watching(&self) {
         if let Some(watcher) = self
             .watcher
@@ -285,6 +295,14 @@ pub struct ContainerService {
     containers: RwLock<HashMap<String, Arc<Entry>>>,
     names: Registrar,
     changes: broadcast::Sender<StateChange>,
+}
+
+/// A container's state and whether its monitor is alive (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerSummary {
+    pub state: ContainerState,
+    /// The daemon is connected to its monitor, waiting for the exit.
+    pub monitor_alive: bool,
 }
 
 /// What ListContainers filters on.
@@ -392,6 +410,19 @@ impl ContainerService {
                     .labels
                     .iter()
                     .all(|(k, v)| c.config.labels.get(k) == Some(v))
+            })
+            .collect()
+    }
+
+    /// Every container's state and monitor, from memory; no record is
+    /// cloned.
+    pub fn summaries(&self) -> Vec<ContainerSummary> {
+        let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        containers
+            .values()
+            .map(|entry| ContainerSummary {
+                state: *entry.state.borrow(),
+                monitor_alive: entry.monitor_watched(),
             })
             .collect()
     }

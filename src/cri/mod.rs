@@ -169,14 +169,22 @@ pub fn check_socket_path(socket: &Path) -> Result<(), ServeError> {
 }
 
 /// Runs one RPC: logs it at debug with its duration, failures at warn
-/// (error for internal faults).
+/// (error for internal faults), and counts it in the metrics.
 pub(crate) async fn handle<T>(
     rpc: &'static str,
     call: impl Future<Output = Result<T, Status>>,
 ) -> Result<Response<T>, Status> {
     let started = Instant::now();
+    let mut counted = Counted {
+        rpc,
+        started,
+        code: Code::Cancelled,
+    };
     let result = call.await;
-    let elapsed_us = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    counted.code = result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
+    drop(counted);
+    let elapsed_us = elapsed.as_micros() as u64;
     match &result {
         Ok(_) => tracing::debug!(rpc, elapsed_us, "ok"),
         // kubelet polls the stats RPCs every few seconds: not worth a warning.
@@ -193,10 +201,26 @@ pub(crate) async fn handle<T>(
     result.map(Response::new)
 }
 
+/// Counts an RPC with its code when dropped: `Cancelled` when the client
+/// went away before the answer, as gRPC reports it.
+struct Counted {
+    rpc: &'static str,
+    started: Instant,
+    code: Code,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        crate::metrics::global().observe_rpc(self.rpc, self.code, self.started.elapsed());
+    }
+}
+
 /// Maps a library error to a status carrying its cause chain (shortened
 /// if huge: the middle is dropped, the outermost and innermost causes stay).
 pub(crate) fn status_of<E: Classify + std::error::Error + 'static>(error: E) -> Status {
-    let code = match kind_of(&error) {
+    let kind = kind_of(&error);
+    crate::metrics::global().count_error(kind);
+    let code = match kind {
         Kind::InvalidArgument => Code::InvalidArgument,
         Kind::NotFound => Code::NotFound,
         Kind::AlreadyExists => Code::AlreadyExists,

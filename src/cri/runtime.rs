@@ -82,7 +82,12 @@ impl RuntimeService for Runtime {
             let runtime_ready = runtime_condition(&config.runtime.path);
             let cni_ready = self.services.cni.ready();
             let info = if request.get_ref().verbose {
-                verbose::runtime_info(config, self.services.containers.handlers(), &cni_ready)?
+                verbose::runtime_info(
+                    config,
+                    self.services.containers.handlers(),
+                    &cni_ready,
+                    &self.services.images.pulls_in_progress(),
+                )?
             } else {
                 HashMap::new()
             };

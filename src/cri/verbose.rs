@@ -91,11 +91,14 @@ pub fn sandbox_info(sandbox: &Sandbox, runtime: &std::path::Path) -> Result<Stri
 
 /// `Status(verbose)`'s info: the configuration in force, the runtime
 /// handlers (binary, root, options, probed features), where CNI configs
-/// and plugins are looked for and whether the last look found a network.
+/// and plugins are looked for and whether the last look found a network,
+/// and the pulls in progress (an image being pulled is not found by
+/// ImageStatus until it is complete, so its progress is shown here).
 pub fn runtime_info(
     config: &crate::config::Config,
     handlers: &crate::runtime::RuntimeHandlers,
     cni_ready: &Result<(), String>,
+    pulls: &[crate::image::PullProgress],
 ) -> Result<std::collections::HashMap<String, String>, Status> {
     let handlers: Vec<Value> = handlers
         .listed()
@@ -126,6 +129,12 @@ pub fn runtime_info(
         Ok(()) => "OK".to_string(),
         Err(message) => message.clone(),
     };
+    // An object, not an array: crictl shows only objects as JSON (one
+    // pull per image name at a time, see ImageService::pull).
+    let pulls: serde_json::Map<String, Value> = pulls
+        .iter()
+        .map(|pull| (pull.image.clone(), pull_info(pull)))
+        .collect();
     let config = serde_json::to_value(config)
         .map_err(|e| Status::internal(format!("encoding config: {e}")))?;
     Ok([
@@ -133,10 +142,22 @@ pub fn runtime_info(
         ("runtimeHandlers", encode(&Value::Array(handlers))?),
         ("cniconfig", encode(&cni)?),
         ("lastCNILoadStatus", cni_status),
+        ("pulls", encode(&Value::Object(pulls))?),
     ]
     .into_iter()
     .map(|(key, value)| (key.to_string(), value))
     .collect())
+}
+
+fn pull_info(pull: &crate::image::PullProgress) -> Value {
+    let started = crate::monitor::log::format_timestamp(pull.started);
+    json!({
+        "bytesDone": pull.done_bytes,
+        "bytesExpected": pull.expected_bytes,
+        "layersDone": pull.layers_done,
+        "layersTotal": pull.layers_total,
+        "startedAt": String::from_utf8_lossy(&started),
+    })
 }
 
 fn encode(info: &Value) -> Result<String, Status> {

@@ -12,6 +12,7 @@ pub mod digest;
 pub mod layers;
 pub mod manifest;
 pub mod metadata;
+mod progress;
 mod pull;
 pub mod reference;
 pub mod registry;
@@ -26,6 +27,8 @@ use content::{ContentError, ContentStore};
 use digest::Digest;
 use layers::LayerStore;
 use metadata::{ImageIndex, ImageRecord, Lookup};
+pub use progress::PullProgress;
+use progress::PullsInFlight;
 use reference::{Reference, ReferenceError};
 use registry::{RegistryConfig, RegistryError, Resolver};
 use unpack::{UnpackError, UnpackOptions};
@@ -115,6 +118,8 @@ impl Classify for ImageError {
 #[derive(Debug, Clone)]
 pub struct PullOptions {
     pub stall_timeout: Duration,
+    /// A pull whose downloads receive nothing this long is logged at warn.
+    pub stall_warning: Duration,
     pub max_concurrent_downloads: usize,
     pub unpack: UnpackOptions,
 }
@@ -139,6 +144,7 @@ pub struct ImageService {
     layer_locks: KeyedLocks<Digest>,
     leases: Arc<Leases<Digest>>,
     bytes_received: AtomicU64,
+    pulls_in_flight: Arc<PullsInFlight>,
     /// Layers containers are built on, by container ID: kept even when
     /// their image is removed, until the container goes.
     held_layers: std::sync::Mutex<std::collections::HashMap<String, Vec<Digest>>>,
@@ -169,6 +175,7 @@ impl ImageService {
             layer_locks: KeyedLocks::default(),
             leases: Arc::new(Leases::default()),
             bytes_received: AtomicU64::new(0),
+            pulls_in_flight: Arc::default(),
             held_layers: Default::default(),
             options,
             root,
@@ -182,6 +189,11 @@ impl ImageService {
 
     pub fn list(&self) -> Vec<ImageRecord> {
         self.snapshot().images().cloned().collect()
+    }
+
+    /// The pulls in progress, oldest first, from memory.
+    pub fn pulls_in_progress(&self) -> Vec<PullProgress> {
+        self.pulls_in_flight.list()
     }
 
     /// Finds an image by ID (full, bare hex, or a unique prefix), or by a

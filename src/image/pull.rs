@@ -7,7 +7,7 @@
 //! pull stalled, another layer failed) cancels its thread, which then removes
 //! its partial layer; a failed pull waits for that before it answers.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,35 +20,12 @@ use super::layers::{LayerUsage, PendingLayer};
 use super::manifest::ConfigProbe;
 use super::manifest::{self, Descriptor, Manifest, Parsed, Platform};
 use super::metadata::ImageRecord;
+use super::progress::{InFlight, Progress};
 use super::reference::Reference;
 use super::registry::{Credentials, Repository};
 use super::unpack::{self, Cancel, ImageBudget, LayerControl, UnpackOptions};
 use super::{ImageError, ImageService};
-
-/// Byte and layer counters of one pull, read by the progress reporter.
-struct Progress {
-    reference: String,
-    total_bytes: u64,
-    total_layers: usize,
-    bytes: AtomicU64,
-    layers: AtomicUsize,
-}
-
-impl Progress {
-    fn log(&self, started: Instant) {
-        tracing::info!(
-            image = %self.reference,
-            layers = format!("{}/{}", self.layers.load(Ordering::Relaxed), self.total_layers),
-            mib = format!(
-                "{:.1}/{:.1}",
-                self.bytes.load(Ordering::Relaxed) as f64 / 1048576.0,
-                self.total_bytes as f64 / 1048576.0
-            ),
-            elapsed_s = started.elapsed().as_secs(),
-            "pulling"
-        );
-    }
-}
+use crate::metrics::{self, PullResult};
 
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 /// Channel depth between the download and the unpacker: enough to keep the
@@ -66,7 +43,8 @@ struct PullShared {
 }
 
 impl ImageService {
-    /// Pulls `reference` and returns the image ID.
+    /// Pulls `reference` and returns the image ID. While it runs, the
+    /// pull is listed by [`ImageService::pulls_in_progress`].
     pub async fn pull(
         &self,
         reference: &str,
@@ -76,11 +54,28 @@ impl ImageService {
         // A second pull of the same name waits and then finds the layers in
         // place: each blob is fetched once.
         let _same_name = self.pull_locks.lock(&reference.to_string()).await;
+        let in_flight = self.pulls_in_flight.begin(reference.to_string());
+        // Counted as cancelled unless it ends here.
+        let mut ended = PullEnd(PullResult::Cancelled);
+        let pulled = self.pull_listed(&reference, credentials, &in_flight).await;
+        ended.0 = match pulled {
+            Ok(_) => PullResult::Success,
+            Err(_) => PullResult::Failure,
+        };
+        pulled
+    }
+
+    async fn pull_listed(
+        &self,
+        reference: &Reference,
+        credentials: Credentials,
+        in_flight: &InFlight,
+    ) -> Result<Digest, ImageError> {
         let repository =
             self.resolver
                 .repository(reference.domain(), reference.path(), credentials)?;
 
-        let started = Instant::now();
+        let progress = &in_flight.progress;
         let top = repository.fetch_manifest(&reference.object()).await?;
         let (platform_manifest, index) = match manifest::parse(&top.media_type, &top.bytes)? {
             Parsed::Manifest(_) => (top, None),
@@ -120,22 +115,16 @@ impl ImageService {
         let _lease = self
             .leases
             .acquire(claimed.chain(index.as_ref().map(|(d, _)| d.clone())));
-        let progress = Arc::new(Progress {
-            reference: reference.to_string(),
-            total_bytes: manifest.layers_size(),
-            total_layers: manifest.layers.len(),
-            bytes: AtomicU64::new(0),
-            layers: AtomicUsize::new(0),
-        });
+        progress.expect(manifest.layers_size(), manifest.layers.len());
         let (unpacking, mut unpackers_gone) = mpsc::channel::<()>(1);
         let shared = PullShared {
             budget: self.options.unpack.image_budget(),
             unpacking,
         };
-        let fetch_layers = self.fetch_layers(&repository, &manifest, &diff_ids, &progress, &shared);
+        let fetch_layers = self.fetch_layers(&repository, &manifest, &diff_ids, progress, &shared);
         let fetched = tokio::select! {
             result = fetch_layers => result,
-            stalled = self.watch_progress(&progress, started) => Err(stalled),
+            stalled = self.watch_progress(progress) => Err(stalled),
         };
         // On failure the layers' futures are gone, which cancelled their
         // unpack threads: wait until those have stopped and removed their
@@ -172,8 +161,8 @@ impl ImageService {
         tracing::info!(
             image = %reference,
             id = %id,
-            mib = format!("{:.1}", progress.total_bytes as f64 / 1048576.0),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            mib = format!("{:.1}", manifest.layers_size() as f64 / 1048576.0),
+            elapsed_ms = progress.started.elapsed().as_millis() as u64,
             "pulled"
         );
         Ok(id)
@@ -184,7 +173,7 @@ impl ImageService {
         repository: &Repository,
         manifest: &Manifest,
         diff_ids: &[Digest],
-        progress: &Progress,
+        progress: &Arc<Progress>,
         shared: &PullShared,
     ) -> Result<(), ImageError> {
         // Built up front: a closure inside the stream type trips the
@@ -208,7 +197,7 @@ impl ImageService {
         repository: &Repository,
         descriptor: &Descriptor,
         diff_id: &Digest,
-        progress: &Progress,
+        progress: &Arc<Progress>,
         shared: &PullShared,
     ) -> Result<(), ImageError> {
         let _same_layer = self.layer_locks.lock(diff_id).await;
@@ -263,6 +252,7 @@ impl ImageService {
         tokio::task::spawn_blocking(move || layers.commit(pending, &committed_id, usage))
             .await
             .map_err(|e| ImageError::Task(e.to_string()))??;
+        metrics::global().layer_unpacked(usage.bytes);
         progress.layers.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -274,8 +264,9 @@ impl ImageService {
         repository: &Repository,
         descriptor: &Descriptor,
         chunks: mpsc::Sender<Option<Bytes>>,
-        progress: &Progress,
+        progress: &Arc<Progress>,
     ) -> Result<(), ImageError> {
+        let received = progress.downloading(&descriptor.digest);
         let mut blob = repository
             .fetch_blob(&descriptor.digest, descriptor.size)
             .await?;
@@ -290,11 +281,10 @@ impl ImageService {
                     actual: digest.len(),
                 });
             }
-            progress
-                .bytes
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            received.add(chunk.len() as u64);
             self.bytes_received
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            metrics::global().add_pulled_bytes(chunk.len() as u64);
             if chunks.send(Some(chunk)).await.is_err() {
                 // The unpacker stopped early: its error is the one to report.
                 return Ok(());
@@ -319,16 +309,20 @@ impl ImageService {
         Ok(())
     }
 
-    /// Logs progress, and resolves (with an error) only when no byte has
-    /// arrived for the stall timeout. Bytes received by any pull count, so
-    /// a pull waiting for a layer another pull is fetching is not stalled.
-    async fn watch_progress(&self, progress: &Progress, started: Instant) -> ImageError {
+    /// Logs progress, warns when this pull's downloads receive nothing for
+    /// the stall warning time, and resolves (with an error) only when no
+    /// byte has arrived for the stall timeout. For the timeout, bytes
+    /// received by any pull count, so a pull waiting for a layer another
+    /// pull is fetching is not stalled.
+    async fn watch_progress(&self, progress: &Progress) -> ImageError {
         let tick = PROGRESS_INTERVAL
             .min(self.options.stall_timeout / 2)
+            .min(self.options.stall_warning / 2)
             .max(Duration::from_millis(100));
         let mut last_bytes = self.bytes_received.load(Ordering::Relaxed);
         let mut last_change = Instant::now();
         let mut last_log = Instant::now();
+        let mut own = StallWatch::new(progress.bytes.load(Ordering::Relaxed));
         loop {
             tokio::time::sleep(tick).await;
             let bytes = self.bytes_received.load(Ordering::Relaxed);
@@ -341,11 +335,67 @@ impl ImageService {
                     timeout: self.options.stall_timeout,
                 };
             }
+            let own_bytes = progress.bytes.load(Ordering::Relaxed);
+            if own.stalled(own_bytes, self.options.stall_warning) {
+                // Only layers this pull downloads itself: one waiting for
+                // another pull's layer is not stalled by its own doing.
+                let layers = progress.layers_downloading();
+                if !layers.is_empty() {
+                    own.warned = true;
+                    for (layer, layer_bytes) in layers {
+                        tracing::warn!(
+                            image = %progress.reference,
+                            %layer,
+                            layer_bytes,
+                            pull_bytes = own_bytes,
+                            stalled_s = own.since.elapsed().as_secs(),
+                            "pull stalled: no data received"
+                        );
+                    }
+                }
+            }
             if last_log.elapsed() >= PROGRESS_INTERVAL {
-                progress.log(started);
+                progress.log();
                 last_log = Instant::now();
             }
         }
+    }
+}
+
+/// When one pull's own byte count last moved, and whether its stall has
+/// been reported.
+struct StallWatch {
+    bytes: u64,
+    since: Instant,
+    warned: bool,
+}
+
+impl StallWatch {
+    fn new(bytes: u64) -> StallWatch {
+        StallWatch {
+            bytes,
+            since: Instant::now(),
+            warned: false,
+        }
+    }
+
+    /// Whether the count has stood still for `limit` and this stall is
+    /// not reported yet.
+    fn stalled(&mut self, bytes: u64, limit: Duration) -> bool {
+        if bytes != self.bytes {
+            *self = StallWatch::new(bytes);
+            return false;
+        }
+        !self.warned && self.since.elapsed() >= limit
+    }
+}
+
+/// Counts how a pull ended when dropped: cancelled unless told otherwise.
+struct PullEnd(PullResult);
+
+impl Drop for PullEnd {
+    fn drop(&mut self) {
+        metrics::global().pull_ended(self.0);
     }
 }
 

@@ -288,6 +288,15 @@ impl SandboxService {
         })
     }
 
+    /// Every pod's state, from memory; no record is cloned.
+    pub fn states(&self) -> Vec<SandboxState> {
+        let sandboxes = self.sandboxes.read().unwrap_or_else(|e| e.into_inner());
+        sandboxes
+            .values()
+            .map(|e| e.record.read().unwrap_or_else(|p| p.into_inner()).state)
+            .collect()
+    }
+
     pub fn list(&self) -> Vec<Sandbox> {
         let sandboxes = self.sandboxes.read().unwrap_or_else(|e| e.into_inner());
         sandboxes.values().map(|e| e.get()).collect()

@@ -361,6 +361,7 @@ fn merge_registry_section(text: &str) -> String {
     // Keys of the [registry] and [cni] tables the harness writes itself.
     let moved_keys = [
         ("[registry]\n", "stall_timeout_secs"),
+        ("[registry]\n", "stall_warning_secs"),
         ("[registry]\n", "request_timeout_secs"),
         ("[registry]\n", "max_concurrent_downloads"),
         ("[cni]\n", "bin_dirs"),
