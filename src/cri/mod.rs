@@ -67,9 +67,12 @@ pub enum ServeError {
 }
 
 /// Serves until `shutdown` resolves, then lets calls in flight finish.
+/// `ready` runs once the socket is listening: a call made from then on is
+/// served.
 pub async fn serve(
     socket: &Path,
     services: Services,
+    ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let listener = bind(socket)?;
@@ -107,6 +110,7 @@ pub async fn serve(
             std::future::pending::<()>().await;
         }
     };
+    ready();
     tokio::select! {
         result = server => result?,
         _ = grace_expired => tracing::warn!("connections still open after the grace period; stopping anyway"),

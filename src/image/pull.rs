@@ -77,7 +77,7 @@ impl ImageService {
         // place: each blob is fetched once.
         let _same_name = self.pull_locks.lock(&reference.to_string()).await;
         let repository =
-            self.resolver
+            self.resolver()
                 .repository(reference.domain(), reference.path(), credentials)?;
 
         let started = Instant::now();

@@ -68,7 +68,8 @@ impl crate::error::Classify for TokenError {
 }
 
 pub struct Tokens {
-    lifetime: Duration,
+    /// Of tokens issued from now on; see [`Tokens::set_lifetime`].
+    lifetime: Mutex<Duration>,
     max_pending: usize,
     pending: Mutex<HashMap<String, (Instant, Session)>>,
 }
@@ -76,7 +77,7 @@ pub struct Tokens {
 impl Tokens {
     pub fn new(lifetime: Duration, max_pending: usize) -> Self {
         Tokens {
-            lifetime,
+            lifetime: Mutex::new(lifetime),
             max_pending,
             pending: Mutex::new(HashMap::new()),
         }
@@ -85,14 +86,21 @@ impl Tokens {
     /// Stores `session` and returns its token.
     pub fn insert(&self, session: Session) -> Result<String, TokenError> {
         let token = random_token()?;
+        let lifetime = *self.lifetime.lock().unwrap();
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap();
         pending.retain(|_, (expires, _)| *expires > now);
         if pending.len() >= self.max_pending {
             return Err(TokenError::TooMany);
         }
-        pending.insert(token.clone(), (now + self.lifetime, session));
+        pending.insert(token.clone(), (now + lifetime, session));
         Ok(token)
+    }
+
+    /// Tokens issued from now on expire after `lifetime`; those already
+    /// issued keep their expiry.
+    pub fn set_lifetime(&self, lifetime: Duration) {
+        *self.lifetime.lock().unwrap() = lifetime;
     }
 
     /// The session of `token`, removed: a token works once. `None` when
