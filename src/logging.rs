@@ -1,6 +1,7 @@
 //! The daemon's log: tracing to stderr as text or JSON lines (for log
 //! shippers), with a filter that a reload can replace.
 
+use std::io::IsTerminal;
 use std::str::FromStr;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -63,7 +64,10 @@ pub fn init(level: &str, format: LogFormat) -> Result<LogLevel, LevelError> {
     };
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: journald and log files get plain text.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => registry.with(fmt).init(),
         LogFormat::Json => registry.with(fmt.json()).init(),
