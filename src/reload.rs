@@ -10,7 +10,7 @@
 //! timeouts. Every other changed key is logged as needing a restart.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, ConfigError};
 use crate::image::registry::RegistryConfig;
@@ -53,6 +53,25 @@ pub struct Outcome {
 /// flags), validated.
 pub type Loader = Box<dyn Fn() -> Result<Config, ConfigError> + Send>;
 
+/// The configuration in force, as `Status(verbose)` reports it: the
+/// start-up one with the live settings of each reload since.
+#[derive(Debug)]
+pub struct InForce(RwLock<Arc<Config>>);
+
+impl InForce {
+    pub fn new(config: Config) -> InForce {
+        InForce(RwLock::new(Arc::new(config)))
+    }
+
+    pub fn get(&self) -> Arc<Config> {
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn set(&self, config: Config) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+}
+
 /// Holds the configuration in force and applies new ones.
 pub struct Reloader {
     load: Loader,
@@ -60,16 +79,18 @@ pub struct Reloader {
     /// live keys of each reload since. A key that needs a restart keeps
     /// its start-up value, so every reload reports it until then.
     running: Flat,
+    in_force: Arc<InForce>,
     live: Live,
 }
 
 type Flat = BTreeMap<String, toml::Value>;
 
 impl Reloader {
-    pub fn new(load: Loader, started_with: &Config, live: Live) -> Reloader {
+    pub fn new(load: Loader, in_force: Arc<InForce>, live: Live) -> Reloader {
         Reloader {
             load,
-            running: flatten(started_with),
+            running: flatten(&in_force.get()),
+            in_force,
             live,
         }
     }
@@ -89,6 +110,12 @@ impl Reloader {
                 Some(value) => self.running.insert(key.clone(), value.clone()),
                 None => self.running.remove(key),
             };
+        }
+        match unflatten(&self.running) {
+            Ok(config) => self.in_force.set(config),
+            // Cannot happen (the values came from Configs); only what
+            // Status(verbose) shows would be stale.
+            Err(e) => tracing::warn!(error = %e, "cannot rebuild the configuration in force"),
         }
         Ok(Outcome {
             applied,
@@ -167,9 +194,45 @@ fn flatten(config: &Config) -> Flat {
     out
 }
 
+/// The inverse of [`flatten`].
+fn unflatten(flat: &Flat) -> Result<Config, toml::de::Error> {
+    let mut root = toml::Table::new();
+    for (key, value) in flat {
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let leaf = parts.pop().unwrap_or_default();
+        let mut table = &mut root;
+        for part in parts {
+            let entry = table
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(inner) = entry else {
+                unreachable!("a key is never both a value and a table")
+            };
+            table = inner;
+        }
+        table.insert(leaf.to_string(), value.clone());
+    }
+    root.try_into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flatten_and_unflatten_are_inverses() {
+        let mut config = Config::default();
+        config.runtime.handlers.insert(
+            "fast".into(),
+            crate::config::HandlerSection {
+                path: "crun".into(),
+                root: Some("/run/crun".into()),
+                options: vec!["--debug".into()],
+            },
+        );
+        config.runtime.monitor_path = Some("/usr/bin/wharf-monitor".into());
+        assert_eq!(unflatten(&flatten(&config)).unwrap(), config);
+    }
 
     #[test]
     fn changed_keys_are_dotted_and_sorted() {

@@ -11,7 +11,7 @@ use wharf::config::Config;
 use wharf::cri::{self, Services};
 use wharf::logging::{LogFormat, LogLevel};
 use wharf::notify::Notifier;
-use wharf::reload::{Live, Reloader};
+use wharf::reload::{InForce, Live, Reloader};
 use wharf::streaming::runtime_backend::RuntimeBackend;
 
 use super::ConfigSource;
@@ -75,12 +75,13 @@ async fn serve(
         cni: Arc::clone(&cni),
         streaming: Arc::clone(&streaming),
     };
+    let socket = config.socket.clone();
+    let in_force = Arc::new(InForce::new(config));
     let loader = Box::new(move || source.load());
     let reloads = tokio::spawn(reload_on_sighup(
-        Reloader::new(loader, &config, live),
+        Reloader::new(loader, Arc::clone(&in_force), live),
         notifier.clone(),
     ));
-    let socket = config.socket.clone();
     let backend = Arc::new(RuntimeBackend::new(
         Arc::clone(&containers),
         Arc::clone(&sandboxes),
@@ -88,7 +89,7 @@ async fn serve(
     let stream_server =
         tokio::spawn(Arc::clone(&streaming).serve(backend, std::future::pending::<()>()));
     let services = Services {
-        config: Arc::new(config),
+        config: in_force,
         images,
         sandboxes,
         containers,

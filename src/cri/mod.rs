@@ -25,7 +25,6 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::StreamExt;
 use tonic::{Code, Response, Status};
 
-use crate::config::Config;
 use crate::container::ContainerService;
 use crate::error::{chain, kind_of, Classify, Kind};
 use crate::image::ImageService;
@@ -45,7 +44,8 @@ pub const MAX_EXEC_OUTPUT_BYTES: usize = MAX_MESSAGE_BYTES - (64 << 10);
 
 /// What the gRPC handlers serve.
 pub struct Services {
-    pub config: Arc<Config>,
+    /// Changes on reload (see [`crate::reload`]).
+    pub config: Arc<crate::reload::InForce>,
     pub images: Arc<ImageService>,
     pub sandboxes: Arc<SandboxService>,
     pub containers: Arc<ContainerService>,
