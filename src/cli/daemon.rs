@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use wharf::config::Config;
 use wharf::cri::{self, Services};
@@ -47,6 +47,10 @@ async fn serve(
 ) -> Result<(), String> {
     // Before anything else: a wrong --socket must not first cost a recovery.
     cri::check_socket_path(&config.socket).map_err(|e| wharf::error::chain(&e))?;
+    // Also before the recovery, which may take a while: SIGHUP's default
+    // action would end the daemon. One arriving early is kept for later.
+    let hangup =
+        signal(SignalKind::hangup()).map_err(|e| format!("installing the SIGHUP handler: {e}"))?;
     // Likewise a taken streaming port.
     let streaming = Arc::new(
         wharf::streaming::Server::bind(&config.stream)
@@ -79,6 +83,7 @@ async fn serve(
     let in_force = Arc::new(InForce::new(config));
     let loader = Box::new(move || source.load());
     let reloads = tokio::spawn(reload_on_sighup(
+        hangup,
         Reloader::new(loader, Arc::clone(&in_force), live),
         notifier.clone(),
     ));
@@ -112,11 +117,7 @@ async fn serve(
 
 /// Reloads the configuration on each SIGHUP, telling systemd (which waits
 /// for READY=1 after RELOADING=1 before `systemctl reload` returns).
-async fn reload_on_sighup(mut reloader: Reloader, notifier: Notifier) {
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; configuration reload is off");
-        return;
-    };
+async fn reload_on_sighup(mut hangup: Signal, mut reloader: Reloader, notifier: Notifier) {
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP received, reloading the configuration");
         notifier.reloading();
