@@ -390,3 +390,35 @@ async fn sighup_changes_the_log_level_and_names_what_needs_a_restart() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn sighup_moves_cni_to_a_new_conf_dir() {
+    let daemon = Daemon::start("").await;
+    let network_ready = || async {
+        let status = daemon
+            .runtime()
+            .await
+            .status(StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
+        let conditions = status.status.unwrap().conditions;
+        let network = conditions.iter().find(|c| c.r#type == "NetworkReady");
+        network.unwrap().status
+    };
+    assert!(!network_ready().await, "the harness's conf dir is empty");
+    let new_conf_dir = daemon.dir.path().join("cni.new");
+    std::fs::create_dir_all(&new_conf_dir).unwrap();
+    std::fs::write(
+        new_conf_dir.join("10-wharf.conflist"),
+        repo_file("deploy/10-wharf.conflist"),
+    )
+    .unwrap();
+    let old = format!("conf_dir = {:?}", daemon.cni_dir());
+    let outcome = reload(&daemon, 1, |text| {
+        text.replace(&old, &format!("conf_dir = {new_conf_dir:?}"))
+    })
+    .await;
+    assert!(outcome.contains("cni.conf_dir"), "{outcome}");
+    assert!(network_ready().await, "the new conf dir's network is used");
+}
