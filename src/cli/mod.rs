@@ -119,30 +119,32 @@ fn config_command(action: &ConfigAction) -> Result<(), String> {
 /// flags. Loaded again on each reload.
 #[derive(Clone)]
 pub struct ConfigSource {
-    file: Option<PathBuf>,
+    /// `--config`; without it, the default path when it exists (looked
+    /// for on each load, so a reload finds a file created since).
+    given: Option<PathBuf>,
     overrides: Overrides,
 }
 
 impl Cli {
     fn config_source(&self) -> ConfigSource {
-        let file = self.config.clone().or_else(|| {
-            let default = Path::new(DEFAULT_CONFIG_PATH);
-            default.exists().then(|| default.to_path_buf())
-        });
         ConfigSource {
-            file,
+            given: self.config.clone(),
             overrides: self.overrides.clone(),
         }
     }
 }
 
 impl ConfigSource {
-    pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
+    /// The file a load reads now, if any.
+    pub fn file(&self) -> Option<PathBuf> {
+        self.given.clone().or_else(|| {
+            let default = Path::new(DEFAULT_CONFIG_PATH);
+            default.exists().then(|| default.to_path_buf())
+        })
     }
 
     pub fn load(&self) -> Result<Config, ConfigError> {
-        let mut config = match &self.file {
+        let mut config = match &self.file() {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
