@@ -104,7 +104,7 @@ impl NotifiedDaemon {
         self.dir.path().join("wharf.sock")
     }
 
-    fn start(notify_socket: &Path) -> NotifiedDaemon {
+    fn start(notify_socket: &Path, extra_args: &[&str]) -> NotifiedDaemon {
         let dir = tempfile::Builder::new().prefix("wn").tempdir().unwrap();
         let config = dir.path().join("wharf.toml");
         std::fs::write(
@@ -123,6 +123,7 @@ impl NotifiedDaemon {
         let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
             .arg("--config")
             .arg(&config)
+            .args(extra_args)
             .env("NOTIFY_SOCKET", notify_socket)
             .stdout(Stdio::null())
             .stderr(log)
@@ -174,7 +175,7 @@ async fn readiness_is_sent_once_the_socket_serves_and_stopping_on_sigterm() {
     let listen_dir = tempfile::tempdir().unwrap();
     let notify_path = listen_dir.path().join("notify.sock");
     let listener = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
-    let mut daemon = NotifiedDaemon::start(&notify_path);
+    let mut daemon = NotifiedDaemon::start(&notify_path, &[]);
 
     let ready = receive(&listener, &daemon).await;
     // At this very moment, before anything else, a CRI call is served.
@@ -421,4 +422,42 @@ async fn sighup_moves_cni_to_a_new_conf_dir() {
     .await;
     assert!(outcome.contains("cni.conf_dir"), "{outcome}");
     assert!(network_ready().await, "the new conf dir's network is used");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line() {
+    let listen_dir = tempfile::tempdir().unwrap();
+    let notify_path = listen_dir.path().join("notify.sock");
+    let listener = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let daemon = NotifiedDaemon::start(&notify_path, &["--log-format", "json"]);
+    receive(&listener, &daemon).await;
+    let log = daemon.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let starting = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "wharf starting")
+        .unwrap_or_else(|| panic!("no start line in:\n{log}"));
+    assert_eq!(starting["level"], "INFO");
+    assert_eq!(starting["fields"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(starting["timestamp"].is_string());
+}
+
+#[test]
+fn version_names_the_commit_and_the_runtime_found() {
+    let output = wharf(&["version"]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!("wharf {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    // The test machine's runc, found through PATH as the daemon finds it.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("  (default): /") && l.contains("runc version")),
+        "{text}"
+    );
 }
