@@ -176,6 +176,15 @@ async fn readiness_is_sent_once_the_socket_serves_and_stopping_on_sigterm() {
     let notify_path = listen_dir.path().join("notify.sock");
     let listener = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
     let mut daemon = NotifiedDaemon::start(&notify_path, &[]);
+    let pid = Pid::from_raw(daemon.child.id() as i32);
+    // A SIGHUP during start-up (signal handlers are in place once the
+    // recovery runs) neither ends the daemon nor comes before READY=1: it
+    // is handled once the socket serves.
+    poll_until("the recovery to start", Duration::from_secs(30), || {
+        daemon.log().contains("sandboxes recovered").then_some(())
+    })
+    .await;
+    kill(pid, Signal::SIGHUP).unwrap();
 
     let ready = receive(&listener, &daemon).await;
     // At this very moment, before anything else, a CRI call is served.
@@ -193,7 +202,6 @@ async fn readiness_is_sent_once_the_socket_serves_and_stopping_on_sigterm() {
         "{ready}"
     );
 
-    kill(Pid::from_raw(daemon.child.id() as i32), Signal::SIGHUP).unwrap();
     let reloading = receive(&listener, &daemon).await;
     assert!(
         reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
@@ -202,7 +210,7 @@ async fn readiness_is_sent_once_the_socket_serves_and_stopping_on_sigterm() {
     let reloaded = receive(&listener, &daemon).await;
     assert!(reloaded.starts_with("READY=1\n"), "{reloaded}");
 
-    kill(Pid::from_raw(daemon.child.id() as i32), Signal::SIGTERM).unwrap();
+    kill(pid, Signal::SIGTERM).unwrap();
     let stopping = receive(&listener, &daemon).await;
     assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
     let status = daemon.child.wait().unwrap();

@@ -82,8 +82,10 @@ async fn serve(
     let socket = config.socket.clone();
     let in_force = Arc::new(InForce::new(config));
     let loader = Box::new(move || source.load());
+    let (serving_tx, serving) = tokio::sync::oneshot::channel();
     let reloads = tokio::spawn(reload_on_sighup(
         hangup,
+        serving,
         Reloader::new(loader, Arc::clone(&in_force), live),
         notifier.clone(),
     ));
@@ -102,7 +104,10 @@ async fn serve(
         streaming,
     };
     let ready_status = format!("serving CRI on {}", socket.display());
-    let ready = || notifier.ready(&ready_status);
+    let ready = || {
+        notifier.ready(&ready_status);
+        let _ = serving_tx.send(());
+    };
     let stopping = async {
         shutdown_signal().await;
         notifier.stopping();
@@ -116,8 +121,18 @@ async fn serve(
 }
 
 /// Reloads the configuration on each SIGHUP, telling systemd (which waits
-/// for READY=1 after RELOADING=1 before `systemctl reload` returns).
-async fn reload_on_sighup(mut hangup: Signal, mut reloader: Reloader, notifier: Notifier) {
+/// for READY=1 after RELOADING=1 before `systemctl reload` returns). Starts
+/// once the socket serves: the first READY=1 is the start-up's, and a
+/// SIGHUP received before is handled then.
+async fn reload_on_sighup(
+    mut hangup: Signal,
+    serving: tokio::sync::oneshot::Receiver<()>,
+    mut reloader: Reloader,
+    notifier: Notifier,
+) {
+    if serving.await.is_err() {
+        return;
+    }
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP received, reloading the configuration");
         notifier.reloading();
