@@ -148,6 +148,16 @@ mod tests {
     }
 
     #[test]
+    fn a_new_lifetime_applies_to_tokens_issued_after_it() {
+        let tokens = Tokens::new(Duration::from_secs(60), 10);
+        let before = tokens.insert(forward()).unwrap();
+        tokens.set_lifetime(Duration::ZERO);
+        let after = tokens.insert(forward()).unwrap();
+        assert_eq!(tokens.consume(&after), None, "issued with no lifetime");
+        assert_eq!(tokens.consume(&before), Some(forward()), "keeps its expiry");
+    }
+
+    #[test]
     fn tokens_expire_and_the_cache_is_capped() {
         let tokens = Tokens::new(Duration::ZERO, 2);
         let expired = tokens.insert(forward()).unwrap();
