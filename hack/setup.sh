@@ -34,10 +34,24 @@ install -m 0755 "$repo_dir/target/release/wharf" /usr/local/bin/wharf
 install -m 0755 "$repo_dir/target/release/wharf-monitor" /usr/local/bin/wharf-monitor
 mkdir -p /etc/wharf/certs.d
 
+# Files an operator may have edited are never overwritten: each is
+# installed only when missing.
+install_if_missing() { # SOURCE DEST
+	if [[ -e $2 ]]; then
+		echo "keeping the existing $2" >&2
+	else
+		install -m 0644 "$1" "$2"
+		echo "installed $2" >&2
+	fi
+}
+install_if_missing "$repo_dir/deploy/config.toml" /etc/wharf/config.toml
+# crictl then talks to Wharf with no flags and no warning.
+install_if_missing "$repo_dir/deploy/crictl.yaml" /etc/crictl.yaml
+
 # A default pod network when the host has none yet.
 mkdir -p /etc/cni/net.d
 if ! ls /etc/cni/net.d/*.conflist /etc/cni/net.d/*.conf /etc/cni/net.d/*.json >/dev/null 2>&1; then
-	/usr/local/bin/wharf config cni >/etc/cni/net.d/10-wharf.conflist
+	install -m 0644 "$repo_dir/deploy/10-wharf.conflist" /etc/cni/net.d/10-wharf.conflist
 	echo "installed the default CNI network /etc/cni/net.d/10-wharf.conflist" >&2
 fi
 

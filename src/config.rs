@@ -9,10 +9,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The commented default configuration.
-pub const DEFAULT_CONFIG: &str = r#"# Wharf configuration. Every key is optional: a missing key keeps the
-# default shown here. Flags (--socket, --root, --state-dir, --log-level)
-# override the file.
+/// Read at start-up when it exists and no `--config` names another file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/wharf/config.toml";
+
+/// The commented default configuration (also `deploy/config.toml`).
+pub const DEFAULT_CONFIG: &str = r#"# Wharf configuration: /etc/wharf/config.toml, or the file --config names.
+# Every key is optional: a missing key keeps the default shown here. Flags
+# (--socket, --root, --state-dir, --log-level) override the file. SIGHUP
+# reads it again (see README, "Reload").
 
 # gRPC unix socket that kubelet and crictl connect to.
 socket = "/run/wharf/wharf.sock"
@@ -422,6 +426,8 @@ impl Config {
         for (name, handler) in &self.runtime.handlers {
             validate_handler(name, handler)?;
         }
+        crate::logging::parse_level(&self.log_level)
+            .map_err(|e| ConfigError::Invalid(format!("log_level: {e}")))?;
         // Sockets below state_dir are reached through a short alias when
         // their path is too long for a socket address (see
         // runtime::socket_path), so it may be of any length.

@@ -7,7 +7,8 @@
 //!   `image::{registry, content, layers, unpack}`;
 //! - the per-container [`monitor`] uses only `runtime`, `cgroup` and `store`;
 //! - leaves any layer may use: [`api`], [`config`], [`error`], [`sync`],
-//!   [`undo`].
+//!   [`undo`], [`logging`], [`notify`];
+//! - [`reload`] (SIGHUP) reaches into the services the daemon assembles.
 
 // `unsafe` only where a function says `#[allow(unsafe_code)]` (sys,
 // monitor::sys, the xattr call of image::unpack), each block with its
@@ -24,9 +25,12 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod image;
+pub mod logging;
 pub mod metrics;
 pub mod monitor;
 pub mod network;
+pub mod notify;
+pub mod reload;
 pub mod runtime;
 pub mod sandbox;
 pub mod stats;

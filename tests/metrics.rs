@@ -486,19 +486,16 @@ async fn a_pull_whose_client_goes_away_is_counted_as_cancelled() {
     })
     .await;
     pull.abort();
+    let cancelled_calls = "wharf_grpc_requests_total{method=\"PullImage\",code=\"Canceled\"}";
     let text = poll_scrape(&addr, "the pull to end", |text| {
-        (sample(text, "wharf_image_pulls_in_flight") == Some(0.0)).then(|| text.to_string())
+        // The RPC is counted when tonic drops its handler, which may come
+        // after the pull has let go of its gauges: wait for both.
+        let ended = sample(text, "wharf_image_pulls_in_flight") == Some(0.0);
+        (ended && sample(text, cancelled_calls).is_some()).then(|| text.to_string())
     })
     .await;
     assert_eq!(sample(&text, &done), None, "{text}");
-    assert_eq!(
-        sample(
-            &text,
-            "wharf_grpc_requests_total{method=\"PullImage\",code=\"Canceled\"}"
-        ),
-        Some(1.0),
-        "{text}"
-    );
+    assert_eq!(sample(&text, cancelled_calls), Some(1.0), "{text}");
     for (result, count) in [("cancelled", 1.0), ("success", 0.0), ("failure", 0.0)] {
         let series = format!("wharf_image_pulls_total{{result=\"{result}\"}}");
         assert_eq!(sample(&text, &series), Some(count), "{text}");

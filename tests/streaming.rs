@@ -165,7 +165,15 @@ async fn streaming_rpcs_validate_and_return_single_use_urls() {
 fn crictl(daemon: &common::Daemon, args: &[&str]) -> Output {
     let endpoint = format!("unix://{}", daemon.socket().display());
     Command::new(CRICTL)
-        .args(["--runtime-endpoint", &endpoint, "--timeout", "20s"])
+        // Both endpoints: an /etc/crictl.yaml (hack/setup.sh installs one)
+        // would otherwise send the image calls to the host's daemon.
+        .args([
+            "--runtime-endpoint",
+            &endpoint,
+            "--image-endpoint",
+            &endpoint,
+        ])
+        .args(["--timeout", "20s"])
         .args(args)
         .output()
         .expect("running crictl")
@@ -218,6 +226,8 @@ async fn crictl_exec_with_stdin_and_tty() {
             .args([
                 "--runtime-endpoint",
                 &endpoint,
+                "--image-endpoint",
+                &endpoint,
                 "exec",
                 "-i",
                 "-r",
@@ -243,7 +253,7 @@ async fn crictl_exec_with_stdin_and_tty() {
     // A terminal: crictl wants one of its own (util-linux `script` gives
     // it a pty), and the command sees one.
     let command = format!(
-        "{CRICTL} --runtime-endpoint {endpoint} exec -i -t {id} sh -c 'test -t 1 && echo tty'"
+        "{CRICTL} --runtime-endpoint {endpoint} --image-endpoint {endpoint} exec -i -t {id} sh -c 'test -t 1 && echo tty'"
     );
     let out = Command::new("script")
         .args(["-q", "-e", "-c", &command, "/dev/null"])
@@ -280,6 +290,8 @@ async fn crictl_port_forward_reaches_a_server_in_the_pod() {
         let mut forward = Command::new(CRICTL)
             .args([
                 "--runtime-endpoint",
+                &endpoint,
+                "--image-endpoint",
                 &endpoint,
                 "port-forward",
                 "-r",

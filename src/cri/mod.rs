@@ -25,7 +25,6 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::StreamExt;
 use tonic::{Code, Response, Status};
 
-use crate::config::Config;
 use crate::container::ContainerService;
 use crate::error::{chain, kind_of, Classify, Kind};
 use crate::image::ImageService;
@@ -45,7 +44,8 @@ pub const MAX_EXEC_OUTPUT_BYTES: usize = MAX_MESSAGE_BYTES - (64 << 10);
 
 /// What the gRPC handlers serve.
 pub struct Services {
-    pub config: Arc<Config>,
+    /// Changes on reload (see [`crate::reload`]).
+    pub config: Arc<crate::reload::InForce>,
     pub images: Arc<ImageService>,
     pub sandboxes: Arc<SandboxService>,
     pub containers: Arc<ContainerService>,
@@ -67,9 +67,12 @@ pub enum ServeError {
 }
 
 /// Serves until `shutdown` resolves, then lets calls in flight finish.
+/// `ready` runs once the socket is listening: a call made from then on is
+/// served.
 pub async fn serve(
     socket: &Path,
     services: Services,
+    ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let listener = bind(socket)?;
@@ -107,6 +110,7 @@ pub async fn serve(
             std::future::pending::<()>().await;
         }
     };
+    ready();
     tokio::select! {
         result = server => result?,
         _ = grace_expired => tracing::warn!("connections still open after the grace period; stopping anyway"),

@@ -78,12 +78,12 @@ impl RuntimeService for Runtime {
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         handle("Status", async {
-            let config = &self.services.config;
+            let config = self.services.config.get();
             let runtime_ready = runtime_condition(&config.runtime.path);
             let cni_ready = self.services.cni.ready();
             let info = if request.get_ref().verbose {
                 verbose::runtime_info(
-                    config,
+                    &config,
                     self.services.containers.handlers(),
                     &cni_ready,
                     &self.services.images.pulls_in_progress(),
@@ -117,7 +117,7 @@ impl RuntimeService for Runtime {
         _request: Request<RuntimeConfigRequest>,
     ) -> Result<Response<RuntimeConfigResponse>, Status> {
         handle("RuntimeConfig", async {
-            let driver = match self.services.config.runtime.cgroup_driver {
+            let driver = match self.services.config.get().runtime.cgroup_driver {
                 ConfiguredDriver::Cgroupfs => CgroupDriver::Cgroupfs,
                 ConfiguredDriver::Systemd => CgroupDriver::Systemd,
             };

@@ -139,7 +139,9 @@ pub struct ImageService {
     index: RwLock<Arc<ImageIndex>>,
     /// Serialises changes to the index and its file.
     commit_lock: tokio::sync::Mutex<()>,
-    resolver: Resolver,
+    /// Replaced whole by [`ImageService::reload_registry`]; a pull keeps
+    /// the resolver it started with.
+    resolver: RwLock<Resolver>,
     pull_locks: KeyedLocks<String>,
     layer_locks: KeyedLocks<Digest>,
     leases: Arc<Leases<Digest>>,
@@ -170,7 +172,7 @@ impl ImageService {
             layers,
             index: RwLock::new(Arc::new(index)),
             commit_lock: tokio::sync::Mutex::new(()),
-            resolver: Resolver::new(registry),
+            resolver: RwLock::new(Resolver::new(registry)),
             pull_locks: KeyedLocks::default(),
             layer_locks: KeyedLocks::default(),
             leases: Arc::new(Leases::default()),
@@ -181,6 +183,19 @@ impl ImageService {
             root,
         };
         Ok(service)
+    }
+
+    /// From now on, pulls use `registry`: `hosts.toml` files, CA files and
+    /// tokens are read afresh (a new resolver starts with empty caches).
+    pub fn reload_registry(&self, registry: RegistryConfig) {
+        *self.resolver.write().unwrap_or_else(|e| e.into_inner()) = Resolver::new(registry);
+    }
+
+    fn resolver(&self) -> Resolver {
+        self.resolver
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn snapshot(&self) -> Arc<ImageIndex> {

@@ -72,7 +72,7 @@ impl ImageService {
         in_flight: &InFlight,
     ) -> Result<Digest, ImageError> {
         let repository =
-            self.resolver
+            self.resolver()
                 .repository(reference.domain(), reference.path(), credentials)?;
 
         let progress = &in_flight.progress;

@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 
 use super::CniError;
 
-/// The network `hack/setup.sh` installs as `/etc/cni/net.d/10-wharf.conflist`.
+/// The network `hack/setup.sh` installs as `/etc/cni/net.d/10-wharf.conflist`;
+/// its one copy is `deploy/10-wharf.conflist`.
 ///
 /// Debian 12's plugins (v1.1.1) accept cniVersion 0.1.0 to 1.0.0 (not 1.1.0).
 /// portmap's `snat` (its default, spelled out here) masquerades hairpin and
@@ -18,30 +19,7 @@ use super::CniError;
 /// bridge, so hostPorts answer on localhost without any host set-up. For a
 /// dual-stack network, add `[{"subnet": "fd88::/64"}]` as a second range set
 /// and `{"dst": "::/0"}` as a route (the host must have IPv6 enabled).
-pub const DEFAULT_CONFLIST: &str = r#"{
-  "cniVersion": "1.0.0",
-  "name": "wharf",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "cni0",
-      "isGateway": true,
-      "ipMasq": true,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "ranges": [[{ "subnet": "10.88.0.0/16" }]],
-        "routes": [{ "dst": "0.0.0.0/0" }]
-      }
-    },
-    {
-      "type": "portmap",
-      "capabilities": { "portMappings": true },
-      "snat": true
-    }
-  ]
-}
-"#;
+pub const DEFAULT_CONFLIST: &str = include_str!("../../deploy/10-wharf.conflist");
 
 const EXTENSIONS: [&str; 3] = ["conflist", "conf", "json"];
 

@@ -19,7 +19,7 @@ mod result;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -99,8 +99,10 @@ pub struct NetworkStatus {
 }
 
 pub struct Cni {
-    conf: ConfDir,
-    runner: Runner,
+    /// Both replaced by [`Cni::reload`]; an ADD or DEL in progress keeps
+    /// the ones it started with.
+    conf: RwLock<Arc<ConfDir>>,
+    runner: RwLock<Arc<Runner>>,
     cache_dir: PathBuf,
     /// From UpdateRuntimeConfig, passed as the `ipRanges` capability.
     pod_cidrs: Mutex<Vec<String>>,
@@ -110,20 +112,39 @@ pub struct Cni {
 impl Cni {
     pub fn new(config: CniConfig) -> Self {
         Self {
-            conf: ConfDir::new(config.conf_dir),
-            runner: Runner {
+            conf: RwLock::new(Arc::new(ConfDir::new(config.conf_dir))),
+            runner: RwLock::new(Arc::new(Runner {
                 bin_dirs: config.bin_dirs,
                 timeout: DEFAULT_PLUGIN_TIMEOUT,
-            },
+            })),
             cache_dir: config.cache_dir,
             pod_cidrs: Mutex::new(Vec::new()),
             pods: KeyedLocks::default(),
         }
     }
 
-    pub fn with_plugin_timeout(mut self, timeout: Duration) -> Self {
-        self.runner.timeout = timeout;
+    pub fn with_plugin_timeout(self, timeout: Duration) -> Self {
+        let bin_dirs = self.runner().bin_dirs.clone();
+        *self.runner.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Runner { bin_dirs, timeout });
         self
+    }
+
+    /// Uses `conf_dir` and `bin_dirs` from now on, and reads the conf dir
+    /// afresh even if nothing in it looks changed (a SIGHUP's promise).
+    pub fn reload(&self, conf_dir: PathBuf, bin_dirs: Vec<PathBuf>) {
+        let timeout = self.runner().timeout;
+        *self.conf.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ConfDir::new(conf_dir));
+        *self.runner.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Runner { bin_dirs, timeout });
+    }
+
+    fn conf(&self) -> Arc<ConfDir> {
+        Arc::clone(&self.conf.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn runner(&self) -> Arc<Runner> {
+        Arc::clone(&self.runner.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Ok when the default network parses and all its plugins are
@@ -131,11 +152,11 @@ impl Cni {
     /// Costs a few `stat`s while nothing changes.
     pub fn ready(&self) -> Result<(), String> {
         let network = self
-            .conf
+            .conf()
             .default_network()
             .map_err(|e| crate::error::chain(&e))?;
         for plugin in &network.plugins {
-            self.runner
+            self.runner()
                 .find(&plugin.kind)
                 .map_err(|e| crate::error::chain(&e))?;
         }
@@ -147,7 +168,7 @@ impl Cni {
     /// [`prepare_host_for_hostport_on_localhost`] for hostPorts to answer
     /// on 127.0.0.1.
     pub fn portmap_needs_host_setup(&self) -> bool {
-        self.conf.default_network().is_ok_and(|network| {
+        self.conf().default_network().is_ok_and(|network| {
             network
                 .plugins
                 .iter()
@@ -198,10 +219,10 @@ impl Cni {
             return Ok(status);
         }
         let started = Instant::now();
-        let network = self.conf.default_network()?;
+        let network = self.conf().default_network()?;
         // Fails before anything is changed when a plugin is missing.
         for plugin in &network.plugins {
-            self.runner.find(&plugin.kind)?;
+            self.runner().find(&plugin.kind)?;
         }
         let caps = self.capability_args(pod);
         let cni_args = pod.cni_args();
@@ -290,7 +311,7 @@ impl Cni {
         });
         let (network, caps, result) = match from_cache {
             Some(cached) => cached,
-            None => match self.conf.default_network() {
+            None => match self.conf().default_network() {
                 Ok(network) => (network, self.capability_args(pod), None),
                 // Nothing was ever added, or nothing says how to undo it.
                 Err(CniError::NoNetworkConfig { .. }) => return Ok(()),
@@ -371,7 +392,7 @@ impl Cni {
         for plugin in &network.plugins {
             let stdin = network.plugin_stdin(plugin, result.as_ref(), caps);
             match self
-                .runner
+                .runner()
                 .run(Command::Add, &plugin.kind, target, stdin)
                 .await
             {
@@ -396,7 +417,7 @@ impl Cni {
         for plugin in network.plugins.iter().rev() {
             let stdin = network.plugin_stdin(plugin, prev_result, caps);
             if let Err(e) = self
-                .runner
+                .runner()
                 .run(Command::Del, &plugin.kind, target, stdin)
                 .await
             {
@@ -437,7 +458,7 @@ impl Cni {
             netns: pod.netns.clone(),
             reason,
         };
-        if self.runner.find("loopback").is_err() {
+        if self.runner().find("loopback").is_err() {
             return Err(failed(in_process));
         }
         tracing::debug!(pod = %pod.id, reason = %in_process, "falling back to the loopback plugin");
@@ -448,7 +469,7 @@ impl Cni {
             cni_args,
         };
         let conf = json!({"cniVersion": "0.3.1", "name": "wharf-loopback", "type": "loopback"});
-        self.runner
+        self.runner()
             .run(
                 Command::Add,
                 "loopback",

@@ -45,11 +45,18 @@ pub struct Server {
     base_url: String,
     local_addr: SocketAddr,
     listener: Mutex<Option<TcpListener>>,
-    idle_timeout: Duration,
-    creation_timeout: Duration,
+    /// (idle, stream creation) of sessions started from now on.
+    timeouts: Mutex<(Duration, Duration)>,
 }
 
 type Body = String;
+
+fn session_timeouts(config: &StreamSection) -> (Duration, Duration) {
+    (
+        Duration::from_secs(config.idle_timeout_secs),
+        Duration::from_secs(config.stream_creation_timeout_secs),
+    )
+}
 
 impl Server {
     pub async fn bind(config: &StreamSection) -> Result<Server, BindError> {
@@ -73,9 +80,17 @@ impl Server {
             base_url: format!("http://{host}:{}", local_addr.port()),
             local_addr,
             listener: Mutex::new(Some(listener)),
-            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
-            creation_timeout: Duration::from_secs(config.stream_creation_timeout_secs),
+            timeouts: Mutex::new(session_timeouts(config)),
         })
+    }
+
+    /// Applies `config`'s token lifetime and session timeouts to sessions
+    /// requested from now on. The address and port stay: the listener is
+    /// bound once.
+    pub fn reload(&self, config: &StreamSection) {
+        self.tokens
+            .set_lifetime(Duration::from_secs(config.token_lifetime_secs));
+        *self.timeouts.lock().unwrap() = session_timeouts(config);
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -171,8 +186,7 @@ impl Server {
             );
         }
         let on_upgrade = hyper::upgrade::on(&mut request);
-        let idle = self.idle_timeout;
-        let creation = self.creation_timeout;
+        let (idle, creation) = *self.timeouts.lock().unwrap();
         if upgrade.eq_ignore_ascii_case("websocket") {
             let timeouts = (idle, creation);
             return websocket_upgrade(request, on_upgrade, session, backend, slot, timeouts);

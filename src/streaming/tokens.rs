@@ -68,7 +68,8 @@ impl crate::error::Classify for TokenError {
 }
 
 pub struct Tokens {
-    lifetime: Duration,
+    /// Of tokens issued from now on; see [`Tokens::set_lifetime`].
+    lifetime: Mutex<Duration>,
     max_pending: usize,
     pending: Mutex<HashMap<String, (Instant, Session)>>,
 }
@@ -76,7 +77,7 @@ pub struct Tokens {
 impl Tokens {
     pub fn new(lifetime: Duration, max_pending: usize) -> Self {
         Tokens {
-            lifetime,
+            lifetime: Mutex::new(lifetime),
             max_pending,
             pending: Mutex::new(HashMap::new()),
         }
@@ -85,14 +86,21 @@ impl Tokens {
     /// Stores `session` and returns its token.
     pub fn insert(&self, session: Session) -> Result<String, TokenError> {
         let token = random_token()?;
+        let lifetime = *self.lifetime.lock().unwrap();
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap();
         pending.retain(|_, (expires, _)| *expires > now);
         if pending.len() >= self.max_pending {
             return Err(TokenError::TooMany);
         }
-        pending.insert(token.clone(), (now + self.lifetime, session));
+        pending.insert(token.clone(), (now + lifetime, session));
         Ok(token)
+    }
+
+    /// Tokens issued from now on expire after `lifetime`; those already
+    /// issued keep their expiry.
+    pub fn set_lifetime(&self, lifetime: Duration) {
+        *self.lifetime.lock().unwrap() = lifetime;
     }
 
     /// The session of `token`, removed: a token works once. `None` when
@@ -137,6 +145,16 @@ mod tests {
         assert_eq!(tokens.consume(&a), None);
         assert_eq!(tokens.consume("made-up"), None);
         assert!(tokens.consume(&b).is_some());
+    }
+
+    #[test]
+    fn a_new_lifetime_applies_to_tokens_issued_after_it() {
+        let tokens = Tokens::new(Duration::from_secs(60), 10);
+        let before = tokens.insert(forward()).unwrap();
+        tokens.set_lifetime(Duration::ZERO);
+        let after = tokens.insert(forward()).unwrap();
+        assert_eq!(tokens.consume(&after), None, "issued with no lifetime");
+        assert_eq!(tokens.consume(&before), Some(forward()), "keeps its expiry");
     }
 
     #[test]
