@@ -178,7 +178,7 @@ pub async fn list(
 ) -> Result<Vec<PodSandboxMetrics>, Status> {
     let sandboxes = services.sandboxes.list();
     let readings = stats::read_pods(services, collector, sandboxes).await;
-    Ok(readings.iter().map(pod_metrics).collect())
+    Ok(readings.iter().map(|r| pod_metrics(services, r)).collect())
 }
 
 /// Collects the metrics of one pod or container under its base labels.
@@ -254,7 +254,7 @@ fn seconds(at_ns: i64) -> u64 {
     u64::try_from(at_ns / 1_000_000_000).unwrap_or(0)
 }
 
-fn pod_metrics(reading: &PodReading) -> PodSandboxMetrics {
+fn pod_metrics(services: &Services, reading: &PodReading) -> PodSandboxMetrics {
     let sandbox = &reading.sandbox;
     let metadata = sandbox.metadata();
     let parent = stats::cgroup_parent(sandbox);
@@ -278,7 +278,7 @@ fn pod_metrics(reading: &PodReading) -> PodSandboxMetrics {
             let mut c = Emitter::new([
                 record.metadata().name,
                 container::cgroups_path(&parent, &record.id),
-                record.image_name.clone(),
+                super::containers::image_name(services, record),
                 record.id.clone(),
                 metadata.namespace.clone(),
                 metadata.name.clone(),
