@@ -342,7 +342,7 @@ mod tests {
                 ..Default::default()
             }),
             processes: Some(2),
-            writable_layer: None,
+            ..Default::default()
         };
         let mut e = Emitter::new(Default::default());
         e.cgroup(&sample);

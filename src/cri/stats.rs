@@ -265,7 +265,7 @@ fn pod_stats(
                 process_count: sample.processes.map(value),
             }),
             containers,
-            io: None,
+            io: io_usage(sample),
         }),
         windows: None,
     }
@@ -302,8 +302,17 @@ fn container_stats(
             swap_available_bytes: m.swap_available().map(value),
             swap_usage_bytes: m.swap_usage.map(value),
         }),
-        io: None,
+        io: io_usage(sample),
     }
+}
+
+/// Present when the cgroup is (kubelet then reports the pod's IO, as
+/// cAdvisor does), with PSI where the kernel gives it (cgroup v2).
+fn io_usage(sample: &Sample) -> Option<IoUsage> {
+    sample.cpu.map(|_| IoUsage {
+        timestamp: sample.at_ns,
+        psi: sample.io_psi.map(psi),
+    })
 }
 
 /// Values stay unset (not zero) when the cgroup could not be read, as
