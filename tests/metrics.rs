@@ -114,6 +114,15 @@ async fn a_busy_pod_shows_cadvisor_metrics_that_rise() {
     let image = burner.image.as_ref().unwrap().image.clone();
     let id = create(&mut client, &pod_id, &pod, burner).await.unwrap();
     start(&mut client, &id).await;
+    // A container that has exited has no cgroup and no metrics.
+    let done = container_config("done", &["true"]);
+    let done_id = create(&mut client, &pod_id, &pod, done).await.unwrap();
+    start(&mut client, &done_id).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while container_state(&mut client, &done_id).await != ContainerState::ContainerExited as i32 {
+        assert!(Instant::now() < deadline, "`true` still running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let container = [("container", "burner"), ("pod", "metrics-busy")];
     let first = pod_samples(&mut client, &keys, &pod_id).await;
@@ -208,6 +217,7 @@ async fn a_busy_pod_shows_cadvisor_metrics_that_rise() {
         .iter()
         .find(|p| p.pod_sandbox_id == pod_id)
         .unwrap();
+    // The burner only: `done` has exited.
     assert_eq!(ours.container_metrics.len(), 1);
     assert_eq!(ours.container_metrics[0].container_id, id);
     remove_pod(&mut client, &pod_id).await;
@@ -252,4 +262,18 @@ async fn stream_pod_sandbox_metrics(daemon: &common::Daemon) -> Vec<wharf::api::
         pods.extend(message.pod_sandbox_metrics);
     }
     pods
+}
+
+async fn container_state(client: &mut RuntimeServiceClient<Channel>, id: &str) -> i32 {
+    client
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .state
 }

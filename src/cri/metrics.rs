@@ -271,9 +271,12 @@ fn pod_metrics(services: &Services, reading: &PodReading) -> PodSandboxMetrics {
     if let Some(interfaces) = &reading.interfaces {
         pod.network(interfaces);
     }
+    // Running containers only: an exited one's cgroup stays until it is
+    // removed, and its series would live on with stale values.
     let container_metrics = reading
         .containers
         .iter()
+        .filter(|(record, _)| record.state() == container::ContainerState::Running)
         .map(|(record, sample)| {
             let mut c = Emitter::new([
                 record.metadata().name,
