@@ -16,7 +16,9 @@
 # with `go build -o /usr/local/bin/kubelet ./cmd/kubelet` (CGO_ENABLED=0).
 # Wharf is target/debug/wharf unless WHARF_BIN names another binary.
 #
-# Environment: KUBELET_FEATURE_GATES (e.g. PodAndContainerStatsFromCRI=true),
+# Environment: KUBELET_FEATURE_GATES (e.g. PodAndContainerStatsFromCRI=true
+# for pod network and process counts in /stats/summary and cAdvisor metrics
+# from Wharf; EventedPLEG=true for GetContainerEvents),
 # KUBELET_PORT (read-only port, 10255), KUBELET_SECURE_PORT (10250).
 set -euo pipefail
 
@@ -48,6 +50,9 @@ if [[ $command == stop ]]; then
 		"${crictl_[@]}" rmp -fa >/dev/null 2>&1 || true
 	fi
 	stop_pid wharf
+	# The CNI bridge and its address leases are this script's own.
+	ip link del wkube0 2>/dev/null || true
+	rm -rf /var/lib/cni/networks/wharf-kube
 	exit 0
 fi
 
@@ -95,6 +100,8 @@ port: ${KUBELET_SECURE_PORT:-10250}
 address: 127.0.0.1
 failSwapOn: false
 failCgroupV1: false
+# No KUBE-* chains in the host's iptables: nothing here needs them.
+makeIPTablesUtilChains: false
 cgroupsPerQOS: true
 enforceNodeAllocatable: []
 podLogsDir: $dir/logs
