@@ -220,6 +220,22 @@ async fn a_busy_pod_shows_cadvisor_metrics_that_rise() {
     // The burner only: `done` has exited.
     assert_eq!(ours.container_metrics.len(), 1);
     assert_eq!(ours.container_metrics[0].container_id, id);
+
+    // A stopped pod is left out: kubelet's replacement for it would share
+    // its cgroup, so its series would be sent twice.
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+    let listed = client
+        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    assert!(listed.iter().all(|p| p.pod_sandbox_id != pod_id));
     remove_pod(&mut client, &pod_id).await;
 }
 

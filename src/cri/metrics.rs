@@ -19,6 +19,7 @@ use super::proto::*;
 use super::stats::{self, PodReading};
 use super::Services;
 use crate::container;
+use crate::sandbox::SandboxState;
 use crate::stats::{InterfaceCounters, Sample, StatsCollector};
 
 const BASE_LABELS: [&str; 6] = ["container", "id", "image", "name", "namespace", "pod"];
@@ -176,7 +177,15 @@ pub async fn list(
     services: &Services,
     collector: &Arc<StatsCollector>,
 ) -> Result<Vec<PodSandboxMetrics>, Status> {
-    let sandboxes = services.sandboxes.list();
+    // Ready pods only: a stopped pod kubelet has replaced shares its cgroup
+    // (and so every label) with its successor, and kubelet's registry
+    // rejects a series sent twice.
+    let sandboxes = services
+        .sandboxes
+        .list()
+        .into_iter()
+        .filter(|s| s.state == SandboxState::Ready)
+        .collect();
     let readings = stats::read_pods(services, collector, sandboxes).await;
     Ok(readings.iter().map(|r| pod_metrics(services, r)).collect())
 }
