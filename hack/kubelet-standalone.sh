@@ -43,6 +43,8 @@ stop_pid() {
 
 if [[ $command == stop ]]; then
 	stop_pid kubelet
+	# kubelet bind-mounts its root dir onto itself (mount propagation).
+	if mountpoint -q "$dir/kubelet"; then umount -R "$dir/kubelet"; fi
 	# Static pods stop with their manifests gone, once kubelet is gone the
 	# containers are Wharf's: remove them through the CRI before stopping it.
 	if [[ -S $dir/run/wharf.sock ]] && command -v crictl >/dev/null; then
