@@ -11,9 +11,8 @@ use common::{
     auth_registry, image_spec, poll_until, pull_request, registry, Daemon, AUTH_PASSWORD, AUTH_USER,
 };
 use k8s_cri::v1::{
-    AuthConfig, ImageFilter, ImageFsInfoRequest, ImageStatusRequest, ListImagesRequest,
-    ListMetricDescriptorsRequest, RemoveImageRequest, RuntimeConfigRequest, StatusRequest,
-    VersionRequest,
+    AuthConfig, CheckpointContainerRequest, ImageFilter, ImageFsInfoRequest, ImageStatusRequest,
+    ListImagesRequest, RemoveImageRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
 };
 use tonic::Code;
 
@@ -125,12 +124,12 @@ async fn version_status_and_runtime_config() {
 
     // An RPC Wharf does not serve names itself.
     let err = runtime
-        .list_metric_descriptors(ListMetricDescriptorsRequest::default())
+        .checkpoint_container(CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(
-        err.message().contains("ListMetricDescriptors"),
+        err.message().contains("CheckpointContainer"),
         "{}",
         err.message()
     );

@@ -390,8 +390,14 @@ async fn a_pod_lifecycle_reaches_two_subscribers_complete_and_in_order() {
         ],
     )
     .await;
-    // Gone: no pod status and no containers left to report.
-    assert!(events[1].pod_sandbox_status.is_none());
+    // Gone, but with the pod's status as it was last (as containerd sends
+    // it, and as kubelet's evented PLEG needs it to drop the pod from its
+    // cache); no containers left to report.
+    for event in &events {
+        let status = event.pod_sandbox_status.as_ref().expect("the pod's status");
+        assert_eq!(status.id, pod_id);
+        assert_eq!(status.state(), PodSandboxState::SandboxNotready);
+    }
     assert!(events[1].containers_statuses.is_empty());
 
     // Nothing else was sent.

@@ -8,7 +8,7 @@ use tonic::Status;
 use super::convert::runtime as convert;
 use super::proto::*;
 use super::{required, status_of, validate, Services};
-use crate::container::ContainerFilter as Filter;
+use crate::container::{self, ContainerFilter as Filter};
 
 pub async fn create(
     services: &Services,
@@ -104,11 +104,28 @@ pub async fn status(
                 .map_err(|e| Status::internal(format!("gathering container info: {e}")))??;
         info.insert("info".to_string(), encoded);
     }
+    let mut status = convert::container_status(&container);
+    if let Some(image) = status.image.as_mut() {
+        image.image = image_name(services, &container);
+    }
     let reply = ContainerStatusResponse {
-        status: Some(convert::container_status(&container)),
+        status: Some(status),
         info,
     };
     validate::fits("ContainerStatus", "ask without verbose", reply)
+}
+
+/// The container's image by name, as containerd reports it: kubelet
+/// creates containers with the image's ID, but pod status (and cAdvisor's
+/// `image` label) should show the image's first tag while it has one.
+pub(super) fn image_name(services: &Services, container: &container::Container) -> String {
+    services
+        .images
+        .resolve(&container.image_id)
+        .ok()
+        .flatten()
+        .and_then(|image| image.repo_tags.into_iter().next())
+        .unwrap_or_else(|| container.image_name.clone())
 }
 
 pub async fn exec_sync(

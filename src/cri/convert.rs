@@ -163,6 +163,12 @@ pub mod runtime {
     fn image_spec(container: &Container) -> api::ImageSpec {
         api::ImageSpec {
             image: container.image_name.clone(),
+            user_specified_image: container
+                .config
+                .image
+                .as_ref()
+                .map(|i| i.user_specified_image.clone())
+                .unwrap_or_default(),
             ..Default::default()
         }
     }

@@ -32,6 +32,7 @@ pub fn start(services: Arc<Services>) -> Arc<Hub> {
     let mut pods = services.sandboxes.subscribe();
     let publisher = Arc::clone(&hub);
     tokio::spawn(async move {
+        let mut last_known = LastKnown::default();
         loop {
             // Containers first when both have news: a pod's containers
             // stop before the pod does.
@@ -50,8 +51,8 @@ pub fn start(services: Arc<Services>) -> Arc<Hub> {
                 continue;
             }
             let event = match &change {
-                Change::Container(change) => container_event(&services, change),
-                Change::Pod(change) => pod_event(&services, change),
+                Change::Container(change) => container_event(&services, &mut last_known, change),
+                Change::Pod(change) => pod_event(&services, &mut last_known, change),
             };
             publisher.publish(&event);
         }
@@ -75,7 +76,39 @@ fn missed(hub: &Hub, error: &RecvError) -> bool {
     }
 }
 
-fn container_event(services: &Services, change: &StateChange) -> ContainerEventResponse {
+/// Pods known to the forwarder at most; past this the memory is cleared
+/// (a deletion then goes without the pod's status, as before).
+const MAX_LAST_KNOWN: usize = 65_536;
+
+/// Each pod's status as last sent. Events are built after the change, so
+/// a deletion finds the pod (or, for its containers removed with it, their
+/// pod) gone; kubelet's evented PLEG ignores an event without the pod's
+/// status and so never drops the deleted pod from its cache. containerd
+/// sends the status as it was just before removal: this is that status.
+#[derive(Default)]
+struct LastKnown(std::collections::HashMap<String, PodSandboxStatus>);
+
+impl LastKnown {
+    fn status(&mut self, services: &Services, sandbox_id: &str) -> Option<PodSandboxStatus> {
+        match services.sandboxes.get(sandbox_id) {
+            Ok(entry) => {
+                let status = convert::sandbox_status(&entry.get());
+                if self.0.len() >= MAX_LAST_KNOWN && !self.0.contains_key(sandbox_id) {
+                    self.0.clear();
+                }
+                self.0.insert(sandbox_id.to_string(), status.clone());
+                Some(status)
+            }
+            Err(_) => self.0.get(sandbox_id).cloned(),
+        }
+    }
+}
+
+fn container_event(
+    services: &Services,
+    last_known: &mut LastKnown,
+    change: &StateChange,
+) -> ContainerEventResponse {
     let kind = match change.state {
         Some(ContainerState::Created) => ContainerEventType::ContainerCreatedEvent,
         Some(ContainerState::Running) => ContainerEventType::ContainerStartedEvent,
@@ -84,32 +117,38 @@ fn container_event(services: &Services, change: &StateChange) -> ContainerEventR
         }
         None => ContainerEventType::ContainerDeletedEvent,
     };
-    event(services, &change.id, &change.sandbox_id, kind)
+    event(services, last_known, &change.id, &change.sandbox_id, kind)
 }
 
-fn pod_event(services: &Services, change: &PodChange) -> ContainerEventResponse {
+fn pod_event(
+    services: &Services,
+    last_known: &mut LastKnown,
+    change: &PodChange,
+) -> ContainerEventResponse {
     let kind = match change.event {
         PodEvent::Created => ContainerEventType::ContainerCreatedEvent,
         PodEvent::Started => ContainerEventType::ContainerStartedEvent,
         PodEvent::Stopped => ContainerEventType::ContainerStoppedEvent,
         PodEvent::Deleted => ContainerEventType::ContainerDeletedEvent,
     };
-    event(services, &change.id, &change.id, kind)
+    let event = event(services, last_known, &change.id, &change.id, kind);
+    if change.event == PodEvent::Deleted {
+        last_known.0.remove(&change.id);
+    }
+    event
 }
 
 /// The event for `id` (a container, or the pod itself), with the pod's
-/// status and the statuses of all its containers as they are now.
+/// status (its last known one once it is removed) and the statuses of all
+/// its containers as they are now.
 fn event(
     services: &Services,
+    last_known: &mut LastKnown,
     id: &str,
     sandbox_id: &str,
     kind: ContainerEventType,
 ) -> ContainerEventResponse {
-    let pod_sandbox_status = services
-        .sandboxes
-        .get(sandbox_id)
-        .ok()
-        .map(|entry| convert::sandbox_status(&entry.get()));
+    let pod_sandbox_status = last_known.status(services, sandbox_id);
     let mut containers = services.containers.list(&ContainerFilter {
         sandbox_id: Some(sandbox_id.to_string()),
         ..Default::default()

@@ -8,6 +8,7 @@ mod containers;
 mod convert;
 mod events;
 mod image;
+mod metrics;
 mod pods;
 mod runtime;
 mod stats;

@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 
 use super::proto::runtime_service_server::RuntimeService;
 use super::proto::*;
-use super::{containers, events, handle, pods, stats, streaming, validate, verbose, Services};
+use super::{
+    containers, events, handle, metrics, pods, stats, streaming, validate, verbose, Services,
+};
 use crate::config::CgroupDriver as ConfiguredDriver;
 use crate::stats::StatsCollector;
 
@@ -428,7 +430,9 @@ impl RuntimeService for Runtime {
         _request: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
         handle("ListMetricDescriptors", async {
-            Err(no_metrics("ListMetricDescriptors"))
+            Ok(ListMetricDescriptorsResponse {
+                descriptors: metrics::descriptors(),
+            })
         })
         .await
     }
@@ -438,7 +442,12 @@ impl RuntimeService for Runtime {
         _request: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
         handle("ListPodSandboxMetrics", async {
-            Err(no_metrics("ListPodSandboxMetrics"))
+            let pod_metrics = metrics::list(&self.services, &self.stats).await?;
+            validate::fits(
+                "ListPodSandboxMetrics",
+                "use StreamPodSandboxMetrics",
+                ListPodSandboxMetricsResponse { pod_metrics },
+            )
         })
         .await
     }
@@ -448,7 +457,12 @@ impl RuntimeService for Runtime {
         _request: Request<StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
         handle("StreamPodSandboxMetrics", async {
-            Err(no_metrics("StreamPodSandboxMetrics"))
+            let items = metrics::list(&self.services, &self.stats).await?;
+            Ok(chunked(items, |pod_sandbox_metrics| {
+                StreamPodSandboxMetricsResponse {
+                    pod_sandbox_metrics,
+                }
+            }))
         })
         .await
     }
@@ -538,14 +552,6 @@ impl RuntimeService for Runtime {
         })
         .await
     }
-}
-
-/// The cAdvisor-style metrics RPCs (kubelet's PodAndContainerStatsFromCRI
-/// metrics): not served; the stats RPCs are.
-fn no_metrics(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not implemented by wharf: it serves the stats RPCs (ListContainerStats, ListPodSandboxStats) but not cAdvisor-style metrics"
-    ))
 }
 
 fn condition(kind: &str, ready: Result<(), (&str, String)>) -> RuntimeCondition {

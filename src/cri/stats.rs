@@ -62,7 +62,7 @@ fn cgroup_parents(services: &Services) -> HashMap<String, String> {
         .collect()
 }
 
-fn cgroup_parent(sandbox: &Sandbox) -> String {
+pub(super) fn cgroup_parent(sandbox: &Sandbox) -> String {
     sandbox
         .config
         .linux
@@ -137,13 +137,47 @@ pub async fn list_pods(
     Ok(pods(services, collector, sandboxes).await)
 }
 
-/// All the pods' cgroups and their containers' in one batch, and their
-/// network namespaces on one thread, both at once.
+/// One pod's reading: its own sample (or its containers' sum), each
+/// container's, and its network interfaces when it has a namespace.
+pub(super) struct PodReading {
+    pub sandbox: Sandbox,
+    pub sample: Sample,
+    pub containers: Vec<(container::Container, Sample)>,
+    pub interfaces: Option<Vec<InterfaceCounters>>,
+}
+
 async fn pods(
     services: &Services,
     collector: &Arc<StatsCollector>,
     sandboxes: Vec<Sandbox>,
 ) -> Vec<PodSandboxStats> {
+    let mountpoint = services.containers.root().display().to_string();
+    read_pods(services, collector, sandboxes)
+        .await
+        .into_iter()
+        .map(|reading| {
+            let containers = reading
+                .containers
+                .iter()
+                .map(|(r, s)| container_stats(r, s, &mountpoint))
+                .collect();
+            pod_stats(
+                &reading.sandbox,
+                &reading.sample,
+                reading.interfaces.as_ref(),
+                containers,
+            )
+        })
+        .collect()
+}
+
+/// All the pods' cgroups and their containers' in one batch, and their
+/// network namespaces on one thread, both at once.
+pub(super) async fn read_pods(
+    services: &Services,
+    collector: &Arc<StatsCollector>,
+    sandboxes: Vec<Sandbox>,
+) -> Vec<PodReading> {
     let parents = cgroup_parents(services);
     let mut by_pod: HashMap<String, Vec<container::Container>> = sandboxes
         .iter()
@@ -185,27 +219,26 @@ async fn pods(
             network.insert(*index, read);
         }
     }
-    let mountpoint = services.containers.root().display().to_string();
     let mut samples = samples.into_iter();
     let now = crate::store::now_nanos();
     sandboxes
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(index, sandbox)| {
             let own =
-                (!cgroup_parent(sandbox).is_empty()).then(|| samples.next().unwrap_or_default());
-            let records = by_pod.get(&sandbox.id).map(Vec::as_slice).unwrap_or(&[]);
-            let container_samples: Vec<Sample> = records
-                .iter()
-                .map(|_| samples.next().unwrap_or_default())
+                (!cgroup_parent(&sandbox).is_empty()).then(|| samples.next().unwrap_or_default());
+            let records = by_pod.remove(&sandbox.id).unwrap_or_default();
+            let containers: Vec<(container::Container, Sample)> = records
+                .into_iter()
+                .map(|r| (r, samples.next().unwrap_or_default()))
                 .collect();
-            let pod_sample = own.unwrap_or_else(|| Sample::sum(now, &container_samples));
-            let containers = records
-                .iter()
-                .zip(&container_samples)
-                .map(|(r, s)| container_stats(r, s, &mountpoint))
-                .collect();
-            pod_stats(sandbox, &pod_sample, network.get(&index), containers)
+            let sample = own.unwrap_or_else(|| Sample::sum(now, containers.iter().map(|(_, s)| s)));
+            PodReading {
+                sandbox,
+                sample,
+                containers,
+                interfaces: network.remove(&index),
+            }
         })
         .collect()
 }
@@ -232,7 +265,7 @@ fn pod_stats(
                 process_count: sample.processes.map(value),
             }),
             containers,
-            io: None,
+            io: io_usage(sample),
         }),
         windows: None,
     }
@@ -269,8 +302,17 @@ fn container_stats(
             swap_available_bytes: m.swap_available().map(value),
             swap_usage_bytes: m.swap_usage.map(value),
         }),
-        io: None,
+        io: io_usage(sample),
     }
+}
+
+/// Present when the cgroup is (kubelet then reports the pod's IO, as
+/// cAdvisor does), with PSI where the kernel gives it (cgroup v2).
+fn io_usage(sample: &Sample) -> Option<IoUsage> {
+    sample.cpu.map(|_| IoUsage {
+        timestamp: sample.at_ns,
+        psi: sample.io_psi.map(psi),
+    })
 }
 
 /// Values stay unset (not zero) when the cgroup could not be read, as

@@ -84,6 +84,8 @@ pub struct Sample {
     pub memory: Option<MemoryUsage>,
     pub processes: Option<u64>,
     pub writable_layer: Option<DiskUsage>,
+    /// `io.pressure`: cgroup v2 only (v1's blkio has no PSI).
+    pub io_psi: Option<Pressure>,
 }
 
 impl Sample {
@@ -203,6 +205,11 @@ impl StatsCollector {
             .locate(Controller::Pids, cgroup)
             .and_then(|dir| read(&dir.path.join("pids.current")))
             .and_then(|t| parse::parse_single_value(&t));
+        let io_psi = h
+            .locate(Controller::Blkio, cgroup)
+            .filter(|dir| dir.version == Version::V2)
+            .and_then(|dir| read(&dir.path.join("io.pressure")))
+            .map(|t| parse::parse_pressure(&t));
         Sample {
             at_ns,
             cpu,
@@ -210,6 +217,7 @@ impl StatsCollector {
             memory,
             processes,
             writable_layer,
+            io_psi,
         }
     }
 
@@ -341,6 +349,52 @@ mod tests {
         let second = collector.collect(vec![target]).await;
         let rate = second[0].nano_cores.unwrap();
         assert!((450_000_000..=500_000_000).contains(&rate), "{rate}");
+    }
+
+    #[tokio::test]
+    async fn reads_io_pressure_on_a_v2_host_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        let v2 = Hierarchies::from_mountinfo(&format!(
+            "30 25 0:26 / {} rw - cgroup2 cgroup2 rw\n",
+            base.display()
+        ))
+        .unwrap();
+        let dir = base.join("pod/c1");
+        set_fixture(&dir, "cpu.stat", "usage_usec 5\n");
+        set_fixture(
+            &dir,
+            "io.pressure",
+            "some avg10=1.50 avg60=0.00 avg300=0.00 total=42\n\
+             full avg10=0.00 avg60=0.00 avg300=0.00 total=7\n",
+        );
+        let target = Target {
+            id: "c1".into(),
+            cgroup: "/pod/c1".into(),
+            writable_layer: None,
+        };
+        let collector = Arc::new(StatsCollector::with_hierarchies(Some(v2)));
+        let sample = collector.collect(vec![target.clone()]).await.remove(0);
+        let psi = sample.io_psi.expect("io.pressure read");
+        assert_eq!(psi.some.unwrap().total_us, 42);
+        assert_eq!(psi.full.unwrap().total_us, 7);
+
+        // On a hybrid host blkio is v1, which has no PSI: the same file
+        // in the empty v2 hierarchy is not read.
+        let hybrid_base = base.join("hybrid");
+        set_fixture(
+            &hybrid_base.join("unified/pod/c1"),
+            "io.pressure",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=1\n",
+        );
+        let hybrid = Hierarchies::from_mountinfo(&format!(
+            "33 25 0:29 / {b}/blkio rw - cgroup cgroup rw,blkio\n\
+             34 25 0:30 / {b}/unified rw - cgroup2 cgroup2 rw\n",
+            b = hybrid_base.display()
+        ))
+        .unwrap();
+        let collector = Arc::new(StatsCollector::with_hierarchies(Some(hybrid)));
+        assert_eq!(collector.collect(vec![target]).await[0].io_psi, None);
     }
 
     #[test]

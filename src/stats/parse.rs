@@ -50,9 +50,11 @@ pub struct InterfaceCounters {
     pub rx_bytes: u64,
     pub rx_packets: u64,
     pub rx_errors: u64,
+    pub rx_dropped: u64,
     pub tx_bytes: u64,
     pub tx_packets: u64,
     pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// `/proc/net/dev`: two header lines, then `name: rx(8 fields) tx(8)`.
@@ -73,9 +75,11 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceCounters> {
                 rx_bytes: fields[0],
                 rx_packets: fields[1],
                 rx_errors: fields[2],
+                rx_dropped: fields[3],
                 tx_bytes: fields[8],
                 tx_packets: fields[9],
                 tx_errors: fields[10],
+                tx_dropped: fields[11],
             })
         })
         .collect()
@@ -158,7 +162,7 @@ mod tests {
         let text = "Inter-|   Receive                                                |  Transmit\n \
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
 lo:     140       2    0    0    0     0          0         0      140       2    0    0    0     0       0          0\n  \
-eth0: 1234567    890    1    0    0     0          0         0     4321      12    3    0    0     0       0          0\n\
+eth0: 1234567    890    1    4    0     0          0         0     4321      12    3    5    0     0       0          0\n\
  bad: 1 2 3\n";
         let interfaces = parse_net_dev(text);
         assert_eq!(interfaces.len(), 2);
@@ -169,9 +173,11 @@ eth0: 1234567    890    1    0    0     0          0         0     4321      12 
                 rx_bytes: 1234567,
                 rx_packets: 890,
                 rx_errors: 1,
+                rx_dropped: 4,
                 tx_bytes: 4321,
                 tx_packets: 12,
                 tx_errors: 3,
+                tx_dropped: 5,
             }
         );
     }

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::backend::{Backend, Stdio};
 use super::session::{self, Wanted};
-use super::spdy::{headers, Connection, Stream};
+use super::spdy::{headers, Connection, IncomingStream, Stream};
 
 /// Subprotocols for `X-Stream-Protocol-Version`, most preferred first.
 pub const PROTOCOLS: [&str; 4] = [
@@ -53,6 +53,19 @@ struct Streams {
     resize: Option<Stream>,
 }
 
+/// Whether the session uses a stream of this kind.
+fn is_wanted(kind: &str, wanted: &Wanted, version: Version) -> bool {
+    let s = wanted.streams;
+    match kind {
+        "stdin" => s.stdin,
+        "stdout" => s.stdout,
+        "stderr" => s.stderr,
+        "error" => true,
+        "resize" => s.tty && version >= Version::V3,
+        _ => false,
+    }
+}
+
 impl Streams {
     fn slot(
         &mut self,
@@ -60,13 +73,15 @@ impl Streams {
         wanted: &Wanted,
         version: Version,
     ) -> Option<&mut Option<Stream>> {
-        let s = wanted.streams;
+        if !is_wanted(kind, wanted, version) {
+            return None;
+        }
         match kind {
-            "stdin" if s.stdin => Some(&mut self.stdin),
-            "stdout" if s.stdout => Some(&mut self.stdout),
-            "stderr" if s.stderr => Some(&mut self.stderr),
+            "stdin" => Some(&mut self.stdin),
+            "stdout" => Some(&mut self.stdout),
+            "stderr" => Some(&mut self.stderr),
             "error" => Some(&mut self.error),
-            "resize" if s.tty && version >= Version::V3 => Some(&mut self.resize),
+            "resize" => Some(&mut self.resize),
             _ => None,
         }
     }
@@ -81,6 +96,33 @@ impl Streams {
     }
 }
 
+/// Stdio streams the session was not asked for but the client opened
+/// anyway: client-go opens `stderr` whenever its caller has somewhere to
+/// write it, whatever the URL asked for (kubelet's `/exec?output=1`
+/// proxied here). kubelet's own streaming server accepts such streams; a
+/// reset would fail the client's whole session, so they are accepted and
+/// stay silent until the session ends. A second stream of one kind, or
+/// one of no known kind, is still refused.
+#[derive(Default)]
+struct Unused {
+    kinds: Vec<String>,
+    streams: Vec<Stream>,
+}
+
+impl Unused {
+    fn take(&mut self, kind: &str, incoming: IncomingStream) {
+        let stdio = matches!(kind, "stdin" | "stdout" | "stderr" | "resize");
+        if stdio && !self.kinds.iter().any(|k| k == kind) {
+            tracing::debug!(kind, "accepting a stream the session does not use");
+            self.kinds.push(kind.to_string());
+            self.streams.push(incoming.accept());
+        } else {
+            tracing::debug!(kind, "refusing an unexpected or repeated stream");
+            incoming.refuse();
+        }
+    }
+}
+
 pub async fn serve<B: Backend>(
     mut conn: Connection,
     version: Version,
@@ -89,6 +131,7 @@ pub async fn serve<B: Backend>(
     creation_timeout: Duration,
 ) {
     let mut streams = Streams::default();
+    let mut unused = Unused::default();
     let collect = async {
         while !streams.complete(&wanted, version) {
             let Some(incoming) = conn.next_stream().await else {
@@ -99,10 +142,11 @@ pub async fn serve<B: Backend>(
                 .to_string();
             match streams.slot(&kind, &wanted, version) {
                 Some(slot) if slot.is_none() => *slot = Some(incoming.accept()),
-                _ => {
-                    tracing::debug!(kind, "refusing an unexpected or repeated stream");
+                Some(_) => {
+                    tracing::debug!(kind, "refusing a repeated stream");
                     incoming.refuse();
                 }
+                None => unused.take(&kind, incoming),
             }
         }
         true
@@ -141,11 +185,17 @@ pub async fn serve<B: Backend>(
         stderr: stderr.map(|s| Box::pin(s.output) as super::backend::Writer),
         resize,
     };
-    // Streams opened after the session's are refused; the loop ends when
-    // the connection does.
+    // Streams opened after the session's: repeats are refused, unused
+    // stdio kept (see [`Unused`]); the loop ends when the connection does.
     let refuse_extra = async {
         while let Some(extra) = conn.next_stream().await {
-            extra.refuse();
+            let kind = headers::get(&extra.headers, "streamType").unwrap_or("");
+            if is_wanted(kind, &wanted, version) {
+                extra.refuse();
+            } else {
+                let kind = kind.to_string();
+                unused.take(&kind, extra);
+            }
         }
     };
     let outcome = tokio::select! {
@@ -162,5 +212,6 @@ pub async fn serve<B: Backend>(
     let _ = error_out.write_all(&report).await;
     drop(error_out);
     drop(held);
+    drop(unused);
     conn.close(FLUSH_GRACE).await;
 }

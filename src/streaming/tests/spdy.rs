@@ -347,3 +347,53 @@ async fn spdy_port_forward_pairs_streams_by_request_id() {
         "{message}"
     );
 }
+
+/// client-go opens `stderr` whenever its caller has somewhere to write it,
+/// even for kubelet's `/exec?output=1` (no stderr): the stream is accepted
+/// and stays silent, as kubelet's own server does; only a repeat is reset.
+#[tokio::test]
+async fn spdy_exec_accepts_a_stdio_stream_it_was_not_asked_for() {
+    let server = server().await;
+    let url = server
+        .url_for(exec(&["cat"], true, true, false, false))
+        .unwrap();
+    let (_, client) = client::upgrade(&url, &[V4]).await;
+    let mut client = client.unwrap();
+    let error = client.open(&[("streamType", "error")]).await;
+    let stdin = client.open(&[("streamType", "stdin")]).await;
+    let stdout = client.open(&[("streamType", "stdout")]).await;
+    let stderr = client.open(&[("streamType", "stderr")]).await;
+    let again = client.open(&[("streamType", "stderr")]).await;
+    // The session runs (cat waits for stdin) while the extra streams are
+    // answered: a reply for the first stderr, a reset for the repeat.
+    let mut controls = Vec::new();
+    while !controls
+        .iter()
+        .any(|c| matches!(c, Control::RstStream { stream_id, .. } if *stream_id == again))
+    {
+        match bounded(client.next()).await {
+            Some(Received::Control(c)) => controls.push(c),
+            Some(Received::Data { .. }) => {}
+            None => panic!("connection closed; controls {controls:?}"),
+        }
+    }
+    assert!(controls.contains(&Control::RstStream {
+        stream_id: again,
+        status: rst::REFUSED_STREAM
+    }));
+    client.send_data(stdin, b"hi", true).await;
+    let (data, more) = bounded(client.collect(&[error, stdout, stderr])).await;
+    controls.extend(more);
+    assert_eq!(data[&stdout], b"hi");
+    assert_eq!(data[&error], br#"{"metadata":{},"status":"Success"}"#);
+    assert!(data.get(&stderr).is_none_or(Vec::is_empty));
+    assert!(
+        controls
+            .iter()
+            .any(|c| matches!(c, Control::SynReply { stream_id, .. } if *stream_id == stderr)),
+        "{controls:?}"
+    );
+    assert!(!controls
+        .iter()
+        .any(|c| matches!(c, Control::RstStream { stream_id, .. } if *stream_id == stderr)));
+}
