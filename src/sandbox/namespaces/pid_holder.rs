@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
@@ -50,7 +50,18 @@ pub struct PidHolder {
 /// The namespace lives exactly as long as the holder, and the holder dies
 /// only by SIGKILL (an init ignores other signals it has no handler for),
 /// which kills every process in the namespace: see [`PidHolder::stop`].
-pub fn spawn_pid_holder(dir: &Path, mut holder: Command) -> Result<PidHolder, NamespaceError> {
+pub fn spawn_pid_holder(dir: &Path, holder: Command) -> Result<PidHolder, NamespaceError> {
+    spawn_pid_holder_in(dir, holder, None)
+}
+
+/// [`spawn_pid_holder`], with the holder born into `pid_namespace` (a PID
+/// namespace with no process yet, such as one a user namespace owns; see
+/// [`super::pin_in_userns`]) instead of a new one.
+pub fn spawn_pid_holder_in(
+    dir: &Path,
+    mut holder: Command,
+    pid_namespace: Option<fs::File>,
+) -> Result<PidHolder, NamespaceError> {
     let program = PathBuf::from(holder.get_program());
     holder
         .current_dir("/")
@@ -64,8 +75,13 @@ pub fn spawn_pid_holder(dir: &Path, mut holder: Command) -> Result<PidHolder, Na
         // unshare(CLONE_NEWPID), so the holder is spawned from the thread
         // that made it.
         let mut child = on_throwaway_thread(dir, || {
-            unshare(CloneFlags::CLONE_NEWPID)
-                .map_err(os_error("unsharing a PID namespace for", dir))?;
+            match pid_namespace {
+                // Entering it sets the thread's PID namespace for children.
+                Some(namespace) => setns(namespace, CloneFlags::CLONE_NEWPID)
+                    .map_err(os_error("entering the PID namespace for", dir))?,
+                None => unshare(CloneFlags::CLONE_NEWPID)
+                    .map_err(os_error("unsharing a PID namespace for", dir))?,
+            }
             holder
                 .spawn()
                 .map_err(|e| holder_failed(&program, format!("starting: {e}")))

@@ -1,0 +1,483 @@
+//! User namespaces for pods: the ID mappings a pod asks for, checked; a
+//! short-lived process that creates a user namespace with them (and, in
+//! the same step, the namespaces it must own); and ID-mapped mounts
+//! (`mount_setattr(MOUNT_ATTR_IDMAP)`, Linux 5.12+, under overlayfs 5.19+),
+//! which runc 1.1 cannot make itself.
+//!
+//! A user namespace can only be created or entered by a single-threaded
+//! process, and the daemon has many threads: [`with_new_userns`] forks a
+//! child that does nothing but `unshare` and wait, while the daemon writes
+//! its maps and looks at its `/proc/<pid>/ns`.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::libc;
+use nix::sched::CloneFlags;
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use crate::api;
+use crate::error::{Classify, IoError, Kind};
+
+/// One contiguous range: container IDs `container_id..container_id+length`
+/// are host IDs `host_id..host_id+length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+impl IdRange {
+    /// The host ID of container ID `id`, if mapped.
+    pub fn host_of(&self, id: u32) -> Option<u32> {
+        let offset = id.checked_sub(self.container_id)?;
+        (offset < self.length).then(|| self.host_id + offset)
+    }
+
+    /// As `/proc/<pid>/uid_map` takes it.
+    fn map_line(&self) -> String {
+        format!("{} {} {}\n", self.container_id, self.host_id, self.length)
+    }
+}
+
+/// A pod's user namespace: one UID and one GID range, each mapping
+/// container ID 0, as kubelet asks for and containerd accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsernsMappings {
+    pub uids: IdRange,
+    pub gids: IdRange,
+}
+
+impl UsernsMappings {
+    /// The host UID and GID of the container's root.
+    pub fn host_root(&self) -> (u32, u32) {
+        (self.uids.host_id, self.gids.host_id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdmapError {
+    #[error("invalid user namespace options: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("the process creating a user namespace failed: {0}")]
+    Helper(String),
+}
+
+impl Classify for IdmapError {
+    fn kind(&self) -> Kind {
+        match self {
+            IdmapError::Invalid(_) => Kind::InvalidArgument,
+            IdmapError::Io(_) | IdmapError::Helper(_) => Kind::Internal,
+        }
+    }
+}
+
+fn invalid(reason: impl Into<String>) -> IdmapError {
+    IdmapError::Invalid(reason.into())
+}
+
+/// What a pod's `userns_options` ask for: `Ok(None)` for the host's user
+/// namespace (no options, or mode NODE without mappings), the mappings for
+/// mode POD. CONTAINER and TARGET modes, several ranges, an unmapped
+/// container root, a range that maps the host's root or overflows are
+/// refused, as containerd and kubelet refuse them.
+pub fn from_cri(options: Option<&api::UserNamespace>) -> Result<Option<UsernsMappings>, IdmapError> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    match api::NamespaceMode::try_from(options.mode) {
+        Ok(api::NamespaceMode::Node) => {
+            if options.uids.is_empty() && options.gids.is_empty() {
+                Ok(None)
+            } else {
+                Err(invalid("mode NODE takes no ID mappings"))
+            }
+        }
+        Ok(api::NamespaceMode::Pod) => Ok(Some(UsernsMappings {
+            uids: one_range("uids", &options.uids)?,
+            gids: one_range("gids", &options.gids)?,
+        })),
+        Ok(mode) => Err(invalid(format!(
+            "mode {} is not supported: only POD and NODE are",
+            mode.as_str_name()
+        ))),
+        Err(_) => Err(invalid(format!("unknown mode {}", options.mode))),
+    }
+}
+
+fn one_range(what: &str, mappings: &[api::IdMapping]) -> Result<IdRange, IdmapError> {
+    let [mapping] = mappings else {
+        return Err(invalid(format!(
+            "{what}: exactly one mapping is supported, got {}",
+            mappings.len()
+        )));
+    };
+    let range = IdRange {
+        container_id: mapping.container_id,
+        host_id: mapping.host_id,
+        length: mapping.length,
+    };
+    if range.container_id != 0 {
+        return Err(invalid(format!(
+            "{what}: container ID 0 must be mapped (the mapping starts at {})",
+            range.container_id
+        )));
+    }
+    if range.length == 0 {
+        return Err(invalid(format!("{what}: the mapping is empty")));
+    }
+    if range.host_id == 0 {
+        return Err(invalid(format!(
+            "{what}: the mapping includes the host's ID 0, which would make the pod's root the host's"
+        )));
+    }
+    // The kernel's IDs are u32 with u32::MAX meaning "no ID".
+    if u64::from(range.host_id) + u64::from(range.length) > u64::from(u32::MAX) {
+        return Err(invalid(format!(
+            "{what}: host IDs {}+{} go past the largest ID",
+            range.host_id, range.length
+        )));
+    }
+    Ok(range)
+}
+
+/// The mapping the start-up probe uses: any range will do.
+const PROBE_MAPPINGS: UsernsMappings = UsernsMappings {
+    uids: IdRange {
+        container_id: 0,
+        host_id: 65536,
+        length: 65536,
+    },
+    gids: IdRange {
+        container_id: 0,
+        host_id: 65536,
+        length: 65536,
+    },
+};
+
+/// Whether ID-mapped mounts of directories on `dir`'s filesystem work on
+/// this kernel (what critest checks before its user-namespace specs, and
+/// what the rootfs of a user-namespaced pod needs). Nothing is left
+/// mounted: the ID-mapped copy is never attached.
+pub fn probe(dir: &Path) -> Result<(), IdmapError> {
+    with_new_userns(&PROBE_MAPPINGS, CloneFlags::empty(), |ns| {
+        let userns = open_ns(&ns.join("user"))?;
+        idmapped_tree(dir, userns.as_fd(), false).map(drop)
+    })
+}
+
+fn open_ns(path: &Path) -> Result<File, IdmapError> {
+    File::open(path).map_err(|e| IoError::new("opening", path, e).into())
+}
+
+/// Runs `work` with `/proc/<pid>/ns` of a child process that has just
+/// unshared a user namespace with `mappings` (written by this process),
+/// together with the namespaces in `also`, which that user namespace owns
+/// (for `CLONE_NEWPID`, the child's `pid_for_children`). The child is
+/// released and reaped when `work` returns: whatever `work` wants to keep
+/// it must pin (bind-mount) or hold open.
+pub fn with_new_userns<T, E: From<IdmapError>>(
+    mappings: &UsernsMappings,
+    also: CloneFlags,
+    work: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E> {
+    let child = UsernsChild::spawn(also | CloneFlags::CLONE_NEWUSER)?;
+    let proc_dir = PathBuf::from(format!("/proc/{}", child.pid));
+    for (file, range) in [("uid_map", &mappings.uids), ("gid_map", &mappings.gids)] {
+        let path = proc_dir.join(file);
+        // One write: the kernel takes a map once, whole.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(range.map_line().as_bytes()))
+            .map_err(|e| IdmapError::from(IoError::new("writing", &path, e)))?;
+    }
+    work(&proc_dir.join("ns"))
+    // `child` drops here: released and reaped.
+}
+
+/// The forked child of [`with_new_userns`]. Dropping it closes the pipe
+/// the child waits on, so it exits, and reaps it.
+struct UsernsChild {
+    pid: Pid,
+    release: Option<OwnedFd>,
+}
+
+impl UsernsChild {
+    #[allow(unsafe_code)]
+    fn spawn(flags: CloneFlags) -> Result<Self, IdmapError> {
+        let pipe = |what: &'static str| {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC)
+                .map_err(|e| IdmapError::from(IoError::new(what, Path::new("pipe"), e)))
+        };
+        let (ready_read, ready_write) = pipe("creating the ready pipe of")?;
+        let (release_read, release_write) = pipe("creating the release pipe of")?;
+        // SAFETY: the child runs only async-signal-safe system calls
+        // (prctl, unshare, write, read, _exit) on values made before the
+        // fork, and never returns into Rust code that could allocate or
+        // take a lock another thread held at the fork.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => {
+                // SAFETY: raw system calls on fds this process owns; see
+                // the comment on the fork.
+                unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    let status: u8 = if libc::unshare(flags.bits()) == 0 {
+                        0
+                    } else {
+                        // errno values fit a byte; 0 means success.
+                        (*libc::__errno_location()).clamp(1, 255) as u8
+                    };
+                    libc::write(ready_write.as_raw_fd(), (&status as *const u8).cast(), 1);
+                    let mut byte = 0u8;
+                    while libc::read(release_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1)
+                        != 0
+                    {
+                        if *libc::__errno_location() != libc::EINTR {
+                            break;
+                        }
+                    }
+                    libc::_exit(0);
+                }
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop((ready_write, release_read));
+                let child = UsernsChild {
+                    pid: child,
+                    release: Some(release_write),
+                };
+                let mut status = [0u8; 1];
+                let read = loop {
+                    match nix::unistd::read(&ready_read, &mut status) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        other => break other,
+                    }
+                };
+                match read {
+                    Ok(1) if status[0] == 0 => Ok(child),
+                    Ok(1) => Err(IdmapError::Helper(format!(
+                        "unshare: {}",
+                        nix::errno::Errno::from_raw(i32::from(status[0]))
+                    ))),
+                    other => Err(IdmapError::Helper(format!(
+                        "it ended before creating the namespaces ({other:?})"
+                    ))),
+                }
+            }
+            Err(e) => Err(IoError::new("forking", Path::new("a user namespace helper"), e).into()),
+        }
+    }
+}
+
+impl Drop for UsernsChild {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        let _ = waitpid(self.pid, None);
+    }
+}
+
+// The new mount API, not (yet) in nix or libc's stable surface for every
+// target: the x86_64/aarch64 numbers and flags from <linux/mount.h>.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
+
+/// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// A detached copy of the mount at `source` (with everything beneath it
+/// when `recursive`), ID-mapped through `userns`: a file owned by ID `n` on
+/// disk shows up owned by the host ID that `n` maps to in `userns`.
+#[allow(unsafe_code)]
+pub fn idmapped_tree(
+    source: &Path,
+    userns: BorrowedFd<'_>,
+    recursive: bool,
+) -> Result<OwnedFd, IdmapError> {
+    let path = c_path(source).map_err(|e| IoError::new("opening", source, e))?;
+    let recursive_flag = if recursive { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
+    // SAFETY: open_tree reads the NUL-terminated `path`, alive for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | recursive_flag,
+        )
+    };
+    if fd < 0 {
+        return Err(IoError::new("cloning the mount at", source, io::Error::last_os_error()).into());
+    }
+    // SAFETY: open_tree returned a new fd that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: mount_setattr reads `attr` (its size given) and the empty
+    // NUL-terminated path, both alive for the call.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if result < 0 {
+        return Err(IoError::new("ID-mapping a mount of", source, io::Error::last_os_error()).into());
+    }
+    Ok(tree)
+}
+
+/// Attaches the detached mount `tree` on `target` (an existing directory).
+#[allow(unsafe_code)]
+pub fn attach(tree: OwnedFd, target: &Path) -> Result<(), IdmapError> {
+    let path = c_path(target).map_err(|e| IoError::new("mounting on", target, e))?;
+    // SAFETY: move_mount reads the two NUL-terminated paths, alive for the
+    // call; `tree` stays open until after it.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if result < 0 {
+        return Err(IoError::new("attaching an ID-mapped mount on", target, io::Error::last_os_error()).into());
+    }
+    Ok(())
+}
+
+/// ID-maps `source` through `userns` onto `target`, a directory created
+/// for it (mode 0711: the container's root, a host ID the directory's
+/// owner does not map to, passes through it to the mount).
+pub fn mount_idmapped(
+    source: &Path,
+    target: &Path,
+    userns: BorrowedFd<'_>,
+    recursive: bool,
+) -> Result<(), IdmapError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let tree = idmapped_tree(source, userns, recursive)?;
+    match fs::DirBuilder::new().mode(0o711).create(target) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(IoError::new("creating", target, e).into())
+        }
+        _ => {}
+    }
+    attach(tree, target)
+}
+
+/// Detaches whatever is mounted on each directory in `dir`, then removes
+/// them and `dir`: never deletes through a mount (a directory still
+/// mounted on is left, and reported). Missing `dir` is fine.
+pub fn unmount_all(dir: &Path) -> Result<(), IdmapError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(IoError::new("listing", dir, e).into()),
+    };
+    let mut first_error = None;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let result = crate::sys::unmount_detached(&path)
+            .and_then(|_| fs::remove_dir(&path))
+            .map_err(|e| IdmapError::from(IoError::new("unmounting", &path, e)));
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(IoError::new("removing", dir, e).into()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(mode: api::NamespaceMode, uids: &[(u32, u32, u32)]) -> api::UserNamespace {
+        let mappings: Vec<api::IdMapping> = uids
+            .iter()
+            .map(|&(container_id, host_id, length)| api::IdMapping {
+                container_id,
+                host_id,
+                length,
+            })
+            .collect();
+        api::UserNamespace {
+            mode: mode as i32,
+            uids: mappings.clone(),
+            gids: mappings,
+        }
+    }
+
+    #[test]
+    fn pod_mode_takes_one_range_from_container_root() {
+        let mappings = from_cri(Some(&options(api::NamespaceMode::Pod, &[(0, 1000, 100_000)])))
+            .unwrap()
+            .unwrap();
+        assert_eq!(mappings.host_root(), (1000, 1000));
+        assert_eq!(mappings.uids.host_of(5), Some(1005));
+        assert_eq!(mappings.uids.host_of(100_000), None);
+        assert_eq!(mappings.uids.map_line(), "0 1000 100000\n");
+    }
+
+    #[test]
+    fn node_mode_and_no_options_are_the_hosts() {
+        assert_eq!(from_cri(None).unwrap(), None);
+        assert_eq!(from_cri(Some(&options(api::NamespaceMode::Node, &[]))).unwrap(), None);
+    }
+
+    #[test]
+    fn what_critest_and_kubelet_refuse_is_refused() {
+        for bad in [
+            options(api::NamespaceMode::Pod, &[(0, 1000, 100_000), (0, 2000, 100_000)]),
+            options(api::NamespaceMode::Pod, &[(1, 1000, 100_000)]),
+            options(api::NamespaceMode::Pod, &[]),
+            options(api::NamespaceMode::Pod, &[(0, 0, 65536)]),
+            options(api::NamespaceMode::Pod, &[(0, 1000, 0)]),
+            options(api::NamespaceMode::Pod, &[(0, u32::MAX - 10, 100)]),
+            options(api::NamespaceMode::Container, &[]),
+            options(api::NamespaceMode::Target, &[]),
+            options(api::NamespaceMode::Node, &[(0, 1000, 10)]),
+        ] {
+            let error = from_cri(Some(&bad)).unwrap_err();
+            assert_eq!(error.kind(), Kind::InvalidArgument, "{bad:?}: {error}");
+        }
+    }
+}
