@@ -90,7 +90,9 @@ fn invalid(reason: impl Into<String>) -> IdmapError {
 /// mode POD. CONTAINER and TARGET modes, several ranges, an unmapped
 /// container root, a range that maps the host's root or overflows are
 /// refused, as containerd and kubelet refuse them.
-pub fn from_cri(options: Option<&api::UserNamespace>) -> Result<Option<UsernsMappings>, IdmapError> {
+pub fn from_cri(
+    options: Option<&api::UserNamespace>,
+) -> Result<Option<UsernsMappings>, IdmapError> {
     let Some(options) = options else {
         return Ok(None);
     };
@@ -173,6 +175,27 @@ pub fn probe(dir: &Path) -> Result<(), IdmapError> {
         let userns = open_ns(&ns.join("user"))?;
         idmapped_tree(dir, userns.as_fd(), false).map(drop)
     })
+}
+
+/// Whether others may pass through `dir` and each of its parents (the
+/// execute bit for others): a container whose root is not the host's must
+/// reach its rootfs and the pod's files below it.
+pub fn check_traversable(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in dir.ancestors() {
+        let mode = fs::metadata(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(format!(
+                "{} (mode {:o}) cannot be passed through by others",
+                dir.display(),
+                mode & 0o7777
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn open_ns(path: &Path) -> Result<File, IdmapError> {
@@ -316,7 +339,11 @@ pub fn idmapped_tree(
     recursive: bool,
 ) -> Result<OwnedFd, IdmapError> {
     let path = c_path(source).map_err(|e| IoError::new("opening", source, e))?;
-    let recursive_flag = if recursive { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
+    let recursive_flag = if recursive {
+        libc::AT_RECURSIVE as libc::c_uint
+    } else {
+        0
+    };
     // SAFETY: open_tree reads the NUL-terminated `path`, alive for the call.
     let fd = unsafe {
         libc::syscall(
@@ -327,7 +354,9 @@ pub fn idmapped_tree(
         )
     };
     if fd < 0 {
-        return Err(IoError::new("cloning the mount at", source, io::Error::last_os_error()).into());
+        return Err(
+            IoError::new("cloning the mount at", source, io::Error::last_os_error()).into(),
+        );
     }
     // SAFETY: open_tree returned a new fd that nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
@@ -351,7 +380,9 @@ pub fn idmapped_tree(
         )
     };
     if result < 0 {
-        return Err(IoError::new("ID-mapping a mount of", source, io::Error::last_os_error()).into());
+        return Err(
+            IoError::new("ID-mapping a mount of", source, io::Error::last_os_error()).into(),
+        );
     }
     Ok(tree)
 }
@@ -373,7 +404,12 @@ pub fn attach(tree: OwnedFd, target: &Path) -> Result<(), IdmapError> {
         )
     };
     if result < 0 {
-        return Err(IoError::new("attaching an ID-mapped mount on", target, io::Error::last_os_error()).into());
+        return Err(IoError::new(
+            "attaching an ID-mapped mount on",
+            target,
+            io::Error::last_os_error(),
+        )
+        .into());
     }
     Ok(())
 }
@@ -421,7 +457,9 @@ pub fn unmount_all(dir: &Path) -> Result<(), IdmapError> {
         return Err(e);
     }
     match fs::remove_dir(dir) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(IoError::new("removing", dir, e).into()),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(IoError::new("removing", dir, e).into())
+        }
         _ => Ok(()),
     }
 }
@@ -448,9 +486,12 @@ mod tests {
 
     #[test]
     fn pod_mode_takes_one_range_from_container_root() {
-        let mappings = from_cri(Some(&options(api::NamespaceMode::Pod, &[(0, 1000, 100_000)])))
-            .unwrap()
-            .unwrap();
+        let mappings = from_cri(Some(&options(
+            api::NamespaceMode::Pod,
+            &[(0, 1000, 100_000)],
+        )))
+        .unwrap()
+        .unwrap();
         assert_eq!(mappings.host_root(), (1000, 1000));
         assert_eq!(mappings.uids.host_of(5), Some(1005));
         assert_eq!(mappings.uids.host_of(100_000), None);
@@ -460,13 +501,19 @@ mod tests {
     #[test]
     fn node_mode_and_no_options_are_the_hosts() {
         assert_eq!(from_cri(None).unwrap(), None);
-        assert_eq!(from_cri(Some(&options(api::NamespaceMode::Node, &[]))).unwrap(), None);
+        assert_eq!(
+            from_cri(Some(&options(api::NamespaceMode::Node, &[]))).unwrap(),
+            None
+        );
     }
 
     #[test]
     fn what_critest_and_kubelet_refuse_is_refused() {
         for bad in [
-            options(api::NamespaceMode::Pod, &[(0, 1000, 100_000), (0, 2000, 100_000)]),
+            options(
+                api::NamespaceMode::Pod,
+                &[(0, 1000, 100_000), (0, 2000, 100_000)],
+            ),
             options(api::NamespaceMode::Pod, &[(1, 1000, 100_000)]),
             options(api::NamespaceMode::Pod, &[]),
             options(api::NamespaceMode::Pod, &[(0, 0, 65536)]),

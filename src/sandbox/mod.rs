@@ -420,9 +420,7 @@ impl SandboxService {
                     namespaces::spawn_pid_holder_in(&dir, holder, pid_namespace)
                 })
                 .await
-                        .map_err(|e| {
-                            SandboxError::Task("starting the PID namespace holder", e)
-                        })??;
+                .map_err(|e| SandboxError::Task("starting the PID namespace holder", e))??;
                 let stop = holder.clone();
                 undo.push("stopping the PID namespace holder", move || stop.stop());
                 Some(holder)

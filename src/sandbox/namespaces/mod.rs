@@ -36,8 +36,8 @@ mod sysctl;
 mod userns;
 
 pub use pid_holder::{run_pid_holder, spawn_pid_holder, spawn_pid_holder_in, PidHolder};
-pub use userns::{pin_in_userns, UsernsPins, USER_FILE};
 use sysctl::Sysctl;
+pub use userns::{pin_in_userns, UsernsPins, USER_FILE};
 
 /// The file a shared PID namespace is pinned on, beside the others.
 pub const PID_FILE: &str = "pid";
