@@ -383,7 +383,7 @@ impl SandboxService {
                 })
                 .unwrap_or_default();
             let ns_dir = state_dir.join("ns");
-            let mut pid_namespace = None;
+            let mut pid_holder = None;
             let pinned = if let Some(mappings) = &userns {
                 let request = PinRequest {
                     dir: &ns_dir,
@@ -391,10 +391,18 @@ impl SandboxService {
                     hostname: (!modes.host_network).then_some(hostname.as_str()),
                     sysctls: &sysctls,
                 };
-                let pins = namespaces::pin_in_userns(&request, mappings, modes.pod_pid)?;
+                let holder = modes.pod_pid.then(|| crate::idmap::PidInit {
+                    program: self.pid_holder.clone(),
+                    args: vec!["pause".into()],
+                });
+                let pins = namespaces::pin_in_userns(&request, mappings, holder.as_ref())?;
                 let dir = ns_dir.clone();
                 undo.push("unpinning namespaces", move || namespaces::unpin(&dir));
-                pid_namespace = pins.pid_namespace;
+                if let Some(holder) = pins.pid_holder {
+                    let stop = holder.clone();
+                    undo.push("stopping the PID namespace holder", move || stop.stop());
+                    pid_holder = Some(holder);
+                }
                 pins.pinned
             } else if kinds.is_empty() && sysctls.is_empty() {
                 PinnedNamespaces::default()
@@ -411,16 +419,18 @@ impl SandboxService {
                 pinned
             };
 
-            let pid_holder = if modes.pod_pid {
+            let pid_holder = if pid_holder.is_some() {
+                pid_holder
+            } else if modes.pod_pid {
                 let mut holder = std::process::Command::new(&self.pid_holder);
                 holder.arg("pause");
                 let dir = ns_dir.clone();
-                let pid_namespace = pid_namespace.take();
-                let holder = tokio::task::spawn_blocking(move || {
-                    namespaces::spawn_pid_holder_in(&dir, holder, pid_namespace)
-                })
-                .await
-                .map_err(|e| SandboxError::Task("starting the PID namespace holder", e))??;
+                let holder =
+                    tokio::task::spawn_blocking(move || namespaces::spawn_pid_holder(&dir, holder))
+                        .await
+                        .map_err(|e| {
+                            SandboxError::Task("starting the PID namespace holder", e)
+                        })??;
                 let stop = holder.clone();
                 undo.push("stopping the PID namespace holder", move || stop.stop());
                 Some(holder)

@@ -35,7 +35,7 @@ mod pid_holder;
 mod sysctl;
 mod userns;
 
-pub use pid_holder::{run_pid_holder, spawn_pid_holder, spawn_pid_holder_in, PidHolder};
+pub use pid_holder::{run_pid_holder, spawn_pid_holder, PidHolder};
 use sysctl::Sysctl;
 pub use userns::{pin_in_userns, UsernsPins, USER_FILE};
 

@@ -17,11 +17,12 @@ use std::path::Path;
 use nix::sched::{setns, CloneFlags};
 use nix::unistd::sethostname;
 
+use super::pid_holder::adopt_holder;
 use super::{
     bind_pin, checked, create_dir, io_error, on_throwaway_thread, os_error, NamespaceError,
-    NamespaceKind, PinRequest, PinnedNamespaces,
+    NamespaceKind, PidHolder, PinRequest, PinnedNamespaces,
 };
-use crate::idmap::{with_new_userns, UsernsMappings};
+use crate::idmap::{with_new_userns, PidInit, UsernsMappings};
 use crate::undo::Undo;
 
 /// The pin file of a pod's user namespace, beside the others.
@@ -32,31 +33,37 @@ pub const USER_FILE: &str = "user";
 pub struct UsernsPins {
     /// With `user` set.
     pub pinned: PinnedNamespaces,
-    /// The PID namespace the pod's PID holder must be born into (owned by
-    /// the pod's user namespace, with no process yet); only when asked for.
-    pub pid_namespace: Option<File>,
+    /// The init of the pod's shared PID namespace, when asked for.
+    pub pid_holder: Option<PidHolder>,
 }
 
 /// Creates the pod's user namespace with `mappings`, and in it the
-/// namespaces of `request.kinds` (and a PID namespace for a shared one
-/// when `shared_pid`), configures them and pins them under `request.dir`.
+/// namespaces of `request.kinds`, configures them and pins them under
+/// `request.dir`. With `pid_holder` (which must end up in
+/// [`super::run_pid_holder`]), also a shared PID namespace with it as init.
 /// On failure nothing is left behind.
 pub fn pin_in_userns(
     request: &PinRequest,
     mappings: &UsernsMappings,
-    shared_pid: bool,
+    pid_holder: Option<&PidInit>,
 ) -> Result<UsernsPins, NamespaceError> {
     let (kinds, sysctls) = checked(request)?;
-    let mut flags = kinds
+    let flags = kinds
         .iter()
         .fold(CloneFlags::empty(), |f, k| f | k.clone_flag());
-    if shared_pid {
-        flags |= CloneFlags::CLONE_NEWPID;
-    }
     let mut undo = Undo::default();
     let result = create_dir(request.dir, &mut undo).and_then(|()| {
-        let pins = with_new_userns(mappings, flags, |ns: &Path| {
+        let pins = with_new_userns(mappings, flags, pid_holder, |ns: &Path, init| {
             let mut pinned = PinnedNamespaces::default();
+            let holder = match (init, pid_holder) {
+                (Some(started), Some(program)) => {
+                    let holder = adopt_holder(request.dir, &program.program, started, &mut undo)?;
+                    let stop = holder.clone();
+                    undo.push("stopping the PID namespace holder", move || stop.stop());
+                    Some(holder)
+                }
+                _ => None,
+            };
             let user = request.dir.join(USER_FILE);
             bind_pin(&ns.join("user"), &user, &mut undo)?;
             pinned.user = Some(user);
@@ -65,15 +72,9 @@ pub fn pin_in_userns(
                 bind_pin(&ns.join(kind.file_name()), &target, &mut undo)?;
                 pinned.set(kind, target);
             }
-            let pid_namespace = if shared_pid {
-                let path = ns.join("pid_for_children");
-                Some(File::open(&path).map_err(io_error("opening", &path))?)
-            } else {
-                None
-            };
             Ok::<_, NamespaceError>(UsernsPins {
                 pinned,
-                pid_namespace,
+                pid_holder: holder,
             })
         })?;
         configure(request, &pins.pinned, &kinds, &sysctls)?;
