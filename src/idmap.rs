@@ -41,11 +41,22 @@ impl IdRange {
         (offset < self.length).then(|| self.host_id + offset)
     }
 
+    /// The container ID of host ID `id`; the overflow ID 65534 (what the
+    /// kernel shows for an unmapped ID) when not mapped.
+    pub fn container_of(&self, id: u32) -> u32 {
+        id.checked_sub(self.host_id)
+            .filter(|offset| *offset < self.length)
+            .map_or(OVERFLOW_ID, |offset| self.container_id + offset)
+    }
+
     /// As `/proc/<pid>/uid_map` takes it.
     fn map_line(&self) -> String {
         format!("{} {} {}\n", self.container_id, self.host_id, self.length)
     }
 }
+
+/// The ID the kernel shows for one a user namespace does not map.
+const OVERFLOW_ID: u32 = 65534;
 
 /// A pod's user namespace: one UID and one GID range, each mapping
 /// container ID 0, as kubelet asks for and containerd accepts.
@@ -539,18 +550,39 @@ pub fn attach(tree: OwnedFd, target: &Path) -> Result<(), IdmapError> {
     Ok(())
 }
 
-/// ID-maps `source` through `userns` onto `target`, a directory created
-/// for it (mode 0711: the container's root, a host ID the directory's
-/// owner does not map to, passes through it to the mount).
+/// ID-maps `source` through `userns` onto `target`, created for it: a
+/// directory (mode 0711: the container's root, a host ID the directory's
+/// owner does not map to, passes through it to the mount) or, for any
+/// other kind of source, an empty file.
 pub fn mount_idmapped(
     source: &Path,
     target: &Path,
     userns: BorrowedFd<'_>,
     recursive: bool,
 ) -> Result<(), IdmapError> {
-    use std::os::unix::fs::DirBuilderExt;
     let tree = idmapped_tree(source, userns, recursive)?;
-    match fs::DirBuilder::new().mode(0o711).create(target) {
+    attach_on_new(tree, source, target)
+}
+
+/// Attaches `tree`, a detached mount of `source`, on `target`, created as
+/// [`mount_idmapped`] says.
+pub fn attach_on_new(tree: OwnedFd, source: &Path, target: &Path) -> Result<(), IdmapError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let is_dir = fs::metadata(source)
+        .map_err(|e| IoError::new("inspecting", source, e))?
+        .is_dir();
+    let created = if is_dir {
+        fs::DirBuilder::new().mode(0o711).create(target)
+    } else {
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(target)
+            .map(drop)
+    };
+    match created {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
             return Err(IoError::new("creating", target, e).into())
         }
@@ -559,9 +591,9 @@ pub fn mount_idmapped(
     attach(tree, target)
 }
 
-/// Detaches whatever is mounted on each directory in `dir`, then removes
-/// them and `dir`: never deletes through a mount (a directory still
-/// mounted on is left, and reported). Missing `dir` is fine.
+/// Detaches whatever is mounted on each entry of `dir`, then removes them
+/// and `dir`: never deletes through a mount (an entry still mounted on is
+/// left, and reported). Missing `dir` is fine.
 pub fn unmount_all(dir: &Path) -> Result<(), IdmapError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -571,8 +603,15 @@ pub fn unmount_all(dir: &Path) -> Result<(), IdmapError> {
     let mut first_error = None;
     for entry in entries.flatten() {
         let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         let result = crate::sys::unmount_detached(&path)
-            .and_then(|_| fs::remove_dir(&path))
+            .and_then(|_| {
+                if is_dir {
+                    fs::remove_dir(&path)
+                } else {
+                    fs::remove_file(&path)
+                }
+            })
             .map_err(|e| IdmapError::from(IoError::new("unmounting", &path, e)));
         if let Err(e) = result {
             first_error.get_or_insert(e);
@@ -620,7 +659,36 @@ mod tests {
         assert_eq!(mappings.host_root(), (1000, 1000));
         assert_eq!(mappings.uids.host_of(5), Some(1005));
         assert_eq!(mappings.uids.host_of(100_000), None);
+        assert_eq!(mappings.uids.container_of(1005), 5);
+        assert_eq!(mappings.uids.container_of(999), 65534);
+        assert_eq!(mappings.uids.container_of(101_000), 65534);
         assert_eq!(mappings.uids.map_line(), "0 1000 100000\n");
+    }
+
+    #[test]
+    fn the_helper_writes_the_maps_and_idmapped_mounts_work_here() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let mappings = from_cri(Some(&options(
+            api::NamespaceMode::Pod,
+            &[(0, 200_000, 1000)],
+        )))
+        .unwrap()
+        .unwrap();
+        let seen = with_new_userns(&mappings, CloneFlags::CLONE_NEWNET, None, |ns, init| {
+            assert!(init.is_none());
+            let map = ns.parent().unwrap().join("uid_map");
+            // The network namespace made with it is not this process's.
+            let net = fs::read_link(ns.join("net")).map_err(|e| IoError::new("reading", ns, e))?;
+            assert_ne!(net, fs::read_link("/proc/self/ns/net").unwrap());
+            fs::read_to_string(&map).map_err(|e| IdmapError::from(IoError::new("reading", &map, e)))
+        })
+        .unwrap();
+        let fields: Vec<&str> = seen.split_whitespace().collect();
+        assert_eq!(fields, ["0", "200000", "1000"]);
+        let dir = tempfile::tempdir().unwrap();
+        probe(dir.path()).unwrap();
     }
 
     #[test]

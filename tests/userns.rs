@@ -109,13 +109,46 @@ async fn a_userns_pod_sees_its_mapping_and_has_no_power_over_host_files() {
     );
     let pod_id = run_pod(&mut client, pod.clone()).await;
     let mut config = container_config("main", &["sleep", "3600"]);
-    config.mounts = vec![Mount {
-        container_path: "/data".into(),
-        host_path: volume.path().display().to_string(),
-        ..Default::default()
-    }];
+    let file_volume = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file_volume.path(), "a file volume\n").unwrap();
+    set_mode(file_volume.path(), 0o644);
+    config.mounts = vec![
+        Mount {
+            container_path: "/data".into(),
+            host_path: volume.path().display().to_string(),
+            ..Default::default()
+        },
+        Mount {
+            container_path: "/etc/from-host".into(),
+            host_path: file_volume.path().display().to_string(),
+            ..Default::default()
+        },
+    ];
     let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
     start(&mut client, &id).await;
+    // Reported as the container sees itself, not as host IDs.
+    let user = status(&mut client, &id)
+        .await
+        .user
+        .and_then(|u| u.linux)
+        .unwrap();
+    assert_eq!((user.uid, user.gid), (0, 0));
+    // Nothing of the host stays mounted in the state directory once the
+    // container has its mounts.
+    assert_eq!(
+        mounts_below(&daemon.state_dir())
+            .iter()
+            .filter(|m| m.contains("idmapped"))
+            .count(),
+        0
+    );
+
+    let file_owner = exec(&mut client, &id, &["stat", "-c", "%u %g", "/etc/from-host"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&file_owner.stdout).trim(),
+        "0 0",
+        "{file_owner:?}"
+    );
 
     let uid_map = exec(&mut client, &id, &["cat", "/proc/self/uid_map"]).await;
     let fields: Vec<String> = String::from_utf8_lossy(&uid_map.stdout)

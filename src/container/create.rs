@@ -177,7 +177,12 @@ impl ContainerService {
             }
             // Blocked before exec on the runtime's fifo, the init already
             // has the identity it will run with.
-            let identity = ProcessIdentity::of_process(created.container_pid).await;
+            let identity = ProcessIdentity::of_process(created.container_pid)
+                .await
+                .map(|identity| match &sandbox.userns {
+                    Some(mappings) => identity.in_userns(mappings),
+                    None => identity,
+                });
             let container = Container {
                 id: id.clone(),
                 sandbox_id: sandbox.id.clone(),
@@ -380,8 +385,22 @@ impl BundleRequest {
         let mut config = self.config.clone();
         for (i, mount) in config.mounts.iter_mut().enumerate() {
             let source = Path::new(&mount.host_path);
+            // A filesystem that cannot be ID-mapped (procfs, sysfs, some
+            // network filesystems) is bound as it is: the container's root
+            // then has only what others have there.
+            let tree = match crate::idmap::idmapped_tree(
+                source,
+                std::os::fd::AsFd::as_fd(&file),
+                true,
+            ) {
+                Ok(tree) => tree,
+                Err(e) => {
+                    tracing::warn!(id = %self.id, source = %source.display(), error = %e, "volume bound without ID mapping");
+                    continue;
+                }
+            };
             let target = dir.join(i.to_string());
-            crate::idmap::mount_idmapped(source, &target, std::os::fd::AsFd::as_fd(&file), true)?;
+            crate::idmap::attach_on_new(tree, source, &target)?;
             mount.host_path = target.display().to_string();
         }
         Ok(std::borrow::Cow::Owned(config))
