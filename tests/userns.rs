@@ -283,3 +283,65 @@ async fn bad_userns_options_are_refused_and_leave_nothing() {
     );
     remove_pod(&mut client, &pod_id).await;
 }
+
+#[tokio::test]
+async fn a_failed_create_and_a_restart_leave_no_mounts_behind() {
+    let mut daemon = userns_daemon().await;
+    let mut client = daemon.runtime().await;
+    let volume = tempfile::tempdir().unwrap();
+    let pod = with_userns(
+        pod_config(&daemon, "userns-undo"),
+        userns_options(NamespaceMode::Pod, &[(0, HOST_ROOT, LENGTH)]),
+    );
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+
+    // runc refuses a mount onto /proc after Wharf has ID-mapped the rootfs
+    // and the volumes: all of it is undone.
+    let mut bad = container_config("bad", &["sleep", "3600"]);
+    bad.mounts = vec![Mount {
+        container_path: "/proc/uptime".into(),
+        host_path: volume.path().display().to_string(),
+        ..Default::default()
+    }];
+    let error = create(&mut client, &pod_id, &pod, bad).await.unwrap_err();
+    assert!(error.message().contains("runc create"), "{error:?}");
+    let containers_dir = daemon.state_dir().join("containers");
+    let left: Vec<_> = std::fs::read_dir(&containers_dir).unwrap().collect();
+    assert!(left.is_empty(), "{error:?} left {left:?}");
+    let container_mounts: Vec<String> = mounts_below(&containers_dir);
+    assert!(container_mounts.is_empty(), "{container_mounts:?}");
+
+    // A running container of the pod survives a daemon restart, and the
+    // pod is then removed cleanly.
+    let mut config = container_config("main", &["sleep", "3600"]);
+    config.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: volume.path().display().to_string(),
+        ..Default::default()
+    }];
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+    start(&mut client, &id).await;
+    daemon.sigterm().await;
+    daemon.spawn().await;
+    let mut client = daemon.runtime().await;
+    assert_eq!(
+        pod_status(&mut client, &pod_id).await.state,
+        PodSandboxState::SandboxReady as i32
+    );
+    let wrote = exec(&mut client, &id, &["sh", "-c", "echo after > /data/after"]).await;
+    assert_eq!(wrote.exit_code, 0, "{wrote:?}");
+    assert_eq!(
+        std::fs::metadata(volume.path().join("after"))
+            .unwrap()
+            .uid(),
+        0
+    );
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
+    assert_eq!(mounts_below(daemon.dir.path()), Vec::<String>::new());
+}
