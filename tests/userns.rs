@@ -328,6 +328,17 @@ async fn a_failed_create_and_a_restart_leave_no_mounts_behind() {
         pod_status(&mut client, &pod_id).await.state,
         PodSandboxState::SandboxReady as i32
     );
+    // A container created after the restart, when the daemon has made its
+    // top directories private again, still reaches the pod's files.
+    let after = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("after", &["sleep", "3600"]),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &after).await;
     let wrote = exec(&mut client, &id, &["sh", "-c", "echo after > /data/after"]).await;
     assert_eq!(wrote.exit_code, 0, "{wrote:?}");
     assert_eq!(

@@ -112,7 +112,18 @@ impl ContainerService {
             if userns.is_some() {
                 // The container's root is not the host's: runc, once in the
                 // pod's user namespace, must pass through to the rootfs.
-                for dir in [&self.state, &state_dir] {
+                // The pod's files too (made traverse-only when the pod ran,
+                // but the daemon makes its top directories private again at
+                // each start).
+                let pod_dirs = sandbox
+                    .state_dir
+                    .parent()
+                    .into_iter()
+                    .chain([&*sandbox.state_dir]);
+                for dir in [self.state.as_path(), &state_dir]
+                    .into_iter()
+                    .chain(pod_dirs)
+                {
                     crate::store::ensure_dir_mode(dir, crate::store::TRAVERSE_ONLY_DIR_MODE)?;
                 }
             }
