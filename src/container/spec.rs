@@ -44,11 +44,13 @@ mod host;
 mod linux;
 mod mounts;
 mod update;
+mod userns;
 
 pub use capabilities::{parse_name as parse_capability, CapabilitySet};
 pub use update::{
     cri_resources, resources_at_create, restoring, rewrite_bundle_resources, update_resources,
 };
+pub use userns::PodUserns;
 
 /// The runtime-spec version runc 1.1 implements.
 const OCI_VERSION: &str = "1.0.2";
@@ -86,15 +88,6 @@ pub struct SpecInput<'a> {
     /// The pod's own user namespace, when it has one: the container joins
     /// it, and its rootfs and volumes are ID-mapped for it.
     pub userns: Option<PodUserns>,
-}
-
-/// A pod's pinned user namespace and the mappings it was made with (runc
-/// 1.1 wants them also when it joins a user namespace by path: it chowns
-/// what it creates to the container's root on the host).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodUserns {
-    pub path: PathBuf,
-    pub mappings: crate::idmap::UsernsMappings,
 }
 
 /// The namespaces the sandbox pinned for this container.
@@ -281,7 +274,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     if privileged && !sandbox_privileged {
         return Err(SpecError::PrivilegedInUnprivilegedSandbox);
     }
-    check_user_namespace(security, input.userns.is_some())?;
+    userns::check(security, input.userns.is_some())?;
     let readonly_rootfs = security.is_some_and(|s| s.readonly_rootfs);
 
     let (bounding, capabilities) = capabilities::for_container(
@@ -314,18 +307,8 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
 
     let mut linux = Linux::default();
     linux.set_net_devices(None);
-    linux.set_uid_mappings(
-        input
-            .userns
-            .as_ref()
-            .map(|u| vec![id_mapping(&u.mappings.uids)]),
-    );
-    linux.set_gid_mappings(
-        input
-            .userns
-            .as_ref()
-            .map(|u| vec![id_mapping(&u.mappings.gids)]),
-    );
+    linux.set_uid_mappings(None);
+    linux.set_gid_mappings(None);
     linux.set_sysctl(sysctls);
     linux.set_resources(Some(resources));
     linux.set_cgroups_path(
@@ -333,12 +316,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     );
     let mut namespaces = linux::namespaces(&input.namespaces, input.host.cgroup_v2 && !privileged);
     if let Some(userns) = &input.userns {
-        // runc joins the user namespace first whatever the order; listed
-        // first all the same.
-        let mut user = oci_spec::runtime::LinuxNamespace::default();
-        user.set_typ(oci_spec::runtime::LinuxNamespaceType::User);
-        user.set_path(Some(userns.path.clone()));
-        namespaces.insert(0, user);
+        userns::join(&mut linux, &mut namespaces, userns);
     }
     linux.set_namespaces(Some(namespaces));
     linux.set_devices(Some(devices.devices));
@@ -379,44 +357,6 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     spec.set_vm(None);
     spec.set_zos(None);
     Ok(spec)
-}
-
-/// A container is in its pod's user namespace: its own `userns_options`
-/// (kubelet copies the pod's) may only say the same.
-fn check_user_namespace(
-    security: Option<&api::LinuxContainerSecurityContext>,
-    pod_has_userns: bool,
-) -> Result<(), SpecError> {
-    let mode = security
-        .and_then(|s| s.namespace_options.as_ref())
-        .and_then(|n| n.userns_options.as_ref())
-        .map(|u| u.mode);
-    match mode.map(api::NamespaceMode::try_from) {
-        None => Ok(()),
-        Some(Ok(api::NamespaceMode::Node)) if !pod_has_userns => Ok(()),
-        Some(Ok(api::NamespaceMode::Pod)) if pod_has_userns => Ok(()),
-        Some(_) => Err(SpecError::InvalidValue {
-            field: "namespace_options.userns_options.mode",
-            value: mode.unwrap_or_default().to_string(),
-            reason: format!(
-                "a container is in its pod's user namespace, which is {}",
-                if pod_has_userns {
-                    "the pod's own (POD)"
-                } else {
-                    "the host's (NODE)"
-                }
-            ),
-        }),
-    }
-}
-
-fn id_mapping(range: &crate::idmap::IdRange) -> oci_spec::runtime::LinuxIdMapping {
-    oci_spec::runtime::LinuxIdMappingBuilder::default()
-        .container_id(range.container_id)
-        .host_id(range.host_id)
-        .size(range.length)
-        .build()
-        .unwrap_or_default()
 }
 
 fn process(
