@@ -103,10 +103,15 @@ async fn a_userns_pod_sees_its_mapping_and_has_no_power_over_host_files() {
     std::os::unix::fs::chown(&unmapped, Some(HOST_ROOT + LENGTH + 5), Some(0)).unwrap();
     set_mode(&unmapped, 0o600);
 
-    let pod = with_userns(
+    let mut pod = with_userns(
         pod_config(&daemon, "userns"),
         userns_options(NamespaceMode::Pod, &[(0, HOST_ROOT, LENGTH)]),
     );
+    pod.linux
+        .as_mut()
+        .unwrap()
+        .sysctls
+        .insert("net.core.somaxconn".into(), "1234".into());
     let pod_id = run_pod(&mut client, pod.clone()).await;
     let mut config = container_config("main", &["sleep", "3600"]);
     let file_volume = tempfile::NamedTempFile::new().unwrap();
@@ -156,6 +161,19 @@ async fn a_userns_pod_sees_its_mapping_and_has_no_power_over_host_files() {
         .map(str::to_string)
         .collect();
     assert_eq!(fields, ["0", "100000", "65536"], "{uid_map:?}");
+    // The pod's namespaces, owned by its user namespace, were configured
+    // from outside it.
+    let configured = exec(
+        &mut client,
+        &id,
+        &["sh", "-c", "hostname; cat /proc/sys/net/core/somaxconn"],
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&configured.stdout),
+        "userns-host\n1234\n",
+        "{configured:?}"
+    );
 
     // Root inside writes into its rootfs: on the host, the upper dir holds
     // a file of the host ID root maps to.
