@@ -383,25 +383,33 @@ impl SandboxService {
                 })
                 .unwrap_or_default();
             let ns_dir = state_dir.join("ns");
-            let mut pid_holder = None;
-            let pinned = if let Some(mappings) = &userns {
-                let request = PinRequest {
-                    dir: &ns_dir,
-                    kinds: &kinds,
-                    hostname: (!modes.host_network).then_some(hostname.as_str()),
-                    sysctls: &sysctls,
-                };
+            let mut userns_pid_holder = None;
+            let pinned = if let Some(mappings) = userns {
+                // A fork, and a wait for the PID holder: off the async
+                // workers.
                 let holder = modes.pod_pid.then(|| crate::idmap::PidInit {
                     program: self.pid_holder.clone(),
                     args: vec!["pause".into()],
                 });
-                let pins = namespaces::pin_in_userns(&request, mappings, holder.as_ref())?;
+                let (dir, kinds, sysctls) = (ns_dir.clone(), kinds.clone(), sysctls.clone());
+                let hostname = (!modes.host_network).then(|| hostname.clone());
+                let pins = tokio::task::spawn_blocking(move || {
+                    let request = PinRequest {
+                        dir: &dir,
+                        kinds: &kinds,
+                        hostname: hostname.as_deref(),
+                        sysctls: &sysctls,
+                    };
+                    namespaces::pin_in_userns(&request, &mappings, holder.as_ref())
+                })
+                .await
+                .map_err(|e| SandboxError::Task("creating the pod's user namespace", e))??;
                 let dir = ns_dir.clone();
                 undo.push("unpinning namespaces", move || namespaces::unpin(&dir));
                 if let Some(holder) = pins.pid_holder {
                     let stop = holder.clone();
                     undo.push("stopping the PID namespace holder", move || stop.stop());
-                    pid_holder = Some(holder);
+                    userns_pid_holder = Some(holder);
                 }
                 pins.pinned
             } else if kinds.is_empty() && sysctls.is_empty() {
@@ -419,8 +427,9 @@ impl SandboxService {
                 pinned
             };
 
-            let pid_holder = if pid_holder.is_some() {
-                pid_holder
+            // A user namespace's PID holder was started with it.
+            let pid_holder = if userns_pid_holder.is_some() {
+                userns_pid_holder
             } else if modes.pod_pid {
                 let mut holder = std::process::Command::new(&self.pid_holder);
                 holder.arg("pause");
