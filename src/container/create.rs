@@ -110,22 +110,7 @@ impl ContainerService {
             }
             let userns = pod_userns(&sandbox);
             if userns.is_some() {
-                // The container's root is not the host's: runc, once in the
-                // pod's user namespace, must pass through to the rootfs.
-                // The pod's files too (made traverse-only when the pod ran,
-                // but the daemon makes its top directories private again at
-                // each start).
-                let pod_dirs = sandbox
-                    .state_dir
-                    .parent()
-                    .into_iter()
-                    .chain([&*sandbox.state_dir]);
-                for dir in [self.state.as_path(), &state_dir]
-                    .into_iter()
-                    .chain(pod_dirs)
-                {
-                    crate::store::ensure_dir_mode(dir, crate::store::TRAVERSE_ONLY_DIR_MODE)?;
-                }
+                self.open_for_userns(&sandbox, &state_dir)?;
             }
             self.images.hold_layers(&id, image.layers.clone());
             undo.push("releasing image layers", || self.images.release_layers(&id));
@@ -229,6 +214,26 @@ impl ContainerService {
         // `exit.json` by the time the watch finds the monitor gone.
         self.insert(container.clone());
         Ok(container)
+    }
+
+    /// A container whose root is not the host's (its pod has a user
+    /// namespace): runc, once in that namespace, must pass through to the
+    /// rootfs and to the pod's files. Those were made traverse-only when
+    /// the pod ran, but the daemon makes its top directories private again
+    /// at each start.
+    fn open_for_userns(&self, sandbox: &Sandbox, state_dir: &Path) -> Result<(), ContainerError> {
+        let pod_dirs = sandbox
+            .state_dir
+            .parent()
+            .into_iter()
+            .chain([&*sandbox.state_dir]);
+        for dir in [self.state.as_path(), state_dir]
+            .into_iter()
+            .chain(pod_dirs)
+        {
+            crate::store::ensure_dir_mode(dir, crate::store::TRAVERSE_ONLY_DIR_MODE)?;
+        }
+        Ok(())
     }
 
     fn namespaces_for(
