@@ -46,12 +46,16 @@ fn with_userns(mut pod: PodSandboxConfig, userns: UserNamespace) -> PodSandboxCo
 }
 
 /// A daemon whose state directory a container's root (not the host's)
-/// can pass through, as a user-namespaced pod needs: the test daemon's
-/// temporary directory is private until opened, and the daemon probes it
-/// at start-up.
+/// can pass through, as a user-namespaced pod needs.
 async fn userns_daemon() -> Daemon {
+    daemon_in_dir_of_mode(0o711).await
+}
+
+/// A daemon (busybox pulled) restarted after its directory, which holds
+/// its state directory, got `mode`: the daemon probes it at start-up.
+async fn daemon_in_dir_of_mode(mode: u32) -> Daemon {
     let mut daemon = daemon().await;
-    set_mode(daemon.dir.path(), 0o711);
+    set_mode(daemon.dir.path(), mode);
     daemon.sigterm().await;
     daemon.spawn().await;
     daemon
@@ -373,4 +377,43 @@ async fn a_failed_create_and_a_restart_leave_no_mounts_behind() {
         .unwrap();
     remove_pod(&mut client, &pod_id).await;
     assert_eq!(mounts_below(daemon.dir.path()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn without_a_traversable_state_dir_user_namespaces_are_not_offered() {
+    // A private directory above the state directory: a container whose
+    // root is not the host's could not reach its rootfs.
+    let daemon = daemon_in_dir_of_mode(0o700).await;
+    let mut client = daemon.runtime().await;
+    assert!(!default_handler_supports_userns(&mut client).await);
+    assert!(
+        daemon.log().contains("pods cannot have user namespaces"),
+        "{}",
+        daemon.log()
+    );
+    let pod = with_userns(
+        pod_config(&daemon, "no-userns"),
+        userns_options(NamespaceMode::Pod, &[(0, HOST_ROOT, LENGTH)]),
+    );
+    let error = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}");
+    // Bad options are still the caller's error.
+    let bad = with_userns(
+        pod_config(&daemon, "bad"),
+        userns_options(NamespaceMode::Container, &[]),
+    );
+    let error = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(bad),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
 }
