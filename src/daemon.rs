@@ -109,7 +109,8 @@ pub async fn open(config: &Config) -> Result<Core, StartError> {
             (name.clone(), runtime)
         })
         .collect();
-    let handlers = RuntimeHandlers::probe(oci_runtime, configured_handlers).await;
+    let user_namespaces = probe_user_namespaces(&paths).await;
+    let handlers = RuntimeHandlers::probe(oci_runtime, configured_handlers, user_namespaces).await;
     for handler in handlers.all() {
         match handler.runtime.remove_exec_leftovers() {
             Ok(0) => {}
@@ -147,6 +148,27 @@ pub async fn open(config: &Config) -> Result<Core, StartError> {
         sandboxes,
         containers,
     })
+}
+
+/// Whether pods may have user namespaces of their own here: ID-mapped
+/// mounts work on the image store's filesystem, and the runtime of a
+/// container whose root is not the host's can pass through the state
+/// directory (and its parents) to the container's files.
+async fn probe_user_namespaces(paths: &Paths) -> bool {
+    let (layers, state) = (paths.image_root(), paths.state.clone());
+    let probed = tokio::task::spawn_blocking(move || {
+        crate::idmap::probe(&layers).map_err(|e| crate::error::chain(&e))?;
+        crate::idmap::check_traversable(&state)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match probed {
+        Ok(()) => true,
+        Err(reason) => {
+            tracing::info!(%reason, "pods cannot have user namespaces of their own");
+            false
+        }
+    }
 }
 
 /// Creates `root` (0700) and `state` (0711: the socket may live there) when

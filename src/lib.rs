@@ -11,7 +11,7 @@
 //! - [`reload`] (SIGHUP) reaches into the services the daemon assembles.
 
 // `unsafe` only where a function says `#[allow(unsafe_code)]` (sys,
-// monitor::sys, the xattr call of image::unpack), each block with its
+// monitor::sys, the xattr call of image::unpack, idmap), each block with its
 // SAFETY comment.
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -24,6 +24,7 @@ pub mod cri;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod idmap;
 pub mod image;
 pub mod logging;
 pub mod metrics;

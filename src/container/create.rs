@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use super::identity::ProcessIdentity;
 use super::record::{self, Container, ContainerState};
-use super::spec::{self, HostFeatures, NamespacePath, Namespaces, SandboxFiles, SpecInput};
+use super::spec::{
+    self, HostFeatures, NamespacePath, Namespaces, PodUserns, SandboxFiles, SpecInput,
+};
 use super::{rootfs, ContainerError, ContainerService};
 use crate::api;
 use crate::image::ImageService;
@@ -94,9 +96,21 @@ impl ContainerService {
             {
                 let (record_dir, state_dir) = (record_dir.clone(), state_dir.clone());
                 undo.push("removing container directories", move || {
+                    // Never through a host volume still mounted.
+                    crate::idmap::unmount_all(&idmapped_volumes_dir(&state_dir))?;
                     let _ = std::fs::remove_dir_all(&state_dir);
-                    std::fs::remove_dir_all(&record_dir)
+                    std::fs::remove_dir_all(&record_dir).map_err(|e| {
+                        crate::idmap::IdmapError::from(crate::error::IoError::new(
+                            "removing",
+                            &record_dir,
+                            e,
+                        ))
+                    })
                 });
+            }
+            let userns = pod_userns(&sandbox);
+            if userns.is_some() {
+                self.open_for_userns(&sandbox, &state_dir)?;
             }
             self.images.hold_layers(&id, image.layers.clone());
             undo.push("releasing image layers", || self.images.release_layers(&id));
@@ -115,6 +129,7 @@ impl ContainerService {
                 log_path: log_path.clone(),
                 host: self.options.host.clone(),
                 runtime_features: handler.features,
+                userns,
             };
             let bundle = tokio::task::spawn_blocking(move || request.prepare())
                 .await
@@ -124,6 +139,13 @@ impl ContainerService {
                 spec::remove_created_host_paths(&bundle.created_host_paths);
                 rootfs::unmount(&bundle.rootfs)
             });
+            let idmapped_volumes = idmapped_volumes_dir(&state_dir);
+            {
+                let dir = idmapped_volumes.clone();
+                undo.push("unmounting ID-mapped volumes", move || {
+                    crate::idmap::unmount_all(&dir)
+                });
+            }
 
             // Also after a failed or timed-out create: the runtime may have
             // kept state (deleting an unknown container is fine).
@@ -144,9 +166,19 @@ impl ContainerService {
                 },
             )
             .await?;
+            // The container has its own mounts of them now: ours go, so
+            // that nothing of the host's is left mounted in the state dir.
+            if let Err(e) = crate::idmap::unmount_all(&idmapped_volumes) {
+                tracing::warn!(id = %id, error = %e, "unmounting ID-mapped volume sources");
+            }
             // Blocked before exec on the runtime's fifo, the init already
             // has the identity it will run with.
-            let identity = ProcessIdentity::of_process(created.container_pid).await;
+            let identity = ProcessIdentity::of_process(created.container_pid)
+                .await
+                .map(|identity| match &sandbox.userns {
+                    Some(mappings) => identity.in_userns(mappings),
+                    None => identity,
+                });
             let container = Container {
                 id: id.clone(),
                 sandbox_id: sandbox.id.clone(),
@@ -182,6 +214,26 @@ impl ContainerService {
         // `exit.json` by the time the watch finds the monitor gone.
         self.insert(container.clone());
         Ok(container)
+    }
+
+    /// A container whose root is not the host's (its pod has a user
+    /// namespace): runc, once in that namespace, must pass through to the
+    /// rootfs and to the pod's files. Those were made traverse-only when
+    /// the pod ran, but the daemon makes its top directories private again
+    /// at each start.
+    fn open_for_userns(&self, sandbox: &Sandbox, state_dir: &Path) -> Result<(), ContainerError> {
+        let pod_dirs = sandbox
+            .state_dir
+            .parent()
+            .into_iter()
+            .chain([&*sandbox.state_dir]);
+        for dir in [self.state.as_path(), state_dir]
+            .into_iter()
+            .chain(pod_dirs)
+        {
+            crate::store::ensure_dir_mode(dir, crate::store::TRAVERSE_ONLY_DIR_MODE)?;
+        }
+        Ok(())
     }
 
     fn namespaces_for(
@@ -263,6 +315,7 @@ struct BundleRequest {
     log_path: Option<PathBuf>,
     host: HostFeatures,
     runtime_features: RuntimeFeatures,
+    userns: Option<PodUserns>,
 }
 
 /// A bundle ready for `runc create`, and what to take back if the
@@ -283,12 +336,15 @@ impl BundleRequest {
         spec::check_limits(&self.config, &image_config)?;
         let created_host_paths = spec::prepare_host_paths(&self.config)?;
         let rootfs = self.state_dir.join("rootfs");
-        let mounted = rootfs::mount_overlay(&self.lower_dirs, &self.record_dir, &rootfs)
-            .map_err(ContainerError::from)
+        let mounted = self
+            .mount_rootfs(&rootfs)
             .and_then(|()| {
                 self.write_spec(&image_config, &rootfs).inspect_err(|_| {
                     if let Err(e) = rootfs::unmount(&rootfs) {
                         tracing::error!(id = %self.id, error = %e, "unmounting the rootfs of a failed create");
+                    }
+                    if let Err(e) = crate::idmap::unmount_all(&idmapped_volumes_dir(&self.state_dir)) {
+                        tracing::error!(id = %self.id, error = %e, "unmounting ID-mapped volumes of a failed create");
                     }
                 })
             });
@@ -303,6 +359,67 @@ impl BundleRequest {
                 Err(error)
             }
         }
+    }
+
+    /// The overlay; ID-mapped for the pod's user namespace if it has one.
+    fn mount_rootfs(&self, rootfs: &Path) -> Result<(), ContainerError> {
+        let Some(userns) = &self.userns else {
+            return Ok(rootfs::mount_overlay(
+                &self.lower_dirs,
+                &self.record_dir,
+                rootfs,
+            )?);
+        };
+        let file = open_userns(&userns.path)?;
+        Ok(rootfs::mount_idmapped_overlay(
+            &self.lower_dirs,
+            &self.record_dir,
+            rootfs,
+            &self.state_dir.join("idmapped-layers"),
+            std::os::fd::AsFd::as_fd(&file),
+            userns.mappings.host_root(),
+        )?)
+    }
+
+    /// The CRI config with each bind mount's source replaced by an
+    /// ID-mapped mount of it for the pod's user namespace: what the
+    /// container writes there is owned on the host by the ID it has inside
+    /// (the mapping of the mount undoes the namespace's), as with
+    /// containerd and CRI-O. Without a user namespace, the config as given.
+    fn idmapped_config(
+        &self,
+    ) -> Result<std::borrow::Cow<'_, api::ContainerConfig>, ContainerError> {
+        let Some(userns) = &self.userns else {
+            return Ok(std::borrow::Cow::Borrowed(&self.config));
+        };
+        if self.config.mounts.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(&self.config));
+        }
+        let file = open_userns(&userns.path)?;
+        let dir = idmapped_volumes_dir(&self.state_dir);
+        crate::store::ensure_dir_mode(&dir, crate::store::TRAVERSE_ONLY_DIR_MODE)?;
+        let mut config = self.config.clone();
+        for (i, mount) in config.mounts.iter_mut().enumerate() {
+            let source = Path::new(&mount.host_path);
+            // A filesystem that cannot be ID-mapped (procfs, sysfs, some
+            // network filesystems) is bound as it is: the container's root
+            // then has only what others have there.
+            let tree = match crate::idmap::idmapped_tree(
+                source,
+                std::os::fd::AsFd::as_fd(&file),
+                true,
+            ) {
+                Ok(tree) => tree,
+                Err(e) => {
+                    tracing::warn!(id = %self.id, source = %source.display(), error = %e, "volume bound without ID mapping");
+                    continue;
+                }
+            };
+            let target = dir.join(i.to_string());
+            crate::idmap::attach_on_new(tree, source, &target)?;
+            mount.host_path = target.display().to_string();
+        }
+        Ok(std::borrow::Cow::Owned(config))
     }
 
     fn image_config(&self) -> Result<oci_spec::image::Config, ContainerError> {
@@ -338,10 +455,11 @@ impl BundleRequest {
             .as_ref()
             .map(|l| l.cgroup_parent.clone())
             .unwrap_or_default();
+        let config = self.idmapped_config()?;
         let generated = spec::generate(&SpecInput {
             container_id: &self.id,
             sandbox_id: &self.sandbox.id,
-            config: &self.config,
+            config: &config,
             sandbox: &self.sandbox.config,
             image: image_config,
             image_name: &self.image_name,
@@ -357,6 +475,7 @@ impl BundleRequest {
             user,
             host: self.host.clone(),
             runtime: self.runtime_features,
+            userns: self.userns.clone(),
         })?;
         // Serialising our own spec cannot fail on bad input: a failure is
         // ours (Internal), reported with the file it was meant for.
@@ -366,6 +485,26 @@ impl BundleRequest {
         }
         Ok(spec::container_stop_signal(&self.config, image_config)? as i32)
     }
+}
+
+/// The pod's pinned user namespace, if it has one of its own.
+fn pod_userns(sandbox: &Sandbox) -> Option<PodUserns> {
+    Some(PodUserns {
+        path: sandbox.namespaces.user.clone()?,
+        mappings: sandbox.userns?,
+    })
+}
+
+fn open_userns(path: &Path) -> Result<std::fs::File, ContainerError> {
+    std::fs::File::open(path).map_err(|e| {
+        crate::idmap::IdmapError::from(crate::error::IoError::new("opening", path, e)).into()
+    })
+}
+
+/// Where a user-namespaced container's volume sources are ID-mapped while
+/// `runc create` mounts them; empty (and gone) otherwise.
+pub(super) fn idmapped_volumes_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("idmapped-volumes")
 }
 
 /// Log directories are kubelet's (it makes them itself); for other clients

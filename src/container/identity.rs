@@ -40,6 +40,17 @@ impl ProcessIdentity {
         })
     }
 
+    /// The identity as a process in a pod's user namespace sees it (the
+    /// kernel shows the reader's view: host IDs, to the daemon).
+    pub fn in_userns(self, mappings: &crate::idmap::UsernsMappings) -> Self {
+        let gid = |g: u32| mappings.gids.container_of(g);
+        Self {
+            uid: mappings.uids.container_of(self.uid),
+            gid: gid(self.gid),
+            supplemental_groups: self.supplemental_groups.into_iter().map(gid).collect(),
+        }
+    }
+
     /// The identity of process `pid`; `None` when it is gone or its status
     /// does not parse.
     pub async fn of_process(pid: i32) -> Option<Self> {

@@ -405,7 +405,13 @@ impl ContainerService {
         if let Err(e) = rootfs::unmount(&state_dir.join("rootfs")) {
             tracing::warn!(id, error = %e, "unmounting rootfs");
         }
-        let _ = std::fs::remove_dir_all(&state_dir);
+        // Never delete through a host volume left mounted by a crash.
+        match crate::idmap::unmount_all(&super::create::idmapped_volumes_dir(&state_dir)) {
+            Ok(()) => drop(std::fs::remove_dir_all(&state_dir)),
+            Err(e) => {
+                tracing::warn!(id, error = %e, "keeping the state of a container with volumes still mounted")
+            }
+        }
         let _ = crate::store::remove_dir_atomic(&self.record_dir(id));
     }
 }
@@ -413,6 +419,8 @@ impl ContainerService {
 /// Removes a container's record (with its writable layer) and state.
 fn remove_files(record_dir: &Path, state_dir: &Path) -> Result<(), ContainerError> {
     crate::store::remove_dir_atomic(record_dir)?;
+    // Never delete through a host volume left mounted by a crash.
+    crate::idmap::unmount_all(&super::create::idmapped_volumes_dir(state_dir))?;
     if let Err(e) = std::fs::remove_dir_all(state_dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %state_dir.display(), error = %e, "removing container state");

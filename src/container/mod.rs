@@ -74,6 +74,8 @@ pub enum ContainerError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Rootfs(#[from] rootfs::RootfsError),
+    #[error("ID-mapped mount: {0}")]
+    Idmap(#[from] crate::idmap::IdmapError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     /// The runtime could not apply new resources (the kernel refused them);
@@ -116,6 +118,7 @@ impl Classify for ContainerError {
             }
             ContainerError::NameTaken(_) => Kind::AlreadyExists,
             ContainerError::Sandbox(e) => e.kind(),
+            ContainerError::Idmap(e) => e.kind(),
             ContainerError::Image(e) => e.kind(),
             ContainerError::Spec(e) => e.kind(),
             ContainerError::Rootfs(e) => e.kind(),

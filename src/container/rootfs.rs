@@ -1,5 +1,12 @@
 //! A container's root filesystem: an overlay of its image's layers under a
 //! writable upper dir of its own.
+//!
+//! In a pod with its own user namespace the layers are ID-mapped for it
+//! first: overlayfs itself cannot be ID-mapped (`mount_setattr` on it gives
+//! EINVAL), but it can stack over ID-mapped bind mounts of the layer
+//! directories (Linux 5.19+), as containerd's overlay snapshotter does.
+//! The upper dir then belongs to the container's root on the host, so what
+//! the container writes is owned by its mapped IDs.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +27,14 @@ pub enum RootfsError {
         target: PathBuf,
         #[source]
         source: nix::Error,
+    },
+    #[error("ID-mapping the image's layers: {0}")]
+    Idmap(#[from] crate::idmap::IdmapError),
+    #[error("giving {path} to the container's root: {source}")]
+    Chown {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("unmounting {target}: {source}")]
     Unmount {
@@ -49,6 +64,49 @@ pub fn mount_overlay(
     layer_dir: &Path,
     target: &Path,
 ) -> Result<(), RootfsError> {
+    mount_overlay_owned(lower_dirs, layer_dir, target, None)
+}
+
+/// [`mount_overlay`] for a container in the user namespace `userns`
+/// (an open `/proc/<pid>/ns/user` or its pin), whose root is `host_root`
+/// (uid, gid) on the host. The layers are ID-mapped on directories under
+/// `scratch`, which are detached again once the overlay holds them: nothing
+/// but the overlay stays mounted.
+pub fn mount_idmapped_overlay(
+    lower_dirs: &[PathBuf],
+    layer_dir: &Path,
+    target: &Path,
+    scratch: &Path,
+    userns: std::os::fd::BorrowedFd<'_>,
+    host_root: (u32, u32),
+) -> Result<(), RootfsError> {
+    create_dir_with_mode(scratch, 0o700)?;
+    let mapped = lower_dirs
+        .iter()
+        .enumerate()
+        .map(|(i, lower)| {
+            let at = scratch.join(i.to_string());
+            crate::idmap::mount_idmapped(lower, &at, userns, false).map(|()| at)
+        })
+        .collect::<Result<Vec<_>, _>>();
+    let mounted = mapped
+        .map_err(RootfsError::from)
+        .and_then(|mapped| mount_overlay_owned(&mapped, layer_dir, target, Some(host_root)));
+    // The overlay keeps its layers referenced; their mount points go.
+    let detached = crate::idmap::unmount_all(scratch);
+    mounted?;
+    detached.map_err(|e| {
+        let _ = unmount(target);
+        e.into()
+    })
+}
+
+fn mount_overlay_owned(
+    lower_dirs: &[PathBuf],
+    layer_dir: &Path,
+    target: &Path,
+    upper_owner: Option<(u32, u32)>,
+) -> Result<(), RootfsError> {
     let upper = layer_dir.join("upper");
     let work = layer_dir.join("work");
     let empty = layer_dir.join("empty");
@@ -57,6 +115,14 @@ pub fn mount_overlay(
     // parent keeps host users out). The others are overlayfs' own.
     for (dir, mode) in [(upper.as_path(), 0o755), (&work, 0o700), (target, 0o700)] {
         create_dir_with_mode(dir, mode)?;
+    }
+    if let Some((uid, gid)) = upper_owner {
+        std::os::unix::fs::chown(&upper, Some(uid), Some(gid)).map_err(|source| {
+            RootfsError::Chown {
+                path: upper.clone(),
+                source,
+            }
+        })?;
     }
     let mut lowers: Vec<String> = lower_dirs.iter().map(|d| d.display().to_string()).collect();
     if lowers.is_empty() {

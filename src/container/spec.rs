@@ -44,11 +44,13 @@ mod host;
 mod linux;
 mod mounts;
 mod update;
+mod userns;
 
 pub use capabilities::{parse_name as parse_capability, CapabilitySet};
 pub use update::{
     cri_resources, resources_at_create, restoring, rewrite_bundle_resources, update_resources,
 };
+pub use userns::PodUserns;
 
 /// The runtime-spec version runc 1.1 implements.
 const OCI_VERSION: &str = "1.0.2";
@@ -83,6 +85,9 @@ pub struct SpecInput<'a> {
     pub host: HostFeatures,
     /// What the OCI runtime of the pod's handler can do.
     pub runtime: RuntimeFeatures,
+    /// The pod's own user namespace, when it has one: the container joins
+    /// it, and its rootfs and volumes are ID-mapped for it.
+    pub userns: Option<PodUserns>,
 }
 
 /// The namespaces the sandbox pinned for this container.
@@ -269,7 +274,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     if privileged && !sandbox_privileged {
         return Err(SpecError::PrivilegedInUnprivilegedSandbox);
     }
-    reject_user_namespaces(security)?;
+    userns::check(security, input.userns.is_some())?;
     let readonly_rootfs = security.is_some_and(|s| s.readonly_rootfs);
 
     let (bounding, capabilities) = capabilities::for_container(
@@ -309,10 +314,11 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     linux.set_cgroups_path(
         (!input.cgroups_path.is_empty()).then(|| PathBuf::from(&input.cgroups_path)),
     );
-    linux.set_namespaces(Some(linux::namespaces(
-        &input.namespaces,
-        input.host.cgroup_v2 && !privileged,
-    )));
+    let mut namespaces = linux::namespaces(&input.namespaces, input.host.cgroup_v2 && !privileged);
+    if let Some(userns) = &input.userns {
+        userns::join(&mut linux, &mut namespaces, userns);
+    }
+    linux.set_namespaces(Some(namespaces));
     linux.set_devices(Some(devices.devices));
     linux.set_seccomp(seccomp::for_container(
         security,
@@ -351,20 +357,6 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     spec.set_vm(None);
     spec.set_zos(None);
     Ok(spec)
-}
-
-/// User namespaces need ID-mapped rootfs and mounts, which runc 1.1 lacks.
-fn reject_user_namespaces(
-    security: Option<&api::LinuxContainerSecurityContext>,
-) -> Result<(), SpecError> {
-    let mode = security
-        .and_then(|s| s.namespace_options.as_ref())
-        .and_then(|n| n.userns_options.as_ref())
-        .map(|u| u.mode);
-    match mode.map(api::NamespaceMode::try_from) {
-        None | Some(Ok(api::NamespaceMode::Node)) => Ok(()),
-        Some(_) => Err(SpecError::Unsupported("a pod user namespace".to_string())),
-    }
 }
 
 fn process(

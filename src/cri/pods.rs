@@ -14,11 +14,24 @@ pub async fn run(
 ) -> Result<RunPodSandboxResponse, Status> {
     let config = request.config.ok_or_else(|| required("config"))?;
     validate::pod_config(&config)?;
-    services
+    let handler = services
         .containers
         .handlers()
         .get(&request.runtime_handler)
         .map_err(|e| status_of(crate::container::ContainerError::from(e)))?;
+    let userns = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .and_then(|o| o.userns_options.as_ref());
+    // Bad options are the caller's error whatever the host: refused below.
+    if matches!(crate::idmap::from_cri(userns), Ok(Some(_))) && !handler.features.user_namespaces {
+        return Err(Status::failed_precondition(format!(
+            "runtime handler {:?} does not support user namespaces on this host (see the daemon's start-up log)",
+            request.runtime_handler
+        )));
+    }
     let sandbox = services
         .sandboxes
         .run(config, &request.runtime_handler)

@@ -582,7 +582,7 @@ fn runtime_handlers(handlers: &crate::runtime::RuntimeHandlers) -> Vec<RuntimeHa
             name: name.to_string(),
             features: Some(RuntimeHandlerFeatures {
                 recursive_read_only_mounts: handler.features.recursive_read_only_mounts,
-                user_namespaces: false,
+                user_namespaces: handler.features.user_namespaces,
             }),
         })
         .collect()

@@ -15,6 +15,11 @@ pub struct RuntimeFeatures {
     /// The `rro` mount option: a bind mount read-only with everything
     /// mounted beneath it (`mount_setattr(AT_RECURSIVE)`).
     pub recursive_read_only_mounts: bool,
+    /// Pods may have user namespaces of their own: the runtime joins the
+    /// pod's by path (any runc does) and this host can make the ID-mapped
+    /// mounts Wharf prepares for it (see [`crate::idmap::probe`]). Not
+    /// from `runtime features`: set by [`super::RuntimeHandlers::probe`].
+    pub user_namespaces: bool,
 }
 
 /// `runtime features` prints a few kilobytes; anything far larger is not it.
@@ -57,6 +62,7 @@ impl RuntimeFeatures {
         let document: FeaturesDocument = serde_json::from_slice(json).map_err(|e| e.to_string())?;
         Ok(Self {
             recursive_read_only_mounts: document.mount_options.iter().any(|o| o == "rro"),
+            user_namespaces: false,
         })
     }
 

@@ -36,7 +36,13 @@ pub struct UnknownHandler {
 
 impl RuntimeHandlers {
     /// Probes every runtime's features, each on a blocking thread.
-    pub async fn probe(default: OciRuntime, configured: Vec<(String, OciRuntime)>) -> Self {
+    /// `user_namespaces`: whether this host can make what a pod's user
+    /// namespace needs ([`crate::idmap::probe`]).
+    pub async fn probe(
+        default: OciRuntime,
+        configured: Vec<(String, OciRuntime)>,
+        user_namespaces: bool,
+    ) -> Self {
         let mut named = vec![(DEFAULT_HANDLER.to_string(), default)];
         named.extend(configured);
         let mut handlers = Vec::with_capacity(named.len());
@@ -46,6 +52,10 @@ impl RuntimeHandlers {
                 tokio::task::spawn_blocking(move || RuntimeFeatures::probe_or_none(&binary))
                     .await
                     .unwrap_or_default();
+            let features = RuntimeFeatures {
+                user_namespaces,
+                ..features
+            };
             tracing::info!(handler = %name, binary = %runtime.binary().display(), ?features, "runtime handler");
             handlers.push(Arc::new(RuntimeHandler {
                 name,

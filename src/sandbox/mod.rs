@@ -39,6 +39,8 @@ pub enum SandboxError {
     Ambiguous(String),
     #[error(transparent)]
     NameTaken(#[from] NameTaken),
+    #[error(transparent)]
+    Userns(#[from] crate::idmap::IdmapError),
     #[error("pinning namespaces: {0}")]
     Namespaces(#[from] NamespaceError),
     #[error("pod files: {0}")]
@@ -94,6 +96,7 @@ impl Classify for SandboxError {
             SandboxError::NotReady(_) => Kind::FailedPrecondition,
             SandboxError::Undone { error, .. } => error.kind(),
             SandboxError::Namespaces(e) => e.kind(),
+            SandboxError::Userns(e) => e.kind(),
             SandboxError::Files(e) => e.kind(),
             SandboxError::Network(e) => e.kind(),
             SandboxError::Store(_) | SandboxError::Task(..) => Kind::Internal,
@@ -331,6 +334,7 @@ impl SandboxService {
         }
         check_log_directory(&config.log_directory)?;
         let modes = record::NamespaceModes::from_config(&config);
+        let userns = pod_userns(&config, &modes)?;
         let id = new_id();
         let name = format!(
             "{}_{}_{}_{}",
@@ -345,6 +349,13 @@ impl SandboxService {
             });
             let state_dir = self.state_dir(&id);
             crate::store::create_dir_all(&state_dir)?;
+            if userns.is_some() {
+                // The pod's root is not the host's: its containers' runtime
+                // must pass through to the pod's files.
+                for dir in [&self.state, &state_dir] {
+                    crate::store::ensure_dir_mode(dir, crate::store::TRAVERSE_ONLY_DIR_MODE)?;
+                }
+            }
             {
                 let dir = state_dir.clone();
                 undo.push("removing sandbox state", move || {
@@ -381,7 +392,36 @@ impl SandboxService {
                 })
                 .unwrap_or_default();
             let ns_dir = state_dir.join("ns");
-            let pinned = if kinds.is_empty() && sysctls.is_empty() {
+            let mut userns_pid_holder = None;
+            let pinned = if let Some(mappings) = userns {
+                // A fork, and a wait for the PID holder: off the async
+                // workers.
+                let holder = modes.pod_pid.then(|| crate::idmap::PidInit {
+                    program: self.pid_holder.clone(),
+                    args: vec!["pause".into()],
+                });
+                let (dir, kinds, sysctls) = (ns_dir.clone(), kinds.clone(), sysctls.clone());
+                let hostname = (!modes.host_network).then(|| hostname.clone());
+                let pins = tokio::task::spawn_blocking(move || {
+                    let request = PinRequest {
+                        dir: &dir,
+                        kinds: &kinds,
+                        hostname: hostname.as_deref(),
+                        sysctls: &sysctls,
+                    };
+                    namespaces::pin_in_userns(&request, &mappings, holder.as_ref())
+                })
+                .await
+                .map_err(|e| SandboxError::Task("creating the pod's user namespace", e))??;
+                let dir = ns_dir.clone();
+                undo.push("unpinning namespaces", move || namespaces::unpin(&dir));
+                if let Some(holder) = pins.pid_holder {
+                    let stop = holder.clone();
+                    undo.push("stopping the PID namespace holder", move || stop.stop());
+                    userns_pid_holder = Some(holder);
+                }
+                pins.pinned
+            } else if kinds.is_empty() && sysctls.is_empty() {
                 PinnedNamespaces::default()
             } else {
                 let request = PinRequest {
@@ -396,7 +436,10 @@ impl SandboxService {
                 pinned
             };
 
-            let pid_holder = if modes.pod_pid {
+            // A user namespace's PID holder was started with it.
+            let pid_holder = if userns_pid_holder.is_some() {
+                userns_pid_holder
+            } else if modes.pod_pid {
                 let mut holder = std::process::Command::new(&self.pid_holder);
                 holder.arg("pause");
                 let dir = ns_dir.clone();
@@ -464,6 +507,7 @@ impl SandboxService {
                 hosts,
                 hostname_file,
                 shm,
+                userns,
                 runtime_handler: runtime_handler.to_string(),
                 config: config.clone(),
             };
@@ -485,6 +529,30 @@ impl SandboxService {
         self.announce(&id, PodEvent::Started);
         Ok(sandbox)
     }
+}
+
+/// The pod's user namespace mappings (mode POD), or none for the host's.
+/// A pod of its own user namespace must own its other namespaces too, as
+/// Kubernetes requires (no host network, IPC or PID with `hostUsers:
+/// false`).
+fn pod_userns(
+    config: &api::PodSandboxConfig,
+    modes: &record::NamespaceModes,
+) -> Result<Option<crate::idmap::UsernsMappings>, SandboxError> {
+    let options = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .and_then(|o| o.userns_options.as_ref());
+    let mappings = crate::idmap::from_cri(options)?;
+    if mappings.is_some() && (modes.host_network || modes.host_ipc || modes.host_pid) {
+        return Err(SandboxError::Invalid {
+            field: "namespace_options.userns_options",
+            reason: "a pod with its own user namespace cannot share the host's network, IPC or PID namespace".into(),
+        });
+    }
+    Ok(mappings)
 }
 
 pub(crate) fn pod_network(id: &str, config: &api::PodSandboxConfig, netns: &Path) -> PodNetwork {

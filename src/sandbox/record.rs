@@ -68,6 +68,10 @@ pub struct Sandbox {
     pub hostname_file: PathBuf,
     /// The pod's `/dev/shm`; none when it shares the host's IPC.
     pub shm: Option<PathBuf>,
+    /// The pod's own user namespace (`userns_options` mode POD), pinned
+    /// as `namespaces.user`; none when it shares the host's.
+    #[serde(default)]
+    pub userns: Option<crate::idmap::UsernsMappings>,
     /// The RuntimeClass handler the pod was run with ("" for the default,
     /// and in records from before handlers).
     #[serde(default)]
@@ -84,6 +88,7 @@ impl Sandbox {
             &self.namespaces.net,
             &self.namespaces.ipc,
             &self.namespaces.uts,
+            &self.namespaces.user,
         ]
         .into_iter()
         .flatten()

@@ -32,6 +32,7 @@ pub(super) struct Fixture {
     pub files: SandboxFiles,
     pub user: ResolvedUser,
     pub host: HostFeatures,
+    pub userns: Option<super::PodUserns>,
 }
 
 impl Fixture {
@@ -68,6 +69,7 @@ impl Fixture {
             files: SandboxFiles::default(),
             user: ResolvedUser::default(),
             host: HostFeatures::unconfined_for_tests(),
+            userns: None,
         }
     }
 
@@ -103,7 +105,9 @@ impl Fixture {
             host: self.host.clone(),
             runtime: crate::runtime::RuntimeFeatures {
                 recursive_read_only_mounts: true,
+                user_namespaces: false,
             },
+            userns: self.userns.clone(),
         }
     }
 
@@ -593,7 +597,47 @@ fn sysctls_and_user_namespaces() {
         ..Default::default()
     });
     let err = userns.generate().unwrap_err();
-    assert_eq!(err.kind(), Kind::Unimplemented, "{err}");
+    assert_eq!(
+        err.kind(),
+        Kind::InvalidArgument,
+        "a POD user namespace in a pod without one: {err}"
+    );
+
+    let range = crate::idmap::IdRange {
+        container_id: 0,
+        host_id: 1000,
+        length: 100_000,
+    };
+    userns.userns = Some(super::PodUserns {
+        path: "/run/wharf/sandboxes/p1/ns/user".into(),
+        mappings: crate::idmap::UsernsMappings {
+            uids: range,
+            gids: range,
+        },
+    });
+    let spec = userns.generate().unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    let first = &linux.namespaces().as_ref().unwrap()[0];
+    assert_eq!(first.typ(), oci_spec::runtime::LinuxNamespaceType::User);
+    assert_eq!(
+        first.path().as_deref(),
+        Some(Path::new("/run/wharf/sandboxes/p1/ns/user"))
+    );
+    for mappings in [linux.uid_mappings(), linux.gid_mappings()] {
+        let mapping = &mappings.as_ref().unwrap()[0];
+        assert_eq!(
+            (mapping.container_id(), mapping.host_id(), mapping.size()),
+            (0, 1000, 100_000)
+        );
+    }
+    userns.security().namespace_options = Some(api::NamespaceOption {
+        userns_options: Some(api::UserNamespace {
+            mode: api::NamespaceMode::Container as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(userns.generate().unwrap_err().kind(), Kind::InvalidArgument);
 }
 
 #[test]

@@ -33,9 +33,11 @@ use crate::undo::{CleanupFailures, Undo, Undone};
 
 mod pid_holder;
 mod sysctl;
+mod userns;
 
 pub use pid_holder::{run_pid_holder, spawn_pid_holder, PidHolder};
 use sysctl::Sysctl;
+pub use userns::{pin_in_userns, UsernsPins, USER_FILE};
 
 /// The file a shared PID namespace is pinned on, beside the others.
 pub const PID_FILE: &str = "pid";
@@ -98,6 +100,10 @@ pub struct PinnedNamespaces {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// The pod's own user namespace, which owns the others
+    /// (`userns_options` mode POD).
+    #[serde(default)]
+    pub user: Option<PathBuf>,
 }
 
 impl PinnedNamespaces {
@@ -145,6 +151,8 @@ pub enum NamespaceError {
     Io(#[from] IoError),
     #[error("the thread creating namespaces for {dir} panicked")]
     ThreadPanicked { dir: PathBuf },
+    #[error(transparent)]
+    Userns(#[from] crate::idmap::IdmapError),
     #[error("PID namespace holder {program}: {reason}")]
     HolderFailed { program: PathBuf, reason: String },
     /// A step failed and undoing the earlier ones failed too: something
@@ -177,6 +185,7 @@ impl Classify for NamespaceError {
             | NamespaceError::HostnameWithoutUts => Kind::InvalidArgument,
             NamespaceError::AlreadyPinned { .. } => Kind::AlreadyExists,
             NamespaceError::Undone { error, .. } => error.kind(),
+            NamespaceError::Userns(e) => e.kind(),
             NamespaceError::Io(_)
             | NamespaceError::ThreadPanicked { .. }
             | NamespaceError::HolderFailed { .. } => Kind::Internal,
@@ -198,21 +207,7 @@ fn io_error<'a>(
 /// Creates the requested namespaces, configures them and pins them under
 /// `request.dir`. On failure nothing is left behind.
 pub fn pin(request: &PinRequest) -> Result<PinnedNamespaces, NamespaceError> {
-    let kinds: Vec<NamespaceKind> = NamespaceKind::ALL
-        .into_iter()
-        .filter(|kind| request.kinds.contains(kind))
-        .collect();
-    if let Some(hostname) = request.hostname {
-        validate_hostname(hostname)?;
-        if !kinds.contains(&NamespaceKind::Uts) {
-            return Err(NamespaceError::HostnameWithoutUts);
-        }
-    }
-    let sysctls = request
-        .sysctls
-        .iter()
-        .map(|(name, value)| Sysctl::parse(name, value, &kinds))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (kinds, sysctls) = checked(request)?;
     if kinds.is_empty() {
         return Ok(PinnedNamespaces::default());
     }
@@ -241,11 +236,39 @@ pub fn pin(request: &PinRequest) -> Result<PinnedNamespaces, NamespaceError> {
     undo.finish_now(result)
 }
 
+/// The requested kinds in [`NamespaceKind::ALL`] order, and the sysctls,
+/// checked against them and the host name.
+fn checked<'a>(
+    request: &PinRequest<'a>,
+) -> Result<(Vec<NamespaceKind>, Vec<Sysctl<'a>>), NamespaceError> {
+    let kinds: Vec<NamespaceKind> = NamespaceKind::ALL
+        .into_iter()
+        .filter(|kind| request.kinds.contains(kind))
+        .collect();
+    if let Some(hostname) = request.hostname {
+        validate_hostname(hostname)?;
+        if !kinds.contains(&NamespaceKind::Uts) {
+            return Err(NamespaceError::HostnameWithoutUts);
+        }
+    }
+    let sysctls = request
+        .sysctls
+        .iter()
+        .map(|(name, value)| Sysctl::parse(name, value, &kinds))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((kinds, sysctls))
+}
+
 /// Unmounts and removes every pin file in `dir`, then `dir` if empty.
 /// Missing files, files nothing is mounted on, and a missing `dir` are fine.
 pub fn unpin(dir: &Path) -> Result<(), NamespaceError> {
     let names = NamespaceKind::ALL.map(NamespaceKind::file_name);
-    remove_pins(names.iter().chain([&PID_FILE]).map(|name| dir.join(name)))?;
+    remove_pins(
+        names
+            .iter()
+            .chain([&PID_FILE, &USER_FILE])
+            .map(|name| dir.join(name)),
+    )?;
     match fs::remove_dir(dir) {
         Err(e)
             if !matches!(
@@ -353,6 +376,7 @@ mod tests {
             net: Some("/run/wharf/ns/net".into()),
             ipc: None,
             uts: Some("/run/wharf/ns/uts".into()),
+            user: None,
         };
         let json = serde_json::to_string(&pinned).unwrap();
         assert_eq!(

@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -70,27 +70,54 @@ pub fn spawn_pid_holder(dir: &Path, mut holder: Command) -> Result<PidHolder, Na
                 .spawn()
                 .map_err(|e| holder_failed(&program, format!("starting: {e}")))
         })?;
-        wait_until_ready(&mut child, &program)
-            .and_then(|()| {
-                let source = PathBuf::from(format!("/proc/{}/ns/pid", child.id()));
-                let ns_inode = fs::metadata(&source)
-                    .map_err(io_error("inspecting", &source))?
-                    .ino();
-                let path = dir.join(PID_FILE);
-                bind_pin(&source, &path, &mut undo)?;
-                Ok(PidHolder {
-                    pid: child.id(),
-                    path,
-                    ns_inode,
-                })
-            })
-            .inspect_err(|_| {
-                let _ = child.kill();
-                let _ = child.wait();
-            })
+        let Some(mut stdout) = child.stdout.take() else {
+            return Err(holder_failed(&program, "no pipe on its stdout".into()));
+        };
+        wait_until_ready(&mut stdout, &program, || {
+            child.wait().map(|s| s.to_string()).unwrap_or_default()
+        })
+        .and_then(|()| pin_holder(dir, child.id(), &mut undo))
+        .inspect_err(|_| {
+            let _ = child.kill();
+            let _ = child.wait();
+        })
         // Dropping `child` neither kills nor reaps it; `stop` reaps it.
     })();
     undo.finish_now(started)
+}
+
+/// Takes over a holder started by [`crate::idmap::with_new_userns`] as
+/// init of a PID namespace a pod's user namespace owns: waits until it is
+/// ready and pins its namespace on `<dir>/pid`. On failure the holder is
+/// killed and reaped.
+pub(super) fn adopt_holder(
+    dir: &Path,
+    program: &Path,
+    mut started: crate::idmap::StartedInit,
+    undo: &mut Undo<'_>,
+) -> Result<PidHolder, NamespaceError> {
+    let pid = started.pid;
+    wait_until_ready(&mut started.stdout, program, || {
+        crate::idmap::kill_and_reap(pid);
+        String::new()
+    })
+    .and_then(|()| pin_holder(dir, pid, undo))
+    .inspect_err(|_| crate::idmap::kill_and_reap(pid))
+}
+
+/// Pins the PID namespace of the holder `pid` on `<dir>/pid`.
+fn pin_holder(dir: &Path, pid: u32, undo: &mut Undo<'_>) -> Result<PidHolder, NamespaceError> {
+    let source = PathBuf::from(format!("/proc/{pid}/ns/pid"));
+    let ns_inode = fs::metadata(&source)
+        .map_err(io_error("inspecting", &source))?
+        .ino();
+    let path = dir.join(PID_FILE);
+    bind_pin(&source, &path, undo)?;
+    Ok(PidHolder {
+        pid,
+        path,
+        ns_inode,
+    })
 }
 
 fn holder_failed(program: &Path, reason: String) -> NamespaceError {
@@ -101,11 +128,13 @@ fn holder_failed(program: &Path, reason: String) -> NamespaceError {
 }
 
 /// Reads the holder's stdout until its ready line: from then on it reaps
-/// whatever joins the namespace. End of file means it died.
-fn wait_until_ready(child: &mut Child, program: &Path) -> Result<(), NamespaceError> {
-    let Some(mut stdout) = child.stdout.take() else {
-        return Err(holder_failed(program, "no pipe on its stdout".into()));
-    };
+/// whatever joins the namespace. End of file means it died: `reap`
+/// collects it and says how it ended.
+fn wait_until_ready(
+    stdout: &mut (impl Read + AsFd),
+    program: &Path,
+    reap: impl FnOnce() -> String,
+) -> Result<(), NamespaceError> {
     let deadline = Instant::now() + PID_HOLDER_START_TIMEOUT;
     let mut seen = Vec::new();
     let mut buffer = [0u8; 512];
@@ -126,7 +155,7 @@ fn wait_until_ready(child: &mut Child, program: &Path) -> Result<(), NamespaceEr
         }
         match stdout.read(&mut buffer) {
             Ok(0) => {
-                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                let status = reap();
                 return Err(holder_failed(
                     program,
                     format!("exited before it was ready: {status}"),

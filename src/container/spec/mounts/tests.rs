@@ -6,6 +6,7 @@ type ErrorCheck = fn(&SpecError) -> bool;
 
 const WITH_RRO: RuntimeFeatures = RuntimeFeatures {
     recursive_read_only_mounts: true,
+    user_namespaces: false,
 };
 
 fn cri_mount(container: &str, host: &str, readonly: bool, propagation: i32) -> api::Mount {
