@@ -19,6 +19,7 @@ use crate::image::ImageService;
 use crate::runtime::{self, MonitorConfig, RuntimeFeatures};
 use crate::sandbox::Sandbox;
 use crate::store::now_nanos;
+use crate::timing::{step, step_sync};
 use crate::undo::Undo;
 
 impl ContainerService {
@@ -32,7 +33,8 @@ impl ContainerService {
     ) -> Result<Container, ContainerError> {
         let service = Arc::clone(self);
         let sandbox_id = sandbox_id.to_string();
-        tokio::spawn(async move { service.create_to_completion(&sandbox_id, config).await })
+        let create = async move { service.create_to_completion(&sandbox_id, config).await };
+        tokio::spawn(tracing::Instrument::in_current_span(create))
             .await
             .map_err(|e| ContainerError::Task("CreateContainer", e))?
     }
@@ -51,11 +53,12 @@ impl ContainerService {
             .ok_or(ContainerError::Missing("config.image.image"))?;
         // Until the container is recorded, so that a concurrent
         // StopPodSandbox either sees it or runs first.
-        self.sandboxes
+        let ready = self
+            .sandboxes
             .while_ready(sandbox_id, async move |sandbox| {
                 self.create_in(sandbox, config, metadata, image_name).await
-            })
-            .await
+            });
+        step("waiting for the pod lock, then creating", ready).await
     }
 
     async fn create_in(
@@ -116,7 +119,9 @@ impl ContainerService {
                 host: self.options.host.clone(),
                 runtime_features: handler.features,
             };
-            let bundle = tokio::task::spawn_blocking(move || request.prepare())
+            let span = tracing::Span::current();
+            let prepare = tokio::task::spawn_blocking(move || span.in_scope(|| request.prepare()));
+            let bundle = step("preparing the bundle", prepare)
                 .await
                 .map_err(|e| ContainerError::Task("preparing the bundle", e))??;
             let (rootfs_dir, stop_signal) = (bundle.rootfs.clone(), bundle.stop_signal);
@@ -130,23 +135,30 @@ impl ContainerService {
             undo.push_async("deleting the runtime's container", || {
                 handler.runtime.delete(&id, true)
             });
-            let created = runtime::create_with_monitor(
-                &handler.runtime,
-                &MonitorConfig {
-                    monitor_binary: self.options.monitor_binary.clone(),
-                    id: id.clone(),
-                    bundle: state_dir.clone(),
-                    state_dir: state_dir.clone(),
-                    log_path: log_path.clone().unwrap_or_else(|| "/dev/null".into()),
-                    stdin: config.stdin,
-                    stdin_once: config.stdin_once,
-                    tty: config.tty,
-                },
+            let created = step(
+                "starting the monitor (runtime create)",
+                runtime::create_with_monitor(
+                    &handler.runtime,
+                    &MonitorConfig {
+                        monitor_binary: self.options.monitor_binary.clone(),
+                        id: id.clone(),
+                        bundle: state_dir.clone(),
+                        state_dir: state_dir.clone(),
+                        log_path: log_path.clone().unwrap_or_else(|| "/dev/null".into()),
+                        stdin: config.stdin,
+                        stdin_once: config.stdin_once,
+                        tty: config.tty,
+                    },
+                ),
             )
             .await?;
             // Blocked before exec on the runtime's fifo, the init already
             // has the identity it will run with.
-            let identity = ProcessIdentity::of_process(created.container_pid).await;
+            let identity = step(
+                "reading the init's identity",
+                ProcessIdentity::of_process(created.container_pid),
+            )
+            .await;
             let container = Container {
                 id: id.clone(),
                 sandbox_id: sandbox.id.clone(),
@@ -173,11 +185,13 @@ impl ContainerService {
                 exit: None,
                 config: config.clone(),
             };
-            record::save(&record_dir, &container, true)?;
+            step_sync("saving the record", || {
+                record::save(&record_dir, &container, true)
+            })?;
             Ok(container)
         }
         .await;
-        let container = undo.finish(created).await?;
+        let container = step("undoing a failed create", undo.finish(created)).await?;
         // Watched from here on: an exit since `runc create` is in
         // `exit.json` by the time the watch finds the monitor gone.
         self.insert(container.clone());
@@ -279,14 +293,17 @@ impl BundleRequest {
     /// Blocking and, for a large image config, CPU-heavy: call it on a
     /// blocking thread. On error it has undone its own steps.
     fn prepare(self) -> Result<Bundle, ContainerError> {
-        let image_config = self.image_config()?;
+        let image_config = step_sync("reading the image config", || self.image_config())?;
         spec::check_limits(&self.config, &image_config)?;
         let created_host_paths = spec::prepare_host_paths(&self.config)?;
         let rootfs = self.state_dir.join("rootfs");
-        let mounted = rootfs::mount_overlay(&self.lower_dirs, &self.record_dir, &rootfs)
-            .map_err(ContainerError::from)
-            .and_then(|()| {
-                self.write_spec(&image_config, &rootfs).inspect_err(|_| {
+        let mounted = step_sync("mounting the rootfs", || {
+            rootfs::mount_overlay(&self.lower_dirs, &self.record_dir, &rootfs)
+        })
+        .map_err(ContainerError::from)
+        .and_then(|()| {
+            step_sync("writing the spec", || self.write_spec(&image_config, &rootfs))
+                .inspect_err(|_| {
                     if let Err(e) = rootfs::unmount(&rootfs) {
                         tracing::error!(id = %self.id, error = %e, "unmounting the rootfs of a failed create");
                     }

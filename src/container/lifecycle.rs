@@ -13,6 +13,7 @@ use crate::error::Classify;
 use crate::runtime::{self, ContainerEnd, ExecOutput, OciRuntime};
 
 use crate::store::now_nanos;
+use crate::timing::{step, step_sync};
 
 /// Cap on ExecSync's stdout and stderr together (not each), so that the
 /// reply fits in one gRPC message; what is cut ends with a marker.
@@ -48,9 +49,11 @@ impl ContainerService {
         // for recovery to confirm with the runtime.
         let requested_at = now_nanos();
         let pending = entry.update(|c| c.start_requested_at_ns = Some(requested_at));
-        record::save_unsynced(&record_dir, &pending)?;
+        step_sync("recording the start intent", || {
+            record::save_unsynced(&record_dir, &pending)
+        })?;
         let runtime = self.runtime_of(&container)?;
-        let result = runtime.start(&container.id).await;
+        let result = step("runtime start", runtime.start(&container.id)).await;
         let outcome = match &result {
             Ok(()) => StartOutcome::Started,
             // It may have started all the same (a start that a crash cut
@@ -59,7 +62,9 @@ impl ContainerService {
             Err(_) => start_outcome(runtime, &container.id).await,
         };
         let recorded = entry.update(|c| outcome.apply(c, &result));
-        record::save(&record_dir, &recorded, false)?;
+        step_sync("recording the start", || {
+            record::save(&record_dir, &recorded, false)
+        })?;
         match (result, outcome) {
             (Ok(()), _) => Ok(()),
             (Err(_), StartOutcome::Started) => Err(wrong_state(&recorded, "start", "created")),
@@ -106,8 +111,8 @@ impl ContainerService {
                 return Ok(());
             }
         }
-        self.kill(&container, Signal::SIGKILL).await?;
-        if !entry.wait_exited(KILL_WAIT).await {
+        step("runtime kill", self.kill(&container, Signal::SIGKILL)).await?;
+        if !step("waiting for the exit", entry.wait_exited(KILL_WAIT)).await {
             tracing::warn!(id = %container.id, "container not reaped after SIGKILL");
         }
         Ok(())
@@ -140,18 +145,20 @@ impl ContainerService {
     }
 
     async fn remove_locked(&self, entry: &Entry) -> Result<(), ContainerError> {
-        self.stop_locked(entry, Duration::ZERO).await?;
+        step("stopping", self.stop_locked(entry, Duration::ZERO)).await?;
         let container = entry.get();
-        self.runtime_of(&container)?
-            .delete(&container.id, true)
-            .await?;
+        let runtime = self.runtime_of(&container)?;
+        step("runtime delete", runtime.delete(&container.id, true)).await?;
         // Its files are going: the watch (if it still runs) ends here.
         entry.stop_watching();
-        rootfs::unmount(&container.rootfs)?;
+        step_sync("unmounting the rootfs", || {
+            rootfs::unmount(&container.rootfs)
+        })?;
         // The record dir holds the writable layer: any size, so deleted off
         // the async workers.
         let (record_dir, state_dir) = (self.record_dir(&container.id), container.state_dir.clone());
-        tokio::task::spawn_blocking(move || remove_files(&record_dir, &state_dir))
+        let remove = tokio::task::spawn_blocking(move || remove_files(&record_dir, &state_dir));
+        step("removing the files", remove)
             .await
             .map_err(|e| ContainerError::Task("removing the container's files", e))??;
         self.containers

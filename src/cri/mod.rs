@@ -175,7 +175,8 @@ pub(crate) async fn handle<T>(
     call: impl Future<Output = Result<T, Status>>,
 ) -> Result<Response<T>, Status> {
     let started = Instant::now();
-    let result = call.await;
+    // The span the per-step timings (crate::timing) nest under.
+    let result = tracing::Instrument::instrument(call, tracing::debug_span!("rpc", rpc)).await;
     let elapsed_us = started.elapsed().as_micros() as u64;
     match &result {
         Ok(_) => tracing::debug!(rpc, elapsed_us, "ok"),
