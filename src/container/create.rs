@@ -3,7 +3,10 @@
 //! The steps, in order: checks; a name, directories and the image's layers
 //! held; the bundle (image config, mount sources, the rootfs overlay, the
 //! user, `config.json`) on a blocking thread, since an image can make it
-//! heavy; the monitor running `runc create`; the record. Each step that
+//! heavy; the monitor, ready to run the container at StartContainer (one
+//! `runc run --detach` then, as containerd creates its task only at
+//! StartContainer: a failure only runc can see shows at the start); the
+//! record. Each step that
 //! leaves something behind pushes its undo, and a failure anywhere undoes
 //! them all in reverse.
 
@@ -136,7 +139,7 @@ impl ContainerService {
                 handler.runtime.delete(&id, true)
             });
             let created = step(
-                "starting the monitor (runtime create)",
+                "starting the monitor",
                 runtime::create_with_monitor(
                     &handler.runtime,
                     &MonitorConfig {
@@ -148,17 +151,18 @@ impl ContainerService {
                         stdin: config.stdin,
                         stdin_once: config.stdin_once,
                         tty: config.tty,
+                        defer_start: true,
                     },
                 ),
             )
             .await?;
             // Blocked before exec on the runtime's fifo, the init already
-            // has the identity it will run with.
-            let identity = step(
-                "reading the init's identity",
-                ProcessIdentity::of_process(created.container_pid),
-            )
-            .await;
+            // has the identity it will run with. A deferred start reads it
+            // once started.
+            let identity = match created.container_pid {
+                Some(pid) => ProcessIdentity::of_process(pid).await,
+                None => None,
+            };
             let container = Container {
                 id: id.clone(),
                 sandbox_id: sandbox.id.clone(),
@@ -180,6 +184,7 @@ impl ContainerService {
                 stop_signal,
                 failure: None,
                 identity,
+                deferred_start: created.container_pid.is_none(),
                 runtime_handler: sandbox.runtime_handler.clone(),
                 resources: Some(spec::resources_at_create(&config, &self.options.host)?),
                 exit: None,

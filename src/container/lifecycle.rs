@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use super::identity::ProcessIdentity;
 use super::record::{self, Container, ContainerState};
 use super::spec;
 use super::{rootfs, state_name, ContainerError, ContainerService, Entry};
@@ -53,7 +54,11 @@ impl ContainerService {
             record::save_unsynced(&record_dir, &pending)
         })?;
         let runtime = self.runtime_of(&container)?;
-        let result = step("runtime start", runtime.start(&container.id)).await;
+        let result = self.run_start(runtime, &container).await;
+        let (result, identity) = match result {
+            Ok(identity) => (Ok(()), identity),
+            Err(error) => (Err(error), None),
+        };
         let outcome = match &result {
             Ok(()) => StartOutcome::Started,
             // It may have started all the same (a start that a crash cut
@@ -61,7 +66,10 @@ impl ContainerService {
             // that never ran is a failed one.
             Err(_) => start_outcome(runtime, &container.id).await,
         };
-        let recorded = entry.update(|c| outcome.apply(c, &result));
+        let recorded = entry.update(|c| {
+            outcome.apply(c, &result);
+            c.identity = identity.or(c.identity.take());
+        });
         step_sync("recording the start", || {
             record::save(&record_dir, &recorded, false)
         })?;
@@ -70,6 +78,23 @@ impl ContainerService {
             (Err(_), StartOutcome::Started) => Err(wrong_state(&recorded, "start", "created")),
             (Err(error), _) => Err(error.into()),
         }
+    }
+
+    /// Starts the user process: a deferred start through the monitor (one
+    /// `runtime run --detach`), else `runtime start` of the created
+    /// container. The identity the init runs with, when read.
+    async fn run_start(
+        &self,
+        runtime: &OciRuntime,
+        container: &Container,
+    ) -> Result<Option<ProcessIdentity>, runtime::RuntimeError> {
+        if !container.deferred_start {
+            step("runtime start", runtime.start(&container.id)).await?;
+            return Ok(None);
+        }
+        let started = runtime::start_with_monitor(runtime, &container.id, &container.state_dir);
+        let pid = step("monitor start (runtime run)", started).await?;
+        Ok(ProcessIdentity::of_process(pid).await)
     }
 
     /// Whether a container whose start was requested has started, by the
@@ -98,8 +123,17 @@ impl ContainerService {
             ContainerState::Running => {}
             ContainerState::Created => {
                 // Never started: nothing to signal, but it must not start later.
-                self.kill(&container, Signal::SIGKILL).await?;
-                entry.wait_exited(KILL_WAIT).await;
+                if container.deferred_start {
+                    let cancel = runtime::cancel_with_monitor(&container.state_dir);
+                    match step("cancelling the start", cancel).await {
+                        // Gone: the watch records how it ended.
+                        Ok(()) | Err(runtime::RuntimeError::MonitorGone { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                } else {
+                    self.kill(&container, Signal::SIGKILL).await?;
+                }
+                step("waiting for the exit", entry.wait_exited(KILL_WAIT)).await;
                 return Ok(());
             }
             ContainerState::Exited | ContainerState::Unknown => return Ok(()),
@@ -359,7 +393,8 @@ impl ContainerService {
             let entry = Entry::new(container, self.changes.clone());
             if entry.get().start_requested_at_ns.is_some() {
                 // A StartContainer was cut short: did the runtime start it?
-                let outcome = self.start_outcome_of(&entry.get()).await;
+                // A deferred one whose monitor lives is asked to finish it.
+                let outcome = self.finish_start(&entry.get()).await;
                 tracing::warn!(id = %id, ?outcome, "reconciling a start interrupted by a crash");
                 let reconciled = entry.update(|c| outcome.apply(c, &Ok(())));
                 record::save(&dir, &reconciled, false)?;
@@ -413,6 +448,28 @@ impl ContainerService {
         }
         let _ = std::fs::remove_dir_all(&state_dir);
         let _ = crate::store::remove_dir_atomic(&self.record_dir(id));
+    }
+}
+
+impl ContainerService {
+    /// For recovery: the outcome of a start a crash cut short. A monitor
+    /// of a deferred start still alive is asked to start (again): it
+    /// answers at once if it did, or runs the container now, as was
+    /// requested; otherwise the runtime says whether the start happened.
+    async fn finish_start(&self, container: &Container) -> StartOutcome {
+        if container.deferred_start && runtime::monitor_alive(&container.state_dir) {
+            if let Ok(runtime) = self.runtime_of(container) {
+                let started =
+                    runtime::start_with_monitor(runtime, &container.id, &container.state_dir).await;
+                match started {
+                    Ok(_) => return StartOutcome::Started,
+                    Err(e) => {
+                        tracing::warn!(id = %container.id, error = %e, "finishing an interrupted start")
+                    }
+                }
+            }
+        }
+        self.start_outcome_of(container).await
     }
 }
 
