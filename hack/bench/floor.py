@@ -8,7 +8,8 @@ usage: hack/bench/floor.py [--pods N] [--parallel P] [--runc PATH]
 N containers of a busybox root filesystem running `sleep 3600`, each in its
 own namespaces (runc spec's defaults: a new network namespace among them)
 and cgroup below --cgroup-parent, P at a time:
-  "runc run -d" for every container; then for half of them
+  "runc run -d" for half the containers, "runc create" then "runc start"
+  (and the two together) for the other half; then for half of them
   "runc delete -f" (runc polls for the container's death every 100 ms), for
   the other half what a runtime can do instead: "runc kill KILL + reap"
   (kill, wait for the init's exit) and "runc delete (exited)".
@@ -104,8 +105,15 @@ class Bundles:
         # The container inherits runc's stderr: a file, not a pipe that
         # would stay open as long as the container runs.
         with open(bundle / "runc.stderr", "w+b") as stderr:
-            ok = timed(recorder, "runc run -d", cid, self.runc + [
-                "run", "-d", "--bundle", str(bundle), "--pid-file", str(pid_file), cid], stderr)
+            made = ["--bundle", str(bundle), "--pid-file", str(pid_file), cid]
+            if i % 4 < 2:
+                ok = timed(recorder, "runc run -d", cid, self.runc + ["run", "-d"] + made, stderr)
+            else:
+                begin = time.perf_counter()
+                ok = (timed(recorder, "runc create", cid, self.runc + ["create"] + made, stderr)
+                      and timed(recorder, "runc start", cid, self.runc + ["start", cid]))
+                if ok:
+                    recorder.sample("runc create + start", time.perf_counter() - begin)
             init = int(pid_file.read_text()) if pid_file.exists() else None
             if ok and i % 2 == 0:
                 ok = timed(recorder, "runc delete -f", cid, self.runc + ["delete", "-f", cid])

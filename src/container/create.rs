@@ -156,6 +156,14 @@ impl ContainerService {
                 ),
             )
             .await?;
+            // A deferred start's monitor waits for a start: told to give up.
+            let monitor_dir = state_dir.clone();
+            undo.push_async("cancelling the monitor", || async move {
+                match runtime::cancel_with_monitor(&monitor_dir).await {
+                    Err(e @ runtime::RuntimeError::ControlFailed { .. }) => Err(e),
+                    _ => Ok(()),
+                }
+            });
             // Blocked before exec on the runtime's fifo, the init already
             // has the identity it will run with. A deferred start reads it
             // once started.

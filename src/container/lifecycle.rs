@@ -435,6 +435,13 @@ impl ContainerService {
 
     /// Best-effort removal of everything a container ID may have on the host.
     async fn discard(&self, id: &str) {
+        let state_dir = self.state_dir(id);
+        // A monitor waiting for a start that will never come.
+        if runtime::monitor_alive(&state_dir) {
+            if let Err(e) = runtime::cancel_with_monitor(&state_dir).await {
+                tracing::warn!(id, error = %e, "cancelling the monitor");
+            }
+        }
         // Which handler ran it is in the record, which may be gone: ask
         // them all (deleting an unknown container is fine).
         for handler in self.options.handlers.all() {
@@ -442,7 +449,6 @@ impl ContainerService {
                 tracing::warn!(id, handler = %handler.name, error = %e, "deleting runtime container");
             }
         }
-        let state_dir = self.state_dir(id);
         if let Err(e) = rootfs::unmount(&state_dir.join("rootfs")) {
             tracing::warn!(id, error = %e, "unmounting rootfs");
         }

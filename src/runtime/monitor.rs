@@ -266,21 +266,24 @@ pub async fn start_with_monitor(
     state_dir: &Path,
 ) -> Result<i32, RuntimeError> {
     let request = ControlRequest::Start;
-    let reply = control_within(state_dir, request, runtime.command_timeout()).await;
-    match reply {
-        Ok(ControlReply::Started(pid)) => Ok(pid),
-        Ok(ControlReply::Error(message)) => Err(RuntimeError::failed("start", id, message)),
-        Ok(other) => Err(unexpected(state_dir, request, other)),
-        Err(error @ RuntimeError::ControlFailed { .. }) => {
-            // A hung runtime: the monitor leads its own process group, with
-            // the runtime in it.
-            if let Some(pid) = monitor_pid(state_dir) {
-                let group = nix::unistd::Pid::from_raw(pid as i32);
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-            }
-            Err(error)
+    let timeout = runtime.command_timeout();
+    let Ok(reply) = tokio::time::timeout(timeout, send_control(state_dir, request)).await else {
+        // A hung runtime: the monitor leads its own process group, with
+        // the runtime in it.
+        if let Some(pid) = monitor_pid(state_dir) {
+            let group = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         }
-        Err(error) => Err(error),
+        return Err(RuntimeError::TimedOut {
+            command: "start",
+            id: id.to_string(),
+            timeout,
+        });
+    };
+    match reply? {
+        ControlReply::Started(pid) => Ok(pid),
+        ControlReply::Error(message) => Err(RuntimeError::failed("start", id, message)),
+        other => Err(unexpected(state_dir, request, other)),
     }
 }
 
