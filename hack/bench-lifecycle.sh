@@ -11,7 +11,8 @@
 #                           [--big B] [--no-containerd] [--keep DIR]
 #
 #   --pods N          pods per run (default 20)
-#   --big B           pods of the "busy" and "restart" runs (default 100)
+#   --big B           pods of the "busy" and "restart" runs (default 100;
+#                     0 skips them)
 #   --parallel P      pods in flight in the parallel runs (default 10)
 #   --rounds R        rounds of runs; their samples are merged (default 3)
 #   --no-containerd   measure Wharf alone
@@ -80,7 +81,7 @@ while (($#)); do
 	esac
 done
 [[ $pods =~ ^[1-9][0-9]*$ && $parallel =~ ^[1-9][0-9]*$ && $rounds =~ ^[1-9][0-9]*$ ]] || usage
-[[ $big =~ ^[1-9][0-9]*$ ]] || usage
+[[ $big =~ ^[0-9]+$ ]] || usage
 
 log() { echo "bench-lifecycle: $*" >&2; }
 
@@ -269,7 +270,7 @@ restart_run() {
 	local name=$1 pid helper since
 	cri_run "$name" up 1 --pods "$big" --parallel "$parallel" --mode up
 	sleep 1 # let the new processes finish faulting in
-	helper=$(netns_processes "${helper_exe[$name]}" | head -n 1)
+	helper=$(netns_processes "${helper_exe[$name]}" | awk "NR == 1")
 	printf '%s\t%s\t%s\t%s\n' "$name" "$big" "$(rss_kb "${daemon_pid[$name]}")" \
 		"$(rss_kb "${helper:-0}")" >"$results/$name-memory-big.tsv"
 	pid=${daemon_pid[$name]}
@@ -285,6 +286,7 @@ restart_run() {
 	"start_$name"
 	bench wait-ready --endpoint "${endpoint[$name]}" --containers "$big" --since-ns "$since" \
 		--json "$results/$name-restart.json" || log "$name did not come back with $big containers"
+	timeout 300 "$LIFECYCLE_BIN" cleanup --endpoint "${endpoint[$name]}" >&2 || true
 }
 
 log "starting the registry in netns $netns and pushing the images"
@@ -317,6 +319,7 @@ for round in $(seq "$rounds"); do
 	done
 done
 for name in "${daemons[@]}"; do
+	((big > 0)) || break
 	cri_run "$name" busy 1 --pods "$big" --parallel "$parallel" --mode busy
 	restart_run "$name"
 done
