@@ -274,15 +274,38 @@ async fn a_crash_at_each_runtime_step_is_recovered() {
         "the exit the container really had"
     );
 
-    // `delete`: the runtime forgot the container, its record remained.
+    client
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+
+    // `delete`: the monitor deletes the runtime's container once it
+    // exited; the daemon dies then, before it learns of the exit.
+    let id = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("deleted", &command),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &id).await;
     std::fs::write(&marker, format!("delete\n{}\n", daemon.pid())).unwrap();
-    let remove = RemoveContainerRequest {
+    let stop = StopContainerRequest {
         container_id: id.clone(),
+        timeout: 0,
     };
-    assert!(client.remove_container(remove.clone()).await.is_err());
+    assert!(client.stop_container(stop).await.is_err());
     daemon.kill9();
     daemon.spawn().await;
     let mut client = daemon.runtime().await;
+    let stopped = wait_exited(&mut client, &id).await;
+    assert_eq!(stopped.exit_code, 137, "{stopped:?}");
+    let remove = RemoveContainerRequest {
+        container_id: id.clone(),
+    };
     client.remove_container(remove).await.unwrap();
     let gone = client
         .container_status(ContainerStatusRequest {

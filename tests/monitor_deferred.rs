@@ -1,8 +1,8 @@
 //! A deferred start (`--defer-start`, what the daemon uses): the monitor
 //! is ready before any runtime runs and runs the container (`runc run
 //! --detach`) on `start`, answers a repeated `start` with the same pid,
-//! reports a failure only runc sees at the start, and records a `cancel`
-//! as a SIGKILL exit. Real runc, busybox bundles (see `monitor_fixture`).
+//! reports a failure only runc sees at the start, deletes the runtime's
+//! container when it exits, and records a `cancel` as a SIGKILL exit. Real runc, busybox bundles (see `monitor_fixture`).
 
 mod common;
 
@@ -63,6 +63,9 @@ async fn the_container_runs_at_start_and_a_repeated_start_gets_the_same_pid() {
     };
     assert_eq!(exit.exit_code, 4);
     assert_eq!(read_exit(&f.config.state_dir).unwrap(), Some(exit));
+    // Deleted by the monitor before it recorded the exit.
+    assert!(exit.runtime_deleted);
+    assert_eq!(f.runtime.state(&f.id).await.unwrap(), None);
     assert_eq!(f.log_contents("stdout"), ["up"]);
 }
 

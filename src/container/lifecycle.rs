@@ -181,8 +181,11 @@ impl ContainerService {
     async fn remove_locked(&self, entry: &Entry) -> Result<(), ContainerError> {
         step("stopping", self.stop_locked(entry, Duration::ZERO)).await?;
         let container = entry.get();
-        let runtime = self.runtime_of(&container)?;
-        step("runtime delete", runtime.delete(&container.id, true)).await?;
+        // A deferred start's monitor deleted it when it exited.
+        if !container.exit.is_some_and(|exit| exit.runtime_deleted) {
+            let runtime = self.runtime_of(&container)?;
+            step("runtime delete", runtime.delete(&container.id, true)).await?;
+        }
         // Its files are going: the watch (if it still runs) ends here.
         entry.stop_watching();
         step_sync("unmounting the rootfs", || {

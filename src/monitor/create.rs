@@ -160,6 +160,22 @@ fn run_with_terminal(
     Ok((vec![(Stream::Stdout, File::from(master))], Some(input)))
 }
 
+/// `runtime delete` of the exited container; its error message if it
+/// failed (the daemon then deletes it at RemoveContainer).
+pub fn delete(args: &MonitorArgs) -> Result<(), String> {
+    let runtime = OciRuntime::new(args.runtime.clone(), args.runtime_root.clone())
+        .with_options(args.runtime_options.clone());
+    let output = Command::new(runtime.binary())
+        .args(runtime.delete_args(&args.id))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("starting {}: {e}", runtime.binary().display()))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(runtime_message(&output.stderr, &output.stdout))
+}
+
 fn remove_if_present(path: &Path) -> Result<(), MonitorError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(MonitorError::io("removing", path)(e)),

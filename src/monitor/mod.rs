@@ -148,8 +148,10 @@ fn run_deferred(args: &MonitorArgs, mut prepared: Prepared) -> ExitCode {
     match deferred::wait_for_decision(&mut prepared.control, &mut prepared.log) {
         deferred::Decision::Start => {}
         deferred::Decision::Cancel => {
-            // As `runtime kill` of a created container would have it.
-            let status = ExitStatus::killed(Signal::SIGKILL as i32, store::now_nanos());
+            // As `runtime kill` of a created container would have it; the
+            // runtime never had the container.
+            let mut status = ExitStatus::killed(Signal::SIGKILL as i32, store::now_nanos());
+            status.runtime_deleted = true;
             return finish(args, &status, prepared.control);
         }
     }
@@ -179,7 +181,15 @@ fn run_deferred(args: &MonitorArgs, mut prepared: Prepared) -> ExitCode {
         }
     };
     supervisor.answer_start(&ControlReply::Started(init.as_raw()));
-    let (status, control) = supervisor.run();
+    let (mut status, control) = supervisor.run();
+    // The runtime's container goes with its exit, as containerd's shim
+    // deletes it when the task exits: RemoveContainer then has no runtime
+    // command to wait for. Before the exit is recorded, so that whoever
+    // learns of the exit finds it deleted (or knows to delete it).
+    match create::delete(args) {
+        Ok(()) => status.runtime_deleted = true,
+        Err(message) => eprintln!("wharf-monitor: deleting the container: {message}"),
+    }
     finish(args, &status, control)
 }
 

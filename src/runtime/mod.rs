@@ -163,6 +163,14 @@ impl OciRuntime {
         self.container_args(&["run", "--detach"], options)
     }
 
+    /// Arguments of `runtime delete ID` (a stopped container), for the
+    /// monitor, which deletes its container once it exited.
+    pub fn delete_args(&self, id: &str) -> Vec<OsString> {
+        let mut args = self.global_args(None);
+        args.extend(["delete".into(), id.into()]);
+        args
+    }
+
     fn container_args(&self, verb: &[&str], options: &CreateOptions<'_>) -> Vec<OsString> {
         let mut args = self.global_args(Some(options.log_file));
         args.extend(verb.iter().map(OsString::from));

@@ -43,6 +43,11 @@ pub struct ExitStatus {
     pub exited_at_ns: i64,
     /// Whether the kernel OOM-killed a process of the container's cgroup.
     pub oom_killed: bool,
+    /// The runtime's container was deleted (by a `--defer-start` monitor,
+    /// before it recorded the exit): RemoveContainer has no runtime
+    /// command left to run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub runtime_deleted: bool,
 }
 
 impl ExitStatus {
@@ -52,6 +57,7 @@ impl ExitStatus {
             signal: None,
             exited_at_ns,
             oom_killed: false,
+            runtime_deleted: false,
         }
     }
 
@@ -62,6 +68,7 @@ impl ExitStatus {
             signal: Some(signal),
             exited_at_ns,
             oom_killed: false,
+            runtime_deleted: false,
         }
     }
 }
