@@ -390,7 +390,9 @@ impl BundleRequest {
         })?;
         // Serialising our own spec cannot fail on bad input: a failure is
         // ours (Internal), reported with the file it was meant for.
-        crate::store::write_json_atomic(&self.state_dir.join("config.json"), &generated)?;
+        // In the state directory, which a reboot empties: renamed into
+        // place, not synced.
+        crate::store::write_json_atomic_unsynced(&self.state_dir.join("config.json"), &generated)?;
         if let Some(parent) = self.log_path.as_ref().and_then(|p| p.parent()) {
             create_log_dir(parent)?;
         }

@@ -70,8 +70,10 @@ impl ContainerService {
             outcome.apply(c, &result);
             c.identity = identity.or(c.identity.take());
         });
+        // Unsynced: a reboot ends the container, and recovery then finds
+        // its monitor gone whether or not the start reached the disk.
         step_sync("recording the start", || {
-            record::save(&record_dir, &recorded, false)
+            record::save_unsynced(&record_dir, &recorded)
         })?;
         match (result, outcome) {
             (Ok(()), _) => Ok(()),

@@ -458,6 +458,7 @@ impl SandboxService {
                 hostname_file,
                 shm,
                 runtime_handler: runtime_handler.to_string(),
+                network_released: false,
                 config: config.clone(),
             };
             crate::timing::step_sync("saving the record", || {

@@ -77,7 +77,9 @@ impl SandboxService {
     /// stopped. Repeating it is harmless.
     async fn teardown(&self, entry: &Entry) -> Result<(), SandboxError> {
         let sandbox = entry.get();
-        if let Some(netns) = &sandbox.namespaces.net {
+        // Deleted once by StopPodSandbox, not again by RemovePodSandbox.
+        let network = sandbox.namespaces.net.as_ref();
+        if let Some(netns) = network.filter(|_| !sandbox.network_released) {
             let pod = pod_network(&sandbox.id, &sandbox.config, netns);
             let cni = Arc::clone(&self.cni);
             let teardown = async move { cni.teardown(&pod).await };
@@ -94,12 +96,17 @@ impl SandboxService {
         step_sync("unmounting /dev/shm", || {
             files::unmount_shm(&sandbox.state_dir)
         })?;
-        if sandbox.state != SandboxState::NotReady {
-            let stopped = entry.update(|s| s.state = SandboxState::NotReady);
+        if sandbox.state != SandboxState::NotReady || !sandbox.network_released {
+            let stopped = entry.update(|s| {
+                s.state = SandboxState::NotReady;
+                s.network_released = true;
+            });
             step_sync("recording NotReady", || {
-                record::save(&self.record_dir(&stopped.id), &stopped, false)
+                record::save_unsynced(&self.record_dir(&stopped.id), &stopped)
             })?;
-            self.announce(&stopped.id, PodEvent::Stopped);
+            if sandbox.state != SandboxState::NotReady {
+                self.announce(&stopped.id, PodEvent::Stopped);
+            }
         }
         Ok(())
     }
