@@ -118,52 +118,61 @@ impl ContainerService {
                 namespaces,
                 record_dir: record_dir.clone(),
                 state_dir: state_dir.clone(),
-                log_path: log_path.clone(),
                 host: self.options.host.clone(),
                 runtime_features: handler.features,
             };
-            let span = tracing::Span::current();
-            let prepare = tokio::task::spawn_blocking(move || span.in_scope(|| request.prepare()));
-            let bundle = step("preparing the bundle", prepare)
-                .await
-                .map_err(|e| ContainerError::Task("preparing the bundle", e))??;
-            let (rootfs_dir, stop_signal) = (bundle.rootfs.clone(), bundle.stop_signal);
-            undo.push("unmounting the rootfs", move || {
-                spec::remove_created_host_paths(&bundle.created_host_paths);
-                rootfs::unmount(&bundle.rootfs)
-            });
-
+            // The monitor opens the log as it starts.
+            if let Some(parent) = log_path.as_ref().and_then(|p| p.parent()) {
+                create_log_dir(parent)?;
+            }
             // Also after a failed or timed-out create: the runtime may have
             // kept state (deleting an unknown container is fine).
             undo.push_async("deleting the runtime's container", || {
                 handler.runtime.delete(&id, true)
             });
-            let created = step(
-                "starting the monitor",
-                runtime::create_with_monitor(
-                    &handler.runtime,
-                    &MonitorConfig {
-                        monitor_binary: self.options.monitor_binary.clone(),
-                        id: id.clone(),
-                        bundle: state_dir.clone(),
-                        state_dir: state_dir.clone(),
-                        log_path: log_path.clone().unwrap_or_else(|| "/dev/null".into()),
-                        stdin: config.stdin,
-                        stdin_once: config.stdin_once,
-                        tty: config.tty,
-                        defer_start: true,
-                    },
-                ),
-            )
-            .await?;
-            // A deferred start's monitor waits for a start: told to give up.
-            let monitor_dir = state_dir.clone();
-            undo.push_async("cancelling the monitor", || async move {
-                match runtime::cancel_with_monitor(&monitor_dir).await {
-                    Err(e @ runtime::RuntimeError::ControlFailed { .. }) => Err(e),
-                    _ => Ok(()),
-                }
-            });
+            // The bundle and the monitor at once: the monitor needs the
+            // bundle only at the start.
+            let span = tracing::Span::current();
+            let prepare = tokio::task::spawn_blocking(move || span.in_scope(|| request.prepare()));
+            let monitor_config = MonitorConfig {
+                monitor_binary: self.options.monitor_binary.clone(),
+                id: id.clone(),
+                bundle: state_dir.clone(),
+                state_dir: state_dir.clone(),
+                log_path: log_path.clone().unwrap_or_else(|| "/dev/null".into()),
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
+                tty: config.tty,
+                defer_start: true,
+            };
+            let (prepared, created) = tokio::join!(
+                step("preparing the bundle", prepare),
+                step(
+                    "starting the monitor",
+                    runtime::create_with_monitor(&handler.runtime, &monitor_config)
+                )
+            );
+            let prepared = prepared.map_err(|e| ContainerError::Task("preparing the bundle", e));
+            if let Ok(Ok(bundle)) = &prepared {
+                let bundle = bundle.clone();
+                undo.push("unmounting the rootfs", move || {
+                    spec::remove_created_host_paths(&bundle.created_host_paths);
+                    rootfs::unmount(&bundle.rootfs)
+                });
+            }
+            if created.is_ok() {
+                // A deferred start's monitor waits for a start: told to give up.
+                let monitor_dir = state_dir.clone();
+                undo.push_async("cancelling the monitor", || async move {
+                    match runtime::cancel_with_monitor(&monitor_dir).await {
+                        Err(e @ runtime::RuntimeError::ControlFailed { .. }) => Err(e),
+                        _ => Ok(()),
+                    }
+                });
+            }
+            let bundle = prepared??;
+            let created = created?;
+            let (rootfs_dir, stop_signal) = (bundle.rootfs, bundle.stop_signal);
             // Blocked before exec on the runtime's fifo, the init already
             // has the identity it will run with. A deferred start reads it
             // once started.
@@ -287,13 +296,13 @@ struct BundleRequest {
     namespaces: Namespaces,
     record_dir: PathBuf,
     state_dir: PathBuf,
-    log_path: Option<PathBuf>,
     host: HostFeatures,
     runtime_features: RuntimeFeatures,
 }
 
 /// A bundle ready for `runc create`, and what to take back if the
 /// container is not created after all.
+#[derive(Clone)]
 struct Bundle {
     rootfs: PathBuf,
     created_host_paths: Vec<PathBuf>,
@@ -393,9 +402,6 @@ impl BundleRequest {
         // In the state directory, which a reboot empties: renamed into
         // place, not synced.
         crate::store::write_json_atomic_unsynced(&self.state_dir.join("config.json"), &generated)?;
-        if let Some(parent) = self.log_path.as_ref().and_then(|p| p.parent()) {
-            create_log_dir(parent)?;
-        }
         Ok(spec::container_stop_signal(&self.config, image_config)? as i32)
     }
 }
