@@ -54,6 +54,7 @@ const REMOVE: &str = "RemoveContainer";
 const STOP_POD: &str = "StopPodSandbox";
 const REMOVE_POD: &str = "RemovePodSandbox";
 const POD_START: &str = "pod start (run+create+start)";
+const CREATE_START: &str = "CreateContainer + StartContainer";
 const POD_TEARDOWN: &str = "pod teardown (stop..remove pod)";
 const LIST: &str = "ListContainers";
 const STATUS: &str = "ContainerStatus";
@@ -79,6 +80,9 @@ enum Command {
         #[arg(long)]
         endpoint: String,
     },
+    /// Wait until a (re)starting daemon answers Version and lists N
+    /// running containers; print both times since --since-ns.
+    WaitReady(extra::WaitReadyArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,7 +90,15 @@ enum Mode {
     Cycle,
     Peak,
     Status,
+    /// Pods started P at a time while one client loops ListContainers,
+    /// ListPodSandbox and ContainerStatus; then torn down.
+    Busy,
+    /// Pods started P at a time and left running (for a restart).
+    Up,
 }
+
+#[path = "lifecycle/extra.rs"]
+mod extra;
 
 #[derive(Args)]
 struct CriArgs {
@@ -138,6 +150,7 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }
         Some(Command::Cri(args)) => block_on(cri_bench(args)),
+        Some(Command::WaitReady(args)) => block_on(extra::wait_ready(args)),
         Some(Command::Cleanup { endpoint }) => block_on(async move {
             let removed = cleanup(RuntimeServiceClient::new(connect(&endpoint).await?)).await?;
             eprintln!("lifecycle: removed {removed} leftover pods");
@@ -368,6 +381,7 @@ impl Run {
             return pod;
         };
         let pod_id = pod.pod_id.insert(reply.pod_sandbox_id).clone();
+        let create_begin = Instant::now();
         let request = CreateContainerRequest {
             pod_sandbox_id: pod_id,
             config: Some(self.container_config()),
@@ -386,6 +400,7 @@ impl Run {
             .await
             .is_some()
         {
+            self.recorder.sample(CREATE_START, create_begin.elapsed());
             self.recorder.sample(POD_START, begin.elapsed());
             pod.started = true;
         }
@@ -559,7 +574,9 @@ async fn cri_bench(args: CriArgs) -> Result<(), Error> {
 
     let mut memory = serde_json::Map::new();
     let began = Instant::now();
-    if args.mode == Mode::Cycle {
+    if matches!(args.mode, Mode::Busy | Mode::Up) {
+        extra::busy_or_up(&run, args.mode, n, parallel).await;
+    } else if args.mode == Mode::Cycle {
         let cycle = run.clone();
         concurrently(n, parallel, move |i| {
             let run = cycle.clone();
@@ -631,6 +648,8 @@ async fn cri_bench(args: CriArgs) -> Result<(), Error> {
         Mode::Cycle => "cycle",
         Mode::Peak => "peak",
         Mode::Status => "status",
+        Mode::Busy => "busy",
+        Mode::Up => "up",
     };
     let title = format!(
         "{} {mode}: {n} pods, {parallel} at a time, {wall:.2} s",

@@ -8,9 +8,11 @@
 # running.
 #
 #   hack/bench-lifecycle.sh [--pods N] [--parallel P] [--rounds R]
-#                           [--no-containerd] [--keep DIR]
+#                           [--big B] [--no-containerd] [--keep DIR]
 #
 #   --pods N          pods per run (default 20)
+#   --big B           pods of the "busy" and "restart" runs (default 100;
+#                     0 skips them)
 #   --parallel P      pods in flight in the parallel runs (default 10)
 #   --rounds R        rounds of runs; their samples are merged (default 3)
 #   --no-containerd   measure Wharf alone
@@ -37,7 +39,13 @@
 # alike: "seq" (N pods, each through its seven calls, one pod at a time),
 # "par" (the same, P pods at a time), each preceded by the floor
 # (hack/bench/floor.py), then "peak" (all N pods started P at a time, memory
-# sampled from /proc, all torn down). containerd's pods need a sandbox
+# sampled from /proc, all torn down). Then, once per daemon: "busy" (B pods
+# started P at a time while another client loops ListContainers,
+# ListPodSandbox and ContainerStatus) and "restart" (B pods started and
+# left running, the daemon's and one helper's RSS read, the daemon stopped
+# with SIGTERM and started again: the time until it answers Version and
+# until ListContainers shows the B containers running; then torn down).
+# containerd's pods need a sandbox
 # ("pause") image: one built from hack/bench/pause.c is pushed to the same
 # registry.
 #
@@ -60,18 +68,20 @@ usage() {
 	exit 2
 }
 
-pods=20 parallel=10 rounds=3 daemons=(wharf containerd) keep=""
+pods=20 parallel=10 rounds=3 big=100 daemons=(wharf containerd) keep=""
 while (($#)); do
 	case $1 in
 	--pods) pods=${2:?--pods needs a number}; shift 2 ;;
 	--parallel) parallel=${2:?--parallel needs a number}; shift 2 ;;
 	--rounds) rounds=${2:?--rounds needs a number}; shift 2 ;;
+	--big) big=${2:?--big needs a number}; shift 2 ;;
 	--no-containerd) daemons=(wharf); shift ;;
 	--keep) keep=${2:?--keep needs a directory}; shift 2 ;;
 	*) usage ;;
 	esac
 done
 [[ $pods =~ ^[1-9][0-9]*$ && $parallel =~ ^[1-9][0-9]*$ && $rounds =~ ^[1-9][0-9]*$ ]] || usage
+[[ $big =~ ^[0-9]+$ ]] || usage
 
 log() { echo "bench-lifecycle: $*" >&2; }
 
@@ -243,10 +253,40 @@ cri_run() {
 
 floor_run() {
 	log "floor $1 (round $2)"
-	"$python" "$hack_dir/bench/floor.py" --pods "$pods" --parallel "$3" \
+	"${in_netns[@]}" "$python" "$hack_dir/bench/floor.py" --pods "$pods" --parallel "$3" \
 		--cgroup-parent "/$cgroup_base-floor" --work-dir "$work/floor-$1-$2" \
+		--cni-conf "$work/floor/cni/10-bench.conflist" \
 		--json "$results/floor-$1-$2.json" >&2 || log "floor $1 had failures"
 	rm -rf "$work/floor-$1-$2"
+}
+
+# rss_kb PID: its VmRSS in kB (0 when gone).
+rss_kb() { awk '$1 == "VmRSS:" { print $2; found = 1 } END { if (!found) print 0 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# restart_run NAME: B pods left running; the daemon's and one helper's
+# RSS; SIGTERM, start again, time until it answers and lists them all
+# (results/NAME-restart.tsv); the pods are removed when the daemon stops.
+restart_run() {
+	local name=$1 pid helper since
+	cri_run "$name" up 1 --pods "$big" --parallel "$parallel" --mode up
+	sleep 1 # let the new processes finish faulting in
+	helper=$(netns_processes "${helper_exe[$name]}" | awk "NR == 1")
+	printf '%s\t%s\t%s\t%s\n' "$name" "$big" "$(rss_kb "${daemon_pid[$name]}")" \
+		"$(rss_kb "${helper:-0}")" >"$results/$name-memory-big.tsv"
+	pid=${daemon_pid[$name]}
+	kill -TERM "$pid"
+	for _ in $(seq 300); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	log "$name restart with $big containers running"
+	since=$(date +%s%N)
+	"start_$name"
+	bench wait-ready --endpoint "${endpoint[$name]}" --containers "$big" --since-ns "$since" \
+		--json "$results/$name-restart.json" || log "$name did not come back with $big containers"
+	timeout 300 "$LIFECYCLE_BIN" cleanup --endpoint "${endpoint[$name]}" >&2 || true
 }
 
 log "starting the registry in netns $netns and pushing the images"
@@ -257,6 +297,10 @@ pause_image=$("${in_netns[@]}" "$python" "$hack_dir/bench/push_pause.py" --regis
 	wharf-bench/pause:3.6)
 mkdir -p "$certs_dir/$registry"
 echo "server = \"http://$registry\"" >"$certs_dir/$registry/hosts.toml"
+
+# The floor's CNI network: its own bridge and subnet, like a third daemon's.
+dir[floor]=$work/floor
+write_cni_conf floor cni2 10.90.0.0/16
 
 declare -A files_before=() files_after=()
 for name in "${daemons[@]}"; do
@@ -273,6 +317,11 @@ for round in $(seq "$rounds"); do
 		cri_run "$name" peak "$round" --pods "$pods" --parallel "$parallel" --mode peak \
 			--daemon-pid "${daemon_pid[$name]}" --shim "${helper_exe[$name]}"
 	done
+done
+for name in "${daemons[@]}"; do
+	((big > 0)) || break
+	cri_run "$name" busy 1 --pods "$big" --parallel "$parallel" --mode busy
+	restart_run "$name"
 done
 for name in "${daemons[@]}"; do files_after[$name]=$(file_count "$name"); done
 for name in "${daemons[@]}"; do

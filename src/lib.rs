@@ -39,4 +39,5 @@ pub mod store;
 pub mod streaming;
 pub mod sync;
 pub mod sys;
+pub mod timing;
 pub mod undo;

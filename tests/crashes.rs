@@ -32,7 +32,8 @@ async fn a_start_interrupted_by_a_crash_is_reconciled() {
     let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
     let created_at = status(&mut client, &id).await.created_at;
 
-    std::fs::write(&crash_marker, format!("start\n{}\n", daemon.pid())).unwrap();
+    // The monitor runs the container with `runc run` at the start.
+    std::fs::write(&crash_marker, format!("run\n{}\n", daemon.pid())).unwrap();
     let before_start = std::time::SystemTime::now();
     let crashed = client
         .start_container(StartContainerRequest {
@@ -116,7 +117,8 @@ async fn a_hung_runtime_command_times_out() {
     let config = container_config("hung", &["sleep", "3600"]);
     let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
 
-    std::fs::write(&hang_marker, b"start").unwrap();
+    // The monitor runs the container with `runc run` at the start.
+    std::fs::write(&hang_marker, b"run").unwrap();
     let mut other = daemon.runtime().await;
     let (hung, listed) = tokio::join!(
         client.start_container(StartContainerRequest {
@@ -152,26 +154,14 @@ async fn a_hung_runtime_command_times_out() {
         .await
         .unwrap();
 
-    // `runtime create` (run by the monitor) hangs: the same deadline, and
-    // the create is rolled back whole.
+    // CreateContainer runs no runtime command (the container is run at
+    // the start): a runtime that would hang in `create` holds nothing up.
     std::fs::write(&hang_marker, b"create").unwrap();
     let config = container_config("hung", &["sleep", "3600"]);
-    let hung = create(&mut client, &pod_id, &pod, config.clone())
-        .await
-        .unwrap_err();
-    assert_eq!(hung.code(), Code::DeadlineExceeded, "{hung:?}");
-    wait_until("the hung create is killed", || !sleeping_runtime_running()).await;
-    wait_until("its monitor is gone", || monitors_of(&daemon) == 0).await;
-    let listed = client
-        .list_containers(ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
-    assert!(listed.is_empty(), "{listed:?}");
-    std::fs::remove_file(&hang_marker).unwrap();
     let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
     start(&mut client, &id).await;
+    assert!(!sleeping_runtime_running());
+    std::fs::remove_file(&hang_marker).unwrap();
     remove_pod(&mut client, &pod_id).await;
 }
 
@@ -236,8 +226,8 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     poll_until(what, Duration::from_secs(20), || done().then_some(())).await
 }
 
-/// The daemon killed right after the runtime created, signalled or deleted
-/// a container, before Wharf recorded it: after a restart the record
+/// The daemon killed right after the runtime signalled or deleted a
+/// container, before Wharf recorded it: after a restart the record
 /// agrees with the runtime, the operation can be repeated, and no mount,
 /// monitor or runtime state is left behind once the pod is gone.
 #[tokio::test]
@@ -254,35 +244,8 @@ async fn a_crash_at_each_runtime_step_is_recovered() {
         "trap 'exit 9' TERM; while true; do usleep 10000; done",
     ];
 
-    // `create`: the runtime made the container, Wharf never recorded it.
-    std::fs::write(&marker, format!("create\n{}\n", daemon.pid())).unwrap();
-    let lost = create(
-        &mut client,
-        &pod_id,
-        &pod,
-        container_config("worker", &command),
-    )
-    .await;
-    assert!(lost.is_err(), "the daemon died during the create");
-    daemon.kill9();
-    daemon.spawn().await;
-    let mut client = daemon.runtime().await;
-    let listed = client
-        .list_containers(ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
-    assert!(
-        listed.is_empty(),
-        "the unrecorded container is gone: {listed:?}"
-    );
-    wait_until("the unrecorded container's monitor exits", || {
-        monitors_of(&daemon) == 0
-    })
-    .await;
-    assert!(mounts_below(&daemon.state_dir().join("containers")).is_empty());
-    // Its name was released with it.
+    // No runtime command runs at CreateContainer (the monitor runs the
+    // container at the start): the steps below are the start's and after.
     let id = create(
         &mut client,
         &pod_id,
@@ -311,15 +274,38 @@ async fn a_crash_at_each_runtime_step_is_recovered() {
         "the exit the container really had"
     );
 
-    // `delete`: the runtime forgot the container, its record remained.
+    client
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+
+    // `delete`: the monitor deletes the runtime's container once it
+    // exited; the daemon dies then, before it learns of the exit.
+    let id = create(
+        &mut client,
+        &pod_id,
+        &pod,
+        container_config("deleted", &command),
+    )
+    .await
+    .unwrap();
+    start(&mut client, &id).await;
     std::fs::write(&marker, format!("delete\n{}\n", daemon.pid())).unwrap();
-    let remove = RemoveContainerRequest {
+    let stop = StopContainerRequest {
         container_id: id.clone(),
+        timeout: 0,
     };
-    assert!(client.remove_container(remove.clone()).await.is_err());
+    assert!(client.stop_container(stop).await.is_err());
     daemon.kill9();
     daemon.spawn().await;
     let mut client = daemon.runtime().await;
+    let stopped = wait_exited(&mut client, &id).await;
+    assert_eq!(stopped.exit_code, 137, "{stopped:?}");
+    let remove = RemoveContainerRequest {
+        container_id: id.clone(),
+    };
     client.remove_container(remove).await.unwrap();
     let gone = client
         .container_status(ContainerStatusRequest {

@@ -95,7 +95,7 @@ start_wharf() {
 		[cni]
 		conf_dir = "$d/cni"
 	EOF
-	"${in_netns[@]}" "$WHARF_BIN" --config "$d/wharf.toml" >"$d/daemon.log" 2>&1 </dev/null &
+	"${in_netns[@]}" "$WHARF_BIN" --config "$d/wharf.toml" >>"$d/daemon.log" 2>&1 </dev/null &
 	daemon_pid[wharf]=$!
 	endpoint[wharf]=unix://$d/wharf.sock
 }
@@ -141,7 +141,7 @@ start_containerd() {
 		  [plugins."io.containerd.grpc.v1.cri".registry]
 		    config_path = "$certs_dir"
 	EOF
-	"${in_netns[@]}" containerd --config "$d/containerd.toml" >"$d/daemon.log" 2>&1 </dev/null &
+	"${in_netns[@]}" containerd --config "$d/containerd.toml" >>"$d/daemon.log" 2>&1 </dev/null &
 	daemon_pid[containerd]=$!
 	endpoint[containerd]=unix://$d/containerd.sock
 }

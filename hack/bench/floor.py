@@ -3,16 +3,22 @@
 
 usage: hack/bench/floor.py [--pods N] [--parallel P] [--runc PATH]
                            [--busybox PATH] [--cgroup-parent PATH]
+                           [--cni-conf FILE] [--cni-path DIR]
                            --work-dir DIR [--json FILE]
 
 N containers of a busybox root filesystem running `sleep 3600`, each in its
 own namespaces (runc spec's defaults: a new network namespace among them)
 and cgroup below --cgroup-parent, P at a time:
-  "runc run -d" for every container; then for half of them
+  "runc run -d" for half the containers, "runc create" then "runc start"
+  (and the two together) for the other half; then for half of them
   "runc delete -f" (runc polls for the container's death every 100 ms), for
   the other half what a runtime can do instead: "runc kill KILL + reap"
   (kill, wait for the init's exit) and "runc delete (exited)".
-Then N times "ip netns add" and "ip netns del", P at a time.
+Then N times "ip netns add" and "ip netns del", P at a time; with
+--cni-conf (a conflist), between the two the list's plugins run directly,
+as a runtime runs them: "CNI ADD (bridge, portmap)" (each plugin's ADD,
+the previous result passed on) and "CNI DEL (portmap, bridge)". Run it in
+a network namespace of its own: the bridge plugin makes a host bridge.
 
 Prints a table; --json writes {"label": "floor", "steps": {STEP:
 {"samples_ms": [...]}}, "failures": [...], ...} as hack/bench/lifecycle_report.py
@@ -104,8 +110,15 @@ class Bundles:
         # The container inherits runc's stderr: a file, not a pipe that
         # would stay open as long as the container runs.
         with open(bundle / "runc.stderr", "w+b") as stderr:
-            ok = timed(recorder, "runc run -d", cid, self.runc + [
-                "run", "-d", "--bundle", str(bundle), "--pid-file", str(pid_file), cid], stderr)
+            made = ["--bundle", str(bundle), "--pid-file", str(pid_file), cid]
+            if i % 4 < 2:
+                ok = timed(recorder, "runc run -d", cid, self.runc + ["run", "-d"] + made, stderr)
+            else:
+                begin = time.perf_counter()
+                ok = (timed(recorder, "runc create", cid, self.runc + ["create"] + made, stderr)
+                      and timed(recorder, "runc start", cid, self.runc + ["start", cid]))
+                if ok:
+                    recorder.sample("runc create + start", time.perf_counter() - begin)
             init = int(pid_file.read_text()) if pid_file.exists() else None
             if ok and i % 2 == 0:
                 ok = timed(recorder, "runc delete -f", cid, self.runc + ["delete", "-f", cid])
@@ -126,10 +139,40 @@ class Bundles:
         shutil.rmtree(bundle, ignore_errors=True)
 
 
-def netns_add_del(i, recorder):
+def cni_exec(conflist, cni_path, command, cid, netns, recorder):
+    """Runs the list's plugins for `command` (ADD in order, passing each
+    result on; DEL in reverse); False after a failure, recorded."""
+    plugins = conflist["plugins"] if command == "ADD" else conflist["plugins"][::-1]
+    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
+           "CNI_IFNAME": "eth0", "CNI_PATH": cni_path, "PATH": os.environ.get("PATH", "")}
+    previous = None
+    for plugin in plugins:
+        conf = dict(plugin, cniVersion=conflist["cniVersion"], name=conflist["name"])
+        if previous is not None:
+            conf["prevResult"] = previous
+        result = subprocess.run([os.path.join(cni_path, plugin["type"])], input=json.dumps(conf).encode(),
+                                env=env, capture_output=True)
+        if result.returncode != 0:
+            recorder.fail(f"CNI {command}", cid, (result.stdout + result.stderr).decode(errors="replace"))
+            return False
+        if command == "ADD":
+            previous = json.loads(result.stdout)
+    return True
+
+
+def netns_add_del(i, recorder, conflist, cni_path):
     name = f"wharf-bench-floor-{os.getpid()}-{i}"
-    if timed(recorder, "ip netns add", name, ["ip", "netns", "add", name]):
-        timed(recorder, "ip netns del", name, ["ip", "netns", "del", name])
+    if not timed(recorder, "ip netns add", name, ["ip", "netns", "add", name]):
+        return
+    if conflist:
+        netns = f"/run/netns/{name}"
+        start = time.perf_counter()
+        if cni_exec(conflist, cni_path, "ADD", name, netns, recorder):
+            recorder.sample("CNI ADD (bridge, portmap)", time.perf_counter() - start)
+        start = time.perf_counter()
+        if cni_exec(conflist, cni_path, "DEL", name, netns, recorder):
+            recorder.sample("CNI DEL (portmap, bridge)", time.perf_counter() - start)
+    timed(recorder, "ip netns del", name, ["ip", "netns", "del", name])
 
 
 def on_threads(n, parallel, job):
@@ -156,6 +199,8 @@ def main() -> int:
     parser.add_argument("--busybox", default="/bin/busybox")
     parser.add_argument("--cgroup-parent", default="/wharf-bench-floor")
     parser.add_argument("--work-dir", type=pathlib.Path, required=True)
+    parser.add_argument("--cni-conf", type=pathlib.Path)
+    parser.add_argument("--cni-path", default="/usr/lib/cni")
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args()
     if args.pods < 1 or args.parallel < 1:
@@ -174,7 +219,8 @@ def main() -> int:
         remove_cgroup_parent(args.cgroup_parent)
     runc_wall = time.perf_counter() - start
     start = time.perf_counter()
-    on_threads(args.pods, args.parallel, lambda i: netns_add_del(i, recorder))
+    conflist = json.loads(args.cni_conf.read_text()) if args.cni_conf else None
+    on_threads(args.pods, args.parallel, lambda i: netns_add_del(i, recorder, conflist, args.cni_path))
     netns_wall = time.perf_counter() - start
 
     result = {

@@ -6,6 +6,10 @@ usage: hack/bench/lifecycle_report.py RESULTS_DIR
 RESULTS_DIR (written by hack/bench-lifecycle.sh) holds, for every round R:
   DAEMON-seq-R.json, DAEMON-par-R.json, DAEMON-peak-R.json   `lifecycle cri` runs
   floor-seq-R.json, floor-par-R.json                         hack/bench/floor.py runs
+once per daemon:
+  DAEMON-busy-1.json      the read calls while B pods were being created
+  DAEMON-restart.json     `lifecycle wait-ready` after a restart with B running
+  DAEMON-memory-big.tsv   DAEMON, B, daemon VmRSS kB, one helper's VmRSS kB
 and
   idle.tsv    DAEMON, VmRSS kB right after start-up
   leaks.tsv   DAEMON, processes, mounts, cgroups, netns left after teardown,
@@ -21,12 +25,14 @@ import sys
 
 DAEMONS = ["wharf", "containerd"]
 CALLS = [
-    "RunPodSandbox", "CreateContainer", "StartContainer", "StopContainer", "RemoveContainer",
-    "StopPodSandbox", "RemovePodSandbox", "pod start (run+create+start)",
-    "pod teardown (stop..remove pod)",
+    "RunPodSandbox", "CreateContainer", "StartContainer", "CreateContainer + StartContainer",
+    "StopContainer", "RemoveContainer", "StopPodSandbox", "RemovePodSandbox",
+    "pod start (run+create+start)", "pod teardown (stop..remove pod)",
 ]
-FLOOR = ["runc run -d", "runc delete -f", "runc kill KILL + reap", "runc delete (exited)",
-         "ip netns add", "ip netns del"]
+FLOOR = ["runc run -d", "runc create", "runc start", "runc create + start", "runc delete -f",
+         "runc kill KILL + reap", "runc delete (exited)", "ip netns add", "ip netns del",
+         "CNI ADD (bridge, portmap)", "CNI DEL (portmap, bridge)"]
+QUERIES = ["ListContainers", "ListPodSandbox", "ContainerStatus"]
 HELPERS = {"wharf": "wharf-monitor", "containerd": "containerd-shim-runc-v2"}
 
 
@@ -178,6 +184,42 @@ def leak_table(directory):
     print()
 
 
+def pctl(samples, q) -> str:
+    return f"{percentile(samples, q):.2f}" if samples else "-"
+
+
+def big_table(directory):
+    """The busy run's read-call latencies, the restart, the memory with B pods."""
+    busy = [load_rounds(directory, f"{d}-busy") for d in DAEMONS]
+    restart = [json.loads(p.read_text()) if (p := directory / f"{d}-restart.json").exists() else None
+               for d in DAEMONS]
+    memory = [load_tsv(directory / f"{d}-memory-big.tsv").get(d) for d in DAEMONS]
+    if not any(busy) and not any(restart):
+        return
+    big = next((run["pods"] for run in busy if run), next((m[0] for m in memory if m), "?"))
+    print(f"With {big} pods: read calls while they are being created (ms), the daemon's")
+    print("  start-up with them running (recovery included), memory")
+    row = "  {:<44} | {:>24} | {:>24}"
+    print(row.format("", *DAEMONS))
+    print(row.format("-" * 44, "-" * 24, "-" * 24))
+    for call in QUERIES:
+        cells = []
+        for run in busy:
+            samples = run and run["steps"].get(call)
+            cells.append(f"{pctl(samples, 0.5)} / {pctl(samples, 0.95)} / {pctl(samples, 0.99)}"
+                         if samples else "-")
+        print(row.format(f"{call} p50 / p95 / p99", *cells))
+    print(row.format("start-up: Version answers after",
+                     *(f"{r['version_ms']:.0f} ms" if r else "-" for r in restart)))
+    print(row.format(f"start-up: {big} running containers listed after",
+                     *(f"{r['listed_ms']:.0f} ms" if r else "-" for r in restart)))
+    print(row.format(f"daemon RSS with {big} pods",
+                     *(mib(m[1]) if m else "-" for m in memory)))
+    print(row.format("one helper's RSS (monitor / shim)",
+                     *(mib(m[2]) if m else "-" for m in memory)))
+    print()
+
+
 def main() -> int:
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -193,14 +235,16 @@ def main() -> int:
         runs = [load_rounds(directory, f"{d}-{kind}") for d in DAEMONS]
         floor = load_rounds(directory, f"floor-{kind}") if kind != "peak" else None
         latency_table(title, runs, floor)
+    big_table(directory)
     memory_table(directory)
     leak_table(directory)
     print("""containerd/wharf: ratio of the p50s; above 1 means Wharf is faster. Compare
   whole pods rather than single calls: containerd defers `runc create` from
   CreateContainer to StartContainer, and its RunPodSandbox starts a pause
   container where Wharf only pins namespaces.
-floor: raw runc of the same busybox (own namespaces, a cgroup parent) and bare
-  ip netns, with no daemon; no runtime can go below it.
+floor: raw runc of the same busybox (own namespaces, a cgroup parent), bare
+  ip netns and the CNI plugins (bridge, portmap) run directly on a netns,
+  with no daemon; no runtime can go below it.
 RSS counts shared pages in every process that maps them; PSS divides them
   among those processes, so helper PSS sums are what N helpers really cost.""")
     return 0

@@ -3,7 +3,10 @@
 //! The steps, in order: checks; a name, directories and the image's layers
 //! held; the bundle (image config, mount sources, the rootfs overlay, the
 //! user, `config.json`) on a blocking thread, since an image can make it
-//! heavy; the monitor running `runc create`; the record. Each step that
+//! heavy; the monitor, ready to run the container at StartContainer (one
+//! `runc run --detach` then, as containerd creates its task only at
+//! StartContainer: a failure only runc can see shows at the start); the
+//! record. Each step that
 //! leaves something behind pushes its undo, and a failure anywhere undoes
 //! them all in reverse.
 
@@ -21,6 +24,7 @@ use crate::image::ImageService;
 use crate::runtime::{self, MonitorConfig, RuntimeFeatures};
 use crate::sandbox::Sandbox;
 use crate::store::now_nanos;
+use crate::timing::{step, step_sync};
 use crate::undo::Undo;
 
 impl ContainerService {
@@ -34,7 +38,8 @@ impl ContainerService {
     ) -> Result<Container, ContainerError> {
         let service = Arc::clone(self);
         let sandbox_id = sandbox_id.to_string();
-        tokio::spawn(async move { service.create_to_completion(&sandbox_id, config).await })
+        let create = async move { service.create_to_completion(&sandbox_id, config).await };
+        tokio::spawn(tracing::Instrument::in_current_span(create))
             .await
             .map_err(|e| ContainerError::Task("CreateContainer", e))?
     }
@@ -53,11 +58,12 @@ impl ContainerService {
             .ok_or(ContainerError::Missing("config.image.image"))?;
         // Until the container is recorded, so that a concurrent
         // StopPodSandbox either sees it or runs first.
-        self.sandboxes
+        let ready = self
+            .sandboxes
             .while_ready(sandbox_id, async move |sandbox| {
                 self.create_in(sandbox, config, metadata, image_name).await
-            })
-            .await
+            });
+        step("waiting for the pod lock, then creating", ready).await
     }
 
     async fn create_in(
@@ -126,59 +132,79 @@ impl ContainerService {
                 namespaces,
                 record_dir: record_dir.clone(),
                 state_dir: state_dir.clone(),
-                log_path: log_path.clone(),
                 host: self.options.host.clone(),
                 runtime_features: handler.features,
                 userns,
             };
-            let bundle = tokio::task::spawn_blocking(move || request.prepare())
-                .await
-                .map_err(|e| ContainerError::Task("preparing the bundle", e))??;
-            let (rootfs_dir, stop_signal) = (bundle.rootfs.clone(), bundle.stop_signal);
-            undo.push("unmounting the rootfs", move || {
-                spec::remove_created_host_paths(&bundle.created_host_paths);
-                rootfs::unmount(&bundle.rootfs)
-            });
-            let idmapped_volumes = idmapped_volumes_dir(&state_dir);
+            // The monitor opens the log as it starts.
+            if let Some(parent) = log_path.as_ref().and_then(|p| p.parent()) {
+                create_log_dir(parent)?;
+            }
+            // Mounted while the bundle is prepared; runc mounts them into
+            // the container at the start, and they go then (see `start`).
             {
-                let dir = idmapped_volumes.clone();
+                let dir = idmapped_volumes_dir(&state_dir);
                 undo.push("unmounting ID-mapped volumes", move || {
                     crate::idmap::unmount_all(&dir)
                 });
             }
-
             // Also after a failed or timed-out create: the runtime may have
             // kept state (deleting an unknown container is fine).
             undo.push_async("deleting the runtime's container", || {
                 handler.runtime.delete(&id, true)
             });
-            let created = runtime::create_with_monitor(
-                &handler.runtime,
-                &MonitorConfig {
-                    monitor_binary: self.options.monitor_binary.clone(),
-                    id: id.clone(),
-                    bundle: state_dir.clone(),
-                    state_dir: state_dir.clone(),
-                    log_path: log_path.clone().unwrap_or_else(|| "/dev/null".into()),
-                    stdin: config.stdin,
-                    stdin_once: config.stdin_once,
-                    tty: config.tty,
-                },
-            )
-            .await?;
-            // The container has its own mounts of them now: ours go, so
-            // that nothing of the host's is left mounted in the state dir.
-            if let Err(e) = crate::idmap::unmount_all(&idmapped_volumes) {
-                tracing::warn!(id = %id, error = %e, "unmounting ID-mapped volume sources");
-            }
-            // Blocked before exec on the runtime's fifo, the init already
-            // has the identity it will run with.
-            let identity = ProcessIdentity::of_process(created.container_pid)
-                .await
-                .map(|identity| match &sandbox.userns {
-                    Some(mappings) => identity.in_userns(mappings),
-                    None => identity,
+            // The bundle and the monitor at once: the monitor needs the
+            // bundle only at the start.
+            let span = tracing::Span::current();
+            let prepare = tokio::task::spawn_blocking(move || span.in_scope(|| request.prepare()));
+            let monitor_config = MonitorConfig {
+                monitor_binary: self.options.monitor_binary.clone(),
+                id: id.clone(),
+                bundle: state_dir.clone(),
+                state_dir: state_dir.clone(),
+                log_path: log_path.clone().unwrap_or_else(|| "/dev/null".into()),
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
+                tty: config.tty,
+                defer_start: true,
+            };
+            let (prepared, created) = tokio::join!(
+                step("preparing the bundle", prepare),
+                step(
+                    "starting the monitor",
+                    runtime::create_with_monitor(&handler.runtime, &monitor_config)
+                )
+            );
+            let prepared = prepared.map_err(|e| ContainerError::Task("preparing the bundle", e));
+            if let Ok(Ok(bundle)) = &prepared {
+                let bundle = bundle.clone();
+                undo.push("unmounting the rootfs", move || {
+                    spec::remove_created_host_paths(&bundle.created_host_paths);
+                    rootfs::unmount(&bundle.rootfs)
                 });
+            }
+            if created.is_ok() {
+                // A deferred start's monitor waits for a start: told to give up.
+                let monitor_dir = state_dir.clone();
+                undo.push_async("cancelling the monitor", || async move {
+                    match runtime::cancel_with_monitor(&monitor_dir).await {
+                        Err(e @ runtime::RuntimeError::ControlFailed { .. }) => Err(e),
+                        _ => Ok(()),
+                    }
+                });
+            }
+            let bundle = prepared??;
+            let created = created?;
+            let (rootfs_dir, stop_signal) = (bundle.rootfs, bundle.stop_signal);
+            // Blocked before exec on the runtime's fifo, the init already
+            // has the identity it will run with. A deferred start reads it
+            // once started.
+            let identity = match created.container_pid {
+                Some(pid) => ProcessIdentity::of_process(pid)
+                    .await
+                    .map(|identity| identity.seen_from(sandbox.userns.as_ref())),
+                None => None,
+            };
             let container = Container {
                 id: id.clone(),
                 sandbox_id: sandbox.id.clone(),
@@ -200,16 +226,19 @@ impl ContainerService {
                 stop_signal,
                 failure: None,
                 identity,
+                deferred_start: created.container_pid.is_none(),
                 runtime_handler: sandbox.runtime_handler.clone(),
                 resources: Some(spec::resources_at_create(&config, &self.options.host)?),
                 exit: None,
                 config: config.clone(),
             };
-            record::save(&record_dir, &container, true)?;
+            step_sync("saving the record", || {
+                record::save(&record_dir, &container, true)
+            })?;
             Ok(container)
         }
         .await;
-        let container = undo.finish(created).await?;
+        let container = step("undoing a failed create", undo.finish(created)).await?;
         // Watched from here on: an exit since `runc create` is in
         // `exit.json` by the time the watch finds the monitor gone.
         self.insert(container.clone());
@@ -312,7 +341,6 @@ struct BundleRequest {
     namespaces: Namespaces,
     record_dir: PathBuf,
     state_dir: PathBuf,
-    log_path: Option<PathBuf>,
     host: HostFeatures,
     runtime_features: RuntimeFeatures,
     userns: Option<PodUserns>,
@@ -320,6 +348,7 @@ struct BundleRequest {
 
 /// A bundle ready for `runc create`, and what to take back if the
 /// container is not created after all.
+#[derive(Clone)]
 struct Bundle {
     rootfs: PathBuf,
     created_host_paths: Vec<PathBuf>,
@@ -332,14 +361,13 @@ impl BundleRequest {
     /// Blocking and, for a large image config, CPU-heavy: call it on a
     /// blocking thread. On error it has undone its own steps.
     fn prepare(self) -> Result<Bundle, ContainerError> {
-        let image_config = self.image_config()?;
+        let image_config = step_sync("reading the image config", || self.image_config())?;
         spec::check_limits(&self.config, &image_config)?;
         let created_host_paths = spec::prepare_host_paths(&self.config)?;
         let rootfs = self.state_dir.join("rootfs");
-        let mounted = self
-            .mount_rootfs(&rootfs)
-            .and_then(|()| {
-                self.write_spec(&image_config, &rootfs).inspect_err(|_| {
+        let mounted = step_sync("mounting the rootfs", || self.mount_rootfs(&rootfs)).and_then(|()| {
+            step_sync("writing the spec", || self.write_spec(&image_config, &rootfs))
+                .inspect_err(|_| {
                     if let Err(e) = rootfs::unmount(&rootfs) {
                         tracing::error!(id = %self.id, error = %e, "unmounting the rootfs of a failed create");
                     }
@@ -479,10 +507,9 @@ impl BundleRequest {
         })?;
         // Serialising our own spec cannot fail on bad input: a failure is
         // ours (Internal), reported with the file it was meant for.
-        crate::store::write_json_atomic(&self.state_dir.join("config.json"), &generated)?;
-        if let Some(parent) = self.log_path.as_ref().and_then(|p| p.parent()) {
-            create_log_dir(parent)?;
-        }
+        // In the state directory, which a reboot empties: renamed into
+        // place, not synced.
+        crate::store::write_json_atomic_unsynced(&self.state_dir.join("config.json"), &generated)?;
         Ok(spec::container_stop_signal(&self.config, image_config)? as i32)
     }
 }

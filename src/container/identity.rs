@@ -51,6 +51,15 @@ impl ProcessIdentity {
         }
     }
 
+    /// [`Self::in_userns`] for a process of a pod with a user namespace;
+    /// the identity as it is otherwise.
+    pub fn seen_from(self, userns: Option<&crate::idmap::UsernsMappings>) -> Self {
+        match userns {
+            Some(mappings) => self.in_userns(mappings),
+            None => self,
+        }
+    }
+
     /// The identity of process `pid`; `None` when it is gone or its status
     /// does not parse.
     pub async fn of_process(pid: i32) -> Option<Self> {

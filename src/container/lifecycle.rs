@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use super::identity::ProcessIdentity;
 use super::record::{self, Container, ContainerState};
 use super::spec;
 use super::{rootfs, state_name, ContainerError, ContainerService, Entry};
@@ -13,6 +14,7 @@ use crate::error::Classify;
 use crate::runtime::{self, ContainerEnd, ExecOutput, OciRuntime};
 
 use crate::store::now_nanos;
+use crate::timing::{step, step_sync};
 
 /// Cap on ExecSync's stdout and stderr together (not each), so that the
 /// reply fits in one gRPC message; what is cut ends with a marker.
@@ -48,9 +50,15 @@ impl ContainerService {
         // for recovery to confirm with the runtime.
         let requested_at = now_nanos();
         let pending = entry.update(|c| c.start_requested_at_ns = Some(requested_at));
-        record::save_unsynced(&record_dir, &pending)?;
+        step_sync("recording the start intent", || {
+            record::save_unsynced(&record_dir, &pending)
+        })?;
         let runtime = self.runtime_of(&container)?;
-        let result = runtime.start(&container.id).await;
+        let result = self.run_start(runtime, &container).await;
+        let (result, identity) = match result {
+            Ok(identity) => (Ok(()), identity),
+            Err(error) => (Err(error), None),
+        };
         let outcome = match &result {
             Ok(()) => StartOutcome::Started,
             // It may have started all the same (a start that a crash cut
@@ -58,13 +66,52 @@ impl ContainerService {
             // that never ran is a failed one.
             Err(_) => start_outcome(runtime, &container.id).await,
         };
-        let recorded = entry.update(|c| outcome.apply(c, &result));
-        record::save(&record_dir, &recorded, false)?;
+        let recorded = entry.update(|c| {
+            outcome.apply(c, &result);
+            c.identity = identity.or(c.identity.take());
+        });
+        // Unsynced: a reboot ends the container, and recovery then finds
+        // its monitor gone whether or not the start reached the disk.
+        step_sync("recording the start", || {
+            record::save_unsynced(&record_dir, &recorded)
+        })?;
         match (result, outcome) {
             (Ok(()), _) => Ok(()),
             (Err(_), StartOutcome::Started) => Err(wrong_state(&recorded, "start", "created")),
             (Err(error), _) => Err(error.into()),
         }
+    }
+
+    /// Starts the user process: a deferred start through the monitor (one
+    /// `runtime run --detach`), else `runtime start` of the created
+    /// container. The identity the init runs with, when read.
+    async fn run_start(
+        &self,
+        runtime: &OciRuntime,
+        container: &Container,
+    ) -> Result<Option<ProcessIdentity>, runtime::RuntimeError> {
+        if !container.deferred_start {
+            step("runtime start", runtime.start(&container.id)).await?;
+            return Ok(None);
+        }
+        let started = runtime::start_with_monitor(runtime, &container.id, &container.state_dir);
+        let pid = step("monitor start (runtime run)", started).await?;
+        let userns = self
+            .sandboxes
+            .get(&container.sandbox_id)
+            .ok()
+            .and_then(|entry| entry.get().userns);
+        if userns.is_some() {
+            // The container has its own mounts of them now: ours go, so
+            // that nothing of the host's is left mounted in the state dir.
+            let volumes = super::create::idmapped_volumes_dir(&container.state_dir);
+            if let Err(e) = crate::idmap::unmount_all(&volumes) {
+                tracing::warn!(id = %container.id, error = %e, "unmounting ID-mapped volume sources");
+            }
+        }
+        Ok(ProcessIdentity::of_process(pid)
+            .await
+            .map(|identity| identity.seen_from(userns.as_ref())))
     }
 
     /// Whether a container whose start was requested has started, by the
@@ -93,8 +140,17 @@ impl ContainerService {
             ContainerState::Running => {}
             ContainerState::Created => {
                 // Never started: nothing to signal, but it must not start later.
-                self.kill(&container, Signal::SIGKILL).await?;
-                entry.wait_exited(KILL_WAIT).await;
+                if container.deferred_start {
+                    let cancel = runtime::cancel_with_monitor(&container.state_dir);
+                    match step("cancelling the start", cancel).await {
+                        // Gone: the watch records how it ended.
+                        Ok(()) | Err(runtime::RuntimeError::MonitorGone { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                } else {
+                    self.kill(&container, Signal::SIGKILL).await?;
+                }
+                step("waiting for the exit", entry.wait_exited(KILL_WAIT)).await;
                 return Ok(());
             }
             ContainerState::Exited | ContainerState::Unknown => return Ok(()),
@@ -106,8 +162,8 @@ impl ContainerService {
                 return Ok(());
             }
         }
-        self.kill(&container, Signal::SIGKILL).await?;
-        if !entry.wait_exited(KILL_WAIT).await {
+        step("runtime kill", self.kill(&container, Signal::SIGKILL)).await?;
+        if !step("waiting for the exit", entry.wait_exited(KILL_WAIT)).await {
             tracing::warn!(id = %container.id, "container not reaped after SIGKILL");
         }
         Ok(())
@@ -140,18 +196,23 @@ impl ContainerService {
     }
 
     async fn remove_locked(&self, entry: &Entry) -> Result<(), ContainerError> {
-        self.stop_locked(entry, Duration::ZERO).await?;
+        step("stopping", self.stop_locked(entry, Duration::ZERO)).await?;
         let container = entry.get();
-        self.runtime_of(&container)?
-            .delete(&container.id, true)
-            .await?;
+        // A deferred start's monitor deleted it when it exited.
+        if !container.exit.is_some_and(|exit| exit.runtime_deleted) {
+            let runtime = self.runtime_of(&container)?;
+            step("runtime delete", runtime.delete(&container.id, true)).await?;
+        }
         // Its files are going: the watch (if it still runs) ends here.
         entry.stop_watching();
-        rootfs::unmount(&container.rootfs)?;
+        step_sync("unmounting the rootfs", || {
+            rootfs::unmount(&container.rootfs)
+        })?;
         // The record dir holds the writable layer: any size, so deleted off
         // the async workers.
         let (record_dir, state_dir) = (self.record_dir(&container.id), container.state_dir.clone());
-        tokio::task::spawn_blocking(move || remove_files(&record_dir, &state_dir))
+        let remove = tokio::task::spawn_blocking(move || remove_files(&record_dir, &state_dir));
+        step("removing the files", remove)
             .await
             .map_err(|e| ContainerError::Task("removing the container's files", e))??;
         self.containers
@@ -352,7 +413,8 @@ impl ContainerService {
             let entry = Entry::new(container, self.changes.clone());
             if entry.get().start_requested_at_ns.is_some() {
                 // A StartContainer was cut short: did the runtime start it?
-                let outcome = self.start_outcome_of(&entry.get()).await;
+                // A deferred one whose monitor lives is asked to finish it.
+                let outcome = self.finish_start(&entry.get()).await;
                 tracing::warn!(id = %id, ?outcome, "reconciling a start interrupted by a crash");
                 let reconciled = entry.update(|c| outcome.apply(c, &Ok(())));
                 record::save(&dir, &reconciled, false)?;
@@ -394,6 +456,13 @@ impl ContainerService {
 
     /// Best-effort removal of everything a container ID may have on the host.
     async fn discard(&self, id: &str) {
+        let state_dir = self.state_dir(id);
+        // A monitor waiting for a start that will never come.
+        if runtime::monitor_alive(&state_dir) {
+            if let Err(e) = runtime::cancel_with_monitor(&state_dir).await {
+                tracing::warn!(id, error = %e, "cancelling the monitor");
+            }
+        }
         // Which handler ran it is in the record, which may be gone: ask
         // them all (deleting an unknown container is fine).
         for handler in self.options.handlers.all() {
@@ -401,7 +470,6 @@ impl ContainerService {
                 tracing::warn!(id, handler = %handler.name, error = %e, "deleting runtime container");
             }
         }
-        let state_dir = self.state_dir(id);
         if let Err(e) = rootfs::unmount(&state_dir.join("rootfs")) {
             tracing::warn!(id, error = %e, "unmounting rootfs");
         }
@@ -413,6 +481,28 @@ impl ContainerService {
             }
         }
         let _ = crate::store::remove_dir_atomic(&self.record_dir(id));
+    }
+}
+
+impl ContainerService {
+    /// For recovery: the outcome of a start a crash cut short. A monitor
+    /// of a deferred start still alive is asked to start (again): it
+    /// answers at once if it did, or runs the container now, as was
+    /// requested; otherwise the runtime says whether the start happened.
+    async fn finish_start(&self, container: &Container) -> StartOutcome {
+        if container.deferred_start && runtime::monitor_alive(&container.state_dir) {
+            if let Ok(runtime) = self.runtime_of(container) {
+                let started =
+                    runtime::start_with_monitor(runtime, &container.id, &container.state_dir).await;
+                match started {
+                    Ok(_) => return StartOutcome::Started,
+                    Err(e) => {
+                        tracing::warn!(id = %container.id, error = %e, "finishing an interrupted start")
+                    }
+                }
+            }
+        }
+        self.start_outcome_of(container).await
     }
 }
 

@@ -490,6 +490,7 @@ mod tests {
             stop_signal: 15,
             failure: None,
             identity: None,
+            deferred_start: false,
             runtime_handler: String::new(),
             resources: None,
             exit: None,

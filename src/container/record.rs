@@ -54,6 +54,12 @@ pub struct Container {
     /// before Wharf read it, and when the process was already gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<super::identity::ProcessIdentity>,
+    /// Created by a monitor that runs the container itself at
+    /// StartContainer (`runtime run --detach`); false in records of
+    /// containers made with `runtime create` (by Wharf before it deferred
+    /// starts), which `runtime start` starts.
+    #[serde(default)]
+    pub deferred_start: bool,
     /// The pod's runtime handler, whose runtime runs the container ("" for
     /// the default, and in records from before handlers).
     #[serde(default)]

@@ -185,7 +185,8 @@ pub(crate) async fn handle<T>(
         started,
         code: Code::Cancelled,
     };
-    let result = call.await;
+    // The span the per-step timings (crate::timing) nest under.
+    let result = tracing::Instrument::instrument(call, tracing::debug_span!("rpc", rpc)).await;
     let elapsed = started.elapsed();
     counted.code = result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
     drop(counted);

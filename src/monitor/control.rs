@@ -31,6 +31,9 @@ struct Connection {
     accepted_at: Instant,
     /// Asked `wait-exit`: held open, without a deadline, until the exit.
     waiting: bool,
+    /// Asked `start`, which the handler held: open until
+    /// [`ControlServer::answer_start`].
+    starting: bool,
     done: bool,
 }
 
@@ -76,6 +79,7 @@ impl ControlServer {
                 request: Vec::new(),
                 accepted_at: Instant::now(),
                 waiting: false,
+                starting: false,
                 done: false,
             });
         }
@@ -83,8 +87,13 @@ impl ControlServer {
 
     /// Reads from connection `index`; once its line is complete, answers
     /// it with `handle` and closes it, or, for `wait-exit`, keeps it until
-    /// [`notify_exit`](Self::notify_exit).
-    pub fn serve(&mut self, index: usize, handle: impl FnOnce(ControlRequest) -> ControlReply) {
+    /// [`notify_exit`](Self::notify_exit). A `start` that `handle` answers
+    /// with `None` is kept until [`answer_start`](Self::answer_start).
+    pub fn serve(
+        &mut self,
+        index: usize,
+        handle: impl FnOnce(ControlRequest) -> Option<ControlReply>,
+    ) {
         let waiters = self.connections.iter().filter(|c| c.waiting).count();
         let Some(connection) = self.connections.get_mut(index) else {
             return;
@@ -103,7 +112,7 @@ impl ControlServer {
                 return;
             }
         };
-        if connection.waiting {
+        if connection.waiting || connection.starting {
             // Nothing more is expected from a waiter: ignored.
             return;
         }
@@ -122,7 +131,14 @@ impl ControlServer {
                 return;
             }
             Some(ControlRequest::WaitExit) => ControlReply::Error("too many waiters".into()),
-            Some(request) => handle(request),
+            Some(request) => match handle(request) {
+                Some(reply) => reply,
+                None => {
+                    connection.starting = true;
+                    connection.request = Vec::new();
+                    return;
+                }
+            },
             None => ControlReply::Error(format!("unknown request {line:?}")),
         };
         connection.reply(&reply);
@@ -130,8 +146,20 @@ impl ControlServer {
 
     /// Drops finished and stalled connections.
     pub fn sweep(&mut self) {
-        self.connections
-            .retain(|c| !c.done && (c.waiting || c.accepted_at.elapsed() < REQUEST_TIMEOUT));
+        self.connections.retain(|c| {
+            !c.done && (c.waiting || c.starting || c.accepted_at.elapsed() < REQUEST_TIMEOUT)
+        });
+    }
+
+    /// Answers every held `start`.
+    pub fn answer_start(&mut self, reply: &ControlReply) {
+        for connection in self
+            .connections
+            .iter_mut()
+            .filter(|c| c.starting && !c.done)
+        {
+            connection.reply(reply);
+        }
     }
 
     /// Answers every `wait-exit` with the exit record. Call it after
@@ -169,7 +197,7 @@ mod tests {
     fn round(server: &mut ControlServer) {
         server.accept();
         for index in 0..server.connections.len() {
-            server.serve(index, |_| ControlReply::Ok);
+            server.serve(index, |_| Some(ControlReply::Ok));
         }
         server.sweep();
     }

@@ -36,8 +36,18 @@ pub struct Container {
     pub stdin: Option<OwnedFd>,
 }
 
-/// Runs `runtime create`; its own stdio becomes the container's.
-pub fn create(args: &MonitorArgs) -> Result<Container, MonitorError> {
+/// How the runtime makes the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// `runtime create`: the init waits for `runtime start`.
+    Create,
+    /// `runtime run --detach`: created and started by one runtime process.
+    Run,
+}
+
+/// Runs `runtime create` (or `run --detach`); its own stdio becomes the
+/// container's.
+pub fn create(args: &MonitorArgs, launch: Launch) -> Result<Container, MonitorError> {
     let runtime_log = args.state_file(files::RUNTIME_LOG);
     let pid_file = args.state_file(files::CONTAINER_PID);
     for stale in [&runtime_log, &pid_file] {
@@ -58,7 +68,10 @@ pub fn create(args: &MonitorArgs) -> Result<Container, MonitorError> {
         console_socket: args.tty.then_some(console_socket),
     };
     let mut command = Command::new(runtime.binary());
-    command.args(runtime.create_args(&options));
+    command.args(match launch {
+        Launch::Create => runtime.create_args(&options),
+        Launch::Run => runtime.run_args(&options),
+    });
     let (outputs, stdin) = if args.tty {
         run_with_terminal(command, console_socket, &runtime_log, args)?
     } else {
@@ -145,6 +158,22 @@ fn run_with_terminal(
         .try_clone()
         .map_err(MonitorError::sys("duplicating the terminal"))?;
     Ok((vec![(Stream::Stdout, File::from(master))], Some(input)))
+}
+
+/// `runtime delete` of the exited container; its error message if it
+/// failed (the daemon then deletes it at RemoveContainer).
+pub fn delete(args: &MonitorArgs) -> Result<(), String> {
+    let runtime = OciRuntime::new(args.runtime.clone(), args.runtime_root.clone())
+        .with_options(args.runtime_options.clone());
+    let output = Command::new(runtime.binary())
+        .args(runtime.delete_args(&args.id))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("starting {}: {e}", runtime.binary().display()))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(runtime_message(&output.stderr, &output.stdout))
 }
 
 fn remove_if_present(path: &Path) -> Result<(), MonitorError> {

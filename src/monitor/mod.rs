@@ -13,6 +13,7 @@
 mod attach;
 mod control;
 mod create;
+mod deferred;
 pub mod log;
 mod oom;
 mod supervise;
@@ -30,10 +31,11 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::error::IoError;
-use crate::runtime::protocol::{files, ExitStatus, MonitorArgs, SyncMessage};
+use crate::runtime::protocol::{files, ControlReply, ExitStatus, MonitorArgs, SyncMessage};
 use crate::store::{self, StoreError};
 use attach::AttachServer;
 use control::ControlServer;
+use create::Launch;
 use log::CriLogWriter;
 use oom::OomProbe;
 use supervise::Supervisor;
@@ -113,27 +115,82 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let supervisor = match start(&args) {
-        Ok(supervisor) => supervisor,
-        Err(e) => {
-            report(
-                sync,
-                &SyncMessage::Failed {
-                    error: e.sync_text(),
-                },
-            );
-            return ExitCode::FAILURE;
-        }
+    let failed = |sync, e: MonitorError| {
+        let error = e.sync_text();
+        report(sync, &SyncMessage::Failed { error });
+        ExitCode::FAILURE
     };
-    report(
-        sync,
-        &SyncMessage::Created {
-            container_pid: supervisor.init_pid(),
-        },
-    );
+    let prepared = match prepare(&args) {
+        Ok(prepared) => prepared,
+        Err(e) => return failed(sync, e),
+    };
+    if args.defer_start {
+        report(sync, &SyncMessage::Ready { ready: true });
+        redirect_diagnostics(&args.state_file(files::MONITOR_LOG));
+        return run_deferred(&args, prepared);
+    }
+    let supervisor = match create::create(&args, Launch::Create)
+        .and_then(|container| prepared.supervise(&args, container))
+    {
+        Ok(supervisor) => supervisor,
+        Err(e) => return failed(sync, e),
+    };
+    let container_pid = supervisor.init_pid();
+    report(sync, &SyncMessage::Created { container_pid });
     redirect_diagnostics(&args.state_file(files::MONITOR_LOG));
     let (status, control) = supervisor.run();
     finish(&args, &status, control)
+}
+
+/// The rest of a `--defer-start` monitor's life: wait for `start` or
+/// `cancel`, run the container, answer the start, supervise.
+fn run_deferred(args: &MonitorArgs, mut prepared: Prepared) -> ExitCode {
+    match deferred::wait_for_decision(&mut prepared.control, &mut prepared.log) {
+        deferred::Decision::Start => {}
+        deferred::Decision::Cancel => {
+            // As `runtime kill` of a created container would have it; the
+            // runtime never had the container.
+            let mut status = ExitStatus::killed(Signal::SIGKILL as i32, store::now_nanos());
+            status.runtime_deleted = true;
+            return finish(args, &status, prepared.control);
+        }
+    }
+    let container = match create::create(args, Launch::Run) {
+        Ok(container) => container,
+        Err(e) => {
+            // No exit record: the daemon keeps the start's error as the
+            // container's failure.
+            eprintln!("wharf-monitor: {}", crate::error::chain(&e));
+            prepared
+                .control
+                .answer_start(&ControlReply::Error(e.sync_text()));
+            return ExitCode::FAILURE;
+        }
+    };
+    let init = container.pid;
+    let mut supervisor = match prepared.supervise(args, container) {
+        Ok(supervisor) => supervisor,
+        Err(e) => {
+            // The container runs: kill it, record how it ended.
+            eprintln!("wharf-monitor: {}", crate::error::chain(&e));
+            let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+            let status = ExitStatus::killed(Signal::SIGKILL as i32, store::now_nanos());
+            let recorded = record_exit(args, &status);
+            sys::kill_and_reap_children(REAP_LIMIT);
+            return recorded;
+        }
+    };
+    supervisor.answer_start(&ControlReply::Started(init.as_raw()));
+    let (mut status, control) = supervisor.run();
+    // The runtime's container goes with its exit, as containerd's shim
+    // deletes it when the task exits: RemoveContainer then has no runtime
+    // command to wait for. Before the exit is recorded, so that whoever
+    // learns of the exit finds it deleted (or knows to delete it).
+    match create::delete(args) {
+        Ok(()) => status.runtime_deleted = true,
+        Err(message) => eprintln!("wharf-monitor: deleting the container: {message}"),
+    }
+    finish(args, &status, control)
 }
 
 /// The paths stay valid after the monitor leaves its working directory.
@@ -153,10 +210,20 @@ fn absolute_paths(mut args: MonitorArgs) -> io::Result<MonitorArgs> {
     Ok(args)
 }
 
-/// Detaches from the daemon, then creates the container.
-fn start(args: &MonitorArgs) -> Result<Supervisor, MonitorError> {
+/// What the monitor sets up before the container exists, so that failing
+/// here leaves nothing behind.
+struct Prepared {
+    signals: SignalFd,
+    log: CriLogWriter,
+    control: ControlServer,
+    attach: AttachServer,
+}
+
+/// Detaches from the daemon, opens the log, binds the sockets.
+fn prepare(args: &MonitorArgs) -> Result<Prepared, MonitorError> {
     let signals = detach(args)?;
-    store::write_atomic(
+    // In the state directory, which a reboot empties: no fsync needed.
+    store::write_atomic_unsynced(
         &args.state_file(files::MONITOR_PID),
         std::process::id().to_string().as_bytes(),
     )?;
@@ -164,18 +231,39 @@ fn start(args: &MonitorArgs) -> Result<Supervisor, MonitorError> {
         "opening the container log",
         &args.log_path,
     ))?;
-    let socket = args.state_file(files::CONTROL_SOCKET);
-    // Bound before the container exists, so failing here leaves nothing.
-    let control = ControlServer::bind(&socket)?;
+    let control = ControlServer::bind(&args.state_file(files::CONTROL_SOCKET))?;
     let attach = AttachServer::bind(&args.state_file(files::ATTACH_SOCKET))?;
-    let mut container = create::create(args)?;
-    let attach = attach.with_input(container.stdin.take(), args.tty, args.stdin_once)?;
-    let oom = OomProbe::resolve(&args.bundle, container.pid)
-        .map_err(|e| eprintln!("wharf-monitor: OOM detection is off: {e}"))
-        .ok();
-    Ok(Supervisor::new(
-        container, log, signals, control, attach, oom,
-    ))
+    Ok(Prepared {
+        signals,
+        log,
+        control,
+        attach,
+    })
+}
+
+impl Prepared {
+    /// The supervisor of the container just created.
+    fn supervise(
+        self,
+        args: &MonitorArgs,
+        mut container: create::Container,
+    ) -> Result<Supervisor, MonitorError> {
+        let attach = self
+            .attach
+            .with_input(container.stdin.take(), args.tty, args.stdin_once)?;
+        let oom = OomProbe::resolve(&args.bundle, container.pid)
+            .map_err(|e| eprintln!("wharf-monitor: OOM detection is off: {e}"))
+            .ok();
+        Ok(Supervisor::new(
+            container,
+            self.log,
+            self.signals,
+            self.control,
+            attach,
+            oom,
+            args.defer_start,
+        ))
+    }
 }
 
 /// Survives the daemon: own session (no SIGHUP or terminal signals from
@@ -238,12 +326,17 @@ fn redirect_diagnostics(path: &Path) {
 /// closes, so a daemon whose connection closes unanswered finds the exit
 /// in the file (or knows there will be none).
 fn finish(args: &MonitorArgs, status: &ExitStatus, mut control: ControlServer) -> ExitCode {
-    let exit_path = args.state_file(files::EXIT);
-    let recorded = store::write_json_atomic(&exit_path, status);
+    let recorded = record_exit(args, status);
     control.notify_exit(status);
     drop(control);
     sys::kill_and_reap_children(REAP_LIMIT);
-    match recorded {
+    recorded
+}
+
+/// Writes `exit.json`. In the state directory, which a reboot empties:
+/// renamed into place (never torn), not synced.
+fn record_exit(args: &MonitorArgs, status: &ExitStatus) -> ExitCode {
+    match store::write_json_atomic_unsynced(&args.state_file(files::EXIT), status) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wharf-monitor: {}", crate::error::chain(&e));

@@ -44,6 +44,9 @@ pub struct Supervisor {
     signals: SignalFd,
     control: ControlServer,
     oom: Option<OomProbe>,
+    /// Started by a `start` request (`--defer-start`), which a repeated
+    /// one is answered like.
+    deferred: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -65,6 +68,7 @@ impl Supervisor {
         control: ControlServer,
         attach: AttachServer,
         oom: Option<OomProbe>,
+        deferred: bool,
     ) -> Self {
         Self {
             init: container.pid,
@@ -81,11 +85,17 @@ impl Supervisor {
             signals,
             control,
             oom,
+            deferred,
         }
     }
 
     pub fn init_pid(&self) -> i32 {
         self.init.as_raw()
+    }
+
+    /// Answers the `start` requests held while the container was launched.
+    pub fn answer_start(&mut self, reply: &ControlReply) {
+        self.control.answer_start(reply);
     }
 
     /// Runs until the init has exited and its output is drained (or the
@@ -120,8 +130,9 @@ impl Supervisor {
                     }
                     Source::Listener => self.control.accept(),
                     Source::Connection(index) => {
-                        let log = &mut self.log;
-                        self.control.serve(index, |request| handle(log, request));
+                        let (log, started) = (&mut self.log, self.deferred.then_some(self.init));
+                        self.control
+                            .serve(index, |request| Some(handle(log, started, request)));
                     }
                     Source::AttachListener => self.attach.accept(),
                     Source::Attacher(index) => self.attach.serve(index, events),
@@ -237,14 +248,27 @@ impl Supervisor {
     }
 }
 
-fn handle(log: &mut CriLogWriter, request: ControlRequest) -> ControlReply {
+fn handle(log: &mut CriLogWriter, init: Option<Pid>, request: ControlRequest) -> ControlReply {
     match request {
-        ControlRequest::ReopenLog => match log.reopen() {
-            Ok(()) => ControlReply::Ok,
-            Err(e) => ControlReply::Error(format!("reopening {}: {e}", log.path().display())),
-        },
+        ControlRequest::ReopenLog => reopen(log),
         // The control server keeps these connections itself.
         ControlRequest::WaitExit => ControlReply::Error("wait-exit is not served here".into()),
+        // A start asked again (a daemon that died during it): done.
+        ControlRequest::Start => match init {
+            Some(init) => ControlReply::Started(init.as_raw()),
+            None => {
+                ControlReply::Error("created without --defer-start: use the runtime's start".into())
+            }
+        },
+        ControlRequest::Cancel => ControlReply::Error("already started".into()),
+    }
+}
+
+/// Closes and reopens the CRI log (after kubelet rotated it).
+pub fn reopen(log: &mut CriLogWriter) -> ControlReply {
+    match log.reopen() {
+        Ok(()) => ControlReply::Ok,
+        Err(e) => ControlReply::Error(format!("reopening {}: {e}", log.path().display())),
     }
 }
 

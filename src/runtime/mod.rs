@@ -38,8 +38,8 @@ pub use exec::ExecOutput;
 pub use features::RuntimeFeatures;
 pub use handlers::{RuntimeHandler, RuntimeHandlers, UnknownHandler};
 pub use monitor::{
-    create_with_monitor, default_monitor_binary, monitor_alive, read_exit, reopen_log, watch_exit,
-    ContainerEnd, Created, MonitorConfig,
+    cancel_with_monitor, create_with_monitor, default_monitor_binary, monitor_alive, read_exit,
+    reopen_log, start_with_monitor, watch_exit, ContainerEnd, Created, MonitorConfig,
 };
 pub use protocol::ExitStatus;
 pub use session::{SessionIo, SessionReader, SessionWriter, WindowSize};
@@ -154,8 +154,27 @@ impl OciRuntime {
     /// Arguments of `runtime create` (after the program name), for the
     /// monitor, which runs it without tokio.
     pub fn create_args(&self, options: &CreateOptions<'_>) -> Vec<OsString> {
+        self.container_args(&["create"], options)
+    }
+
+    /// Arguments of `runtime run --detach`: `create` and `start` in one
+    /// runtime process, for the monitor of a deferred start.
+    pub fn run_args(&self, options: &CreateOptions<'_>) -> Vec<OsString> {
+        self.container_args(&["run", "--detach"], options)
+    }
+
+    /// Arguments of `runtime delete ID` (a stopped container), for the
+    /// monitor, which deletes its container once it exited.
+    pub fn delete_args(&self, id: &str) -> Vec<OsString> {
+        let mut args = self.global_args(None);
+        args.extend(["delete".into(), id.into()]);
+        args
+    }
+
+    fn container_args(&self, verb: &[&str], options: &CreateOptions<'_>) -> Vec<OsString> {
         let mut args = self.global_args(Some(options.log_file));
-        args.extend(["create".into(), "--bundle".into()]);
+        args.extend(verb.iter().map(OsString::from));
+        args.push("--bundle".into());
         args.push(options.bundle.into());
         args.push("--pid-file".into());
         args.push(options.pid_file.into());

@@ -73,11 +73,15 @@ pub struct MonitorConfig {
     pub stdin: bool,
     pub stdin_once: bool,
     pub tty: bool,
+    /// No runtime runs at create: the container is run by
+    /// [`start_with_monitor`] (one `runtime run --detach`).
+    pub defer_start: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Created {
-    pub container_pid: i32,
+    /// The init, blocked before its exec; `None` for a deferred start.
+    pub container_pid: Option<i32>,
     pub monitor_pid: i32,
 }
 
@@ -88,6 +92,8 @@ pub fn default_monitor_binary() -> io::Result<PathBuf> {
 
 /// Spawns the container's monitor, which runs `runtime create`; returns
 /// once the container exists (created, not started) or creation failed.
+/// With `defer_start`, returns once the monitor is ready, before any
+/// runtime ran.
 ///
 /// The monitor stays this process's child (it only leaves the session);
 /// a task reaps it whenever it exits, so it never lingers as a zombie. If
@@ -114,6 +120,7 @@ pub async fn create_with_monitor(
         stdin: config.stdin,
         stdin_once: config.stdin_once,
         tty: config.tty,
+        defer_start: config.defer_start,
         sync_fd: SYNC_FD,
     };
     let mut child = Command::new(&config.monitor_binary)
@@ -172,7 +179,11 @@ pub async fn create_with_monitor(
     }
     match serde_json::from_str::<SyncMessage>(&line) {
         Ok(SyncMessage::Created { container_pid }) => Ok(Created {
-            container_pid,
+            container_pid: Some(container_pid),
+            monitor_pid,
+        }),
+        Ok(SyncMessage::Ready { .. }) => Ok(Created {
+            container_pid: None,
             monitor_pid,
         }),
         Ok(SyncMessage::Failed { error }) => Err(RuntimeError::failed("create", &config.id, error)),
@@ -238,27 +249,78 @@ pub async fn watch_exit(state_dir: &Path) -> ContainerEnd {
 /// Asks the monitor to reopen the container log; returns once it has.
 pub async fn reopen_log(state_dir: &Path) -> Result<(), RuntimeError> {
     let request = ControlRequest::ReopenLog;
-    let reply = tokio::time::timeout(CONTROL_TIMEOUT, send_control(state_dir, request))
+    match control_within(state_dir, request, CONTROL_TIMEOUT).await? {
+        ControlReply::Ok => Ok(()),
+        other => Err(unexpected(state_dir, request, other)),
+    }
+}
+
+/// Runs the container of a monitor created with `defer_start` (`runtime
+/// run --detach`); its init's pid once it runs. A runtime failure is
+/// [`RuntimeError::Failed`] with the runtime's message, as a `runtime
+/// start` failure would be; the monitor then exits without an exit record.
+/// Asking again after a start returns the same pid.
+pub async fn start_with_monitor(
+    runtime: &OciRuntime,
+    id: &str,
+    state_dir: &Path,
+) -> Result<i32, RuntimeError> {
+    let request = ControlRequest::Start;
+    let timeout = runtime.command_timeout();
+    let Ok(reply) = tokio::time::timeout(timeout, send_control(state_dir, request)).await else {
+        // A hung runtime: the monitor leads its own process group, with
+        // the runtime in it.
+        if let Some(pid) = monitor_pid(state_dir) {
+            let group = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+        return Err(RuntimeError::TimedOut {
+            command: "start",
+            id: id.to_string(),
+            timeout,
+        });
+    };
+    match reply? {
+        ControlReply::Started(pid) => Ok(pid),
+        ControlReply::Error(message) => Err(RuntimeError::failed("start", id, message)),
+        other => Err(unexpected(state_dir, request, other)),
+    }
+}
+
+/// Tells the monitor of a not yet started deferred container that it will
+/// never run: it records a SIGKILL exit and exits.
+pub async fn cancel_with_monitor(state_dir: &Path) -> Result<(), RuntimeError> {
+    let request = ControlRequest::Cancel;
+    match control_within(state_dir, request, CONTROL_TIMEOUT).await? {
+        ControlReply::Ok => Ok(()),
+        other => Err(unexpected(state_dir, request, other)),
+    }
+}
+
+async fn control_within(
+    state_dir: &Path,
+    request: ControlRequest,
+    timeout: Duration,
+) -> Result<ControlReply, RuntimeError> {
+    tokio::time::timeout(timeout, send_control(state_dir, request))
         .await
         .unwrap_or_else(|_| {
             Err(RuntimeError::ControlFailed {
                 state_dir: state_dir.to_path_buf(),
                 request: request.as_str(),
-                message: format!("no reply within {CONTROL_TIMEOUT:?}"),
+                message: format!("no reply within {timeout:?}"),
             })
-        })?;
-    match reply {
-        ControlReply::Ok => Ok(()),
-        ControlReply::Exit(_) => Err(RuntimeError::ControlFailed {
-            state_dir: state_dir.to_path_buf(),
-            request: request.as_str(),
-            message: "answered with an exit record".into(),
-        }),
-        ControlReply::Error(message) => Err(RuntimeError::ControlFailed {
-            state_dir: state_dir.to_path_buf(),
-            request: request.as_str(),
-            message,
-        }),
+        })
+}
+
+fn unexpected(state_dir: &Path, request: ControlRequest, reply: ControlReply) -> RuntimeError {
+    RuntimeError::ControlFailed {
+        state_dir: state_dir.to_path_buf(),
+        request: request.as_str(),
+        message: match reply {
+            ControlReply::Error(message) => message,
+            other => format!("unexpected answer {:?}", other.to_line().trim()),
+        },
     }
 }
 
@@ -317,13 +379,16 @@ async fn send_control(
 /// `state_dir` (its command line is checked, so a reused pid does not
 /// count, and a zombie has an empty one).
 pub fn monitor_alive(state_dir: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(state_dir.join(files::MONITOR_PID)) else {
-        return false;
-    };
-    let Ok(pid) = text.trim().parse::<u32>() else {
+    let Some(pid) = monitor_pid(state_dir) else {
         return false;
     };
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|cmdline| is_monitor_cmdline(&cmdline, state_dir))
         .unwrap_or(false)
+}
+
+/// The pid in `monitor.pid`, if readable.
+fn monitor_pid(state_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(state_dir.join(files::MONITOR_PID)).ok()?;
+    text.trim().parse().ok()
 }

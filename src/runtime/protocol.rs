@@ -43,6 +43,11 @@ pub struct ExitStatus {
     pub exited_at_ns: i64,
     /// Whether the kernel OOM-killed a process of the container's cgroup.
     pub oom_killed: bool,
+    /// The runtime's container was deleted (by a `--defer-start` monitor,
+    /// before it recorded the exit): RemoveContainer has no runtime
+    /// command left to run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub runtime_deleted: bool,
 }
 
 impl ExitStatus {
@@ -52,6 +57,7 @@ impl ExitStatus {
             signal: None,
             exited_at_ns,
             oom_killed: false,
+            runtime_deleted: false,
         }
     }
 
@@ -62,6 +68,7 @@ impl ExitStatus {
             signal: Some(signal),
             exited_at_ns,
             oom_killed: false,
+            runtime_deleted: false,
         }
     }
 }
@@ -72,6 +79,9 @@ impl ExitStatus {
 pub enum SyncMessage {
     /// `runtime create` succeeded; the container waits for `start`.
     Created { container_pid: i32 },
+    /// With `--defer-start`: the monitor is ready (sockets bound, log
+    /// open) and waits for a [`ControlRequest::Start`]; no runtime ran yet.
+    Ready { ready: bool },
     /// Creation failed; `error` is the runtime's message when it was the
     /// runtime that failed.
     Failed { error: String },
@@ -88,6 +98,16 @@ pub enum ControlRequest {
     /// that closes without an answer means: read `exit.json`; if it is not
     /// there, the monitor died without recording the exit.
     WaitExit,
+    /// With `--defer-start`: run the container (`runtime run --detach`),
+    /// answered with [`ControlReply::Started`] once it runs, or with the
+    /// runtime's error (then the monitor exits without an exit record).
+    /// Asked again, it gets the same answer: a daemon that died during a
+    /// start asks again when it recovers.
+    Start,
+    /// With `--defer-start`, before the start: the container will never
+    /// run; the monitor records a SIGKILL exit (as a created container
+    /// killed by the runtime has) and exits. Refused once started.
+    Cancel,
 }
 
 impl ControlRequest {
@@ -95,6 +115,8 @@ impl ControlRequest {
         match self {
             ControlRequest::ReopenLog => "reopen-log",
             ControlRequest::WaitExit => "wait-exit",
+            ControlRequest::Start => "start",
+            ControlRequest::Cancel => "cancel",
         }
     }
 
@@ -102,23 +124,27 @@ impl ControlRequest {
         match line.trim_end() {
             "reopen-log" => Some(ControlRequest::ReopenLog),
             "wait-exit" => Some(ControlRequest::WaitExit),
+            "start" => Some(ControlRequest::Start),
+            "cancel" => Some(ControlRequest::Cancel),
             _ => None,
         }
     }
 }
 
-/// The answer to a [`ControlRequest`]: `ok`, `error: <message>`, or
-/// `exit: <ExitStatus as JSON>`.
+/// The answer to a [`ControlRequest`]: `ok`, `error: <message>`,
+/// `exit: <ExitStatus as JSON>` or `started: <init pid>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlReply {
     Ok,
     Error(String),
     Exit(ExitStatus),
+    Started(i32),
 }
 
 impl ControlReply {
     const ERROR_PREFIX: &'static str = "error: ";
     const EXIT_PREFIX: &'static str = "exit: ";
+    const STARTED_PREFIX: &'static str = "started: ";
 
     /// The reply line, newline included; a message never spans lines.
     pub fn to_line(&self) -> String {
@@ -131,6 +157,7 @@ impl ControlReply {
                 let json = serde_json::to_string(status).unwrap_or_default();
                 format!("{}{json}\n", Self::EXIT_PREFIX)
             }
+            ControlReply::Started(pid) => format!("{}{pid}\n", Self::STARTED_PREFIX),
         }
     }
 
@@ -140,6 +167,8 @@ impl ControlReply {
             Some(ControlReply::Ok)
         } else if let Some(json) = line.strip_prefix(Self::EXIT_PREFIX) {
             serde_json::from_str(json).ok().map(ControlReply::Exit)
+        } else if let Some(pid) = line.strip_prefix(Self::STARTED_PREFIX) {
+            pid.parse().ok().map(ControlReply::Started)
         } else {
             line.strip_prefix(Self::ERROR_PREFIX)
                 .map(|message| ControlReply::Error(message.to_owned()))
@@ -150,7 +179,7 @@ impl ControlReply {
 /// The monitor's command line:
 /// `wharf-monitor run --id ID --bundle DIR --state DIR --log-path PATH
 ///  --runtime BIN --runtime-root DIR [--runtime-option OPT]... [--stdin]
-///  [--stdin-once] [--tty] --sync-fd N`
+///  [--stdin-once] [--tty] [--defer-start] --sync-fd N`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonitorArgs {
     pub id: String,
@@ -164,12 +193,16 @@ pub struct MonitorArgs {
     pub stdin: bool,
     pub stdin_once: bool,
     pub tty: bool,
+    /// Report ready without running the runtime, and run the container
+    /// (`runtime run --detach`: one runtime process instead of `create`
+    /// then `start`) on [`ControlRequest::Start`].
+    pub defer_start: bool,
     pub sync_fd: RawFd,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ArgsError {
-    #[error("usage: wharf-monitor run --id ID --bundle DIR --state DIR --log-path PATH --runtime BIN --runtime-root DIR [--runtime-option OPT]... [--stdin] [--stdin-once] [--tty] --sync-fd N")]
+    #[error("usage: wharf-monitor run --id ID --bundle DIR --state DIR --log-path PATH --runtime BIN --runtime-root DIR [--runtime-option OPT]... [--stdin] [--stdin-once] [--tty] [--defer-start] --sync-fd N")]
     Usage,
     #[error("unknown argument {0:?}")]
     Unknown(OsString),
@@ -205,6 +238,7 @@ impl MonitorArgs {
             (self.stdin, "--stdin"),
             (self.stdin_once, "--stdin-once"),
             (self.tty, "--tty"),
+            (self.defer_start, "--defer-start"),
         ] {
             if set {
                 args.push(flag.into());
@@ -224,11 +258,13 @@ impl MonitorArgs {
         let (mut runtime, mut runtime_root) = (None, None);
         let mut runtime_options = Vec::new();
         let (mut stdin, mut stdin_once, mut tty) = (false, false, false);
+        let mut defer_start = false;
         while let Some(arg) = args.next() {
             let switch = match arg.to_str() {
                 Some("--stdin") => Some(&mut stdin),
                 Some("--stdin-once") => Some(&mut stdin_once),
                 Some("--tty") => Some(&mut tty),
+                Some("--defer-start") => Some(&mut defer_start),
                 _ => None,
             };
             if let Some(switch) = switch {
@@ -269,6 +305,7 @@ impl MonitorArgs {
             stdin,
             stdin_once,
             tty,
+            defer_start,
             sync_fd: sync_fd.ok_or(ArgsError::Missing("--sync-fd"))?,
         })
     }
@@ -321,6 +358,7 @@ mod tests {
             stdin: true,
             stdin_once: false,
             tty: true,
+            defer_start: true,
             sync_fd: 1,
         }
     }
@@ -333,6 +371,7 @@ mod tests {
             stdin: false,
             tty: false,
             stdin_once: true,
+            defer_start: false,
             ..sample()
         };
         assert_eq!(MonitorArgs::parse(plain.to_args()).unwrap(), plain);
@@ -394,6 +433,21 @@ mod tests {
         );
         assert_eq!(ControlReply::parse("ok\n"), Some(ControlReply::Ok));
         assert_eq!(ControlReply::parse("what"), None);
+    }
+
+    #[test]
+    fn deferred_starts_have_their_own_lines() {
+        assert_eq!(
+            serde_json::to_string(&SyncMessage::Ready { ready: true }).unwrap(),
+            r#"{"ready":true}"#
+        );
+        for request in [ControlRequest::Start, ControlRequest::Cancel] {
+            assert_eq!(ControlRequest::parse(request.as_str()), Some(request));
+        }
+        let started = ControlReply::Started(4321);
+        assert_eq!(started.to_line(), "started: 4321\n");
+        assert_eq!(ControlReply::parse(&started.to_line()), Some(started));
+        assert_eq!(ControlReply::parse("started: x"), None);
     }
 
     #[test]

@@ -430,7 +430,8 @@ impl SandboxService {
                     hostname: (!modes.host_network).then_some(hostname.as_str()),
                     sysctls: &sysctls,
                 };
-                let pinned = namespaces::pin(&request)?;
+                let pinned =
+                    crate::timing::step_sync("pinning namespaces", || namespaces::pin(&request))?;
                 let dir = ns_dir.clone();
                 undo.push("unpinning namespaces", move || namespaces::unpin(&dir));
                 pinned
@@ -474,10 +475,11 @@ impl SandboxService {
                 // half-done ADD is undone by `setup` itself only if it
                 // finishes.
                 let cni = Arc::clone(&self.cni);
-                let (status, pod) =
-                    tokio::spawn(async move { cni.setup(&pod).await.map(|status| (status, pod)) })
-                        .await
-                        .map_err(|e| SandboxError::Task("setting up the pod network", e))??;
+                let setup = async move { cni.setup(&pod).await.map(|status| (status, pod)) };
+                let setup = tokio::spawn(tracing::Instrument::in_current_span(setup));
+                let (status, pod) = crate::timing::step("CNI ADD", setup)
+                    .await
+                    .map_err(|e| SandboxError::Task("setting up the pod network", e))??;
                 ips = status.ips;
                 undo.push_async("tearing down the pod network", async move || {
                     self.cni.teardown(&pod).await
@@ -509,9 +511,12 @@ impl SandboxService {
                 shm,
                 userns,
                 runtime_handler: runtime_handler.to_string(),
+                network_released: false,
                 config: config.clone(),
             };
-            record::save(&record_dir, &sandbox, true)?;
+            crate::timing::step_sync("saving the record", || {
+                record::save(&record_dir, &sandbox, true)
+            })?;
             Ok(sandbox)
         }
         .await;

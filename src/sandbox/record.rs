@@ -76,6 +76,11 @@ pub struct Sandbox {
     /// and in records from before handlers).
     #[serde(default)]
     pub runtime_handler: String,
+    /// A StopPodSandbox deleted the pod's network (CNI DEL succeeded):
+    /// RemovePodSandbox has none left to delete. False for a pod found
+    /// NotReady at start-up, whose network may still hold an address.
+    #[serde(default)]
+    pub network_released: bool,
     #[serde(skip)]
     pub config: api::PodSandboxConfig,
 }
@@ -109,6 +114,12 @@ pub fn save(dir: &Path, sandbox: &Sandbox, with_config: bool) -> Result<(), Stor
         sandbox,
         with_config.then_some(&sandbox.config),
     )
+}
+
+/// Writes the record without the fsyncs, for changes a reboot makes moot
+/// (every pod is NotReady after one); see [`store::write_atomic_unsynced`].
+pub fn save_unsynced(dir: &Path, sandbox: &Sandbox) -> Result<(), StoreError> {
+    store::write_json_atomic_unsynced(&dir.join(RECORD_FILE), sandbox)
 }
 
 /// `Ok(None)` when the record is incomplete.

@@ -4,6 +4,10 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
+use crate::timing::{step, step_sync};
+
 use super::{files, namespaces, pod_network, record, Entry, Sandbox, SandboxError, SandboxService};
 use super::{PodEvent, SandboxState};
 
@@ -37,7 +41,7 @@ impl SandboxService {
             return Ok(());
         };
         let _op = entry.op.lock().await;
-        stop_containers(&entry.get().id).await?;
+        step("stopping the containers", stop_containers(&entry.get().id)).await?;
         Ok(self.teardown(&entry).await?)
     }
 
@@ -52,7 +56,11 @@ impl SandboxService {
             return Ok(());
         };
         let _op = entry.op.lock().await;
-        remove_containers(&entry.get().id).await?;
+        step(
+            "removing the containers",
+            remove_containers(&entry.get().id),
+        )
+        .await?;
         Ok(self.forget(&entry).await?)
     }
 
@@ -69,22 +77,36 @@ impl SandboxService {
     /// stopped. Repeating it is harmless.
     async fn teardown(&self, entry: &Entry) -> Result<(), SandboxError> {
         let sandbox = entry.get();
-        if let Some(netns) = &sandbox.namespaces.net {
+        // Deleted once by StopPodSandbox, not again by RemovePodSandbox.
+        let network = sandbox.namespaces.net.as_ref();
+        if let Some(netns) = network.filter(|_| !sandbox.network_released) {
             let pod = pod_network(&sandbox.id, &sandbox.config, netns);
             let cni = Arc::clone(&self.cni);
-            tokio::spawn(async move { cni.teardown(&pod).await })
+            let teardown = async move { cni.teardown(&pod).await };
+            step("CNI DEL", tokio::spawn(teardown.in_current_span()))
                 .await
                 .map_err(|e| SandboxError::Task("tearing down the pod network", e))??;
         }
         if let Some(holder) = &sandbox.pid_holder {
-            holder.stop()?;
+            step_sync("stopping the PID holder", || holder.stop())?;
         }
-        namespaces::unpin(&sandbox.state_dir.join("ns"))?;
-        files::unmount_shm(&sandbox.state_dir)?;
-        if sandbox.state != SandboxState::NotReady {
-            let stopped = entry.update(|s| s.state = SandboxState::NotReady);
-            record::save(&self.record_dir(&stopped.id), &stopped, false)?;
-            self.announce(&stopped.id, PodEvent::Stopped);
+        step_sync("unpinning the namespaces", || {
+            namespaces::unpin(&sandbox.state_dir.join("ns"))
+        })?;
+        step_sync("unmounting /dev/shm", || {
+            files::unmount_shm(&sandbox.state_dir)
+        })?;
+        if sandbox.state != SandboxState::NotReady || !sandbox.network_released {
+            let stopped = entry.update(|s| {
+                s.state = SandboxState::NotReady;
+                s.network_released = true;
+            });
+            step_sync("recording NotReady", || {
+                record::save_unsynced(&self.record_dir(&stopped.id), &stopped)
+            })?;
+            if sandbox.state != SandboxState::NotReady {
+                self.announce(&stopped.id, PodEvent::Stopped);
+            }
         }
         Ok(())
     }
@@ -92,10 +114,13 @@ impl SandboxService {
     /// Removes a sandbox's record and state, with `entry.op` held and the
     /// containers removed.
     async fn forget(&self, entry: &Entry) -> Result<(), SandboxError> {
-        self.teardown(entry).await?;
+        step("teardown", self.teardown(entry)).await?;
         let sandbox = entry.get();
-        crate::store::remove_dir_atomic(&self.record_dir(&sandbox.id))?;
-        self.clean_state(&sandbox.id);
+        step_sync("removing the record and state", || {
+            crate::store::remove_dir_atomic(&self.record_dir(&sandbox.id))?;
+            self.clean_state(&sandbox.id);
+            Ok::<_, SandboxError>(())
+        })?;
         self.names.release(&sandbox.name);
         self.sandboxes
             .write()

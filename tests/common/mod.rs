@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_registry;
+pub mod monitor_fixture;
 pub mod pods;
 
 use std::collections::HashMap;

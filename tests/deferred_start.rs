@@ -1,0 +1,115 @@
+//! CreateContainer records the container and readies its monitor; the
+//! container runs (one `runc run --detach`) at StartContainer, as
+//! containerd creates its task only then. So a failure only runc can see
+//! (an entrypoint missing from the image) shows at StartContainer, and a
+//! daemon restart between the two calls leaves a container that starts.
+
+mod common;
+
+use common::pods::*;
+use k8s_cri::v1::*;
+use tonic::Code;
+
+#[tokio::test]
+async fn a_missing_entrypoint_fails_at_start_and_the_status_says_why() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "no-entrypoint");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let config = container_config("broken", &["/no/such/entrypoint"]);
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+    assert_eq!(
+        status(&mut client, &id).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+
+    let failed = client
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        failed.message().contains("/no/such/entrypoint"),
+        "{failed:?}"
+    );
+    assert_ne!(failed.code(), Code::Ok);
+    let exited = status(&mut client, &id).await;
+    assert_eq!(exited.state, ContainerState::ContainerExited as i32);
+    assert_eq!(exited.started_at, 0, "never started: {exited:?}");
+    assert!(exited.message.contains("/no/such/entrypoint"), "{exited:?}");
+    client
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    remove_pod(&mut client, &pod_id).await;
+}
+
+#[tokio::test]
+async fn a_container_created_before_a_restart_starts_after_it() {
+    let mut daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "restart-between");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let config = container_config("waiting", &["sleep", "3600"]);
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+    drop(client);
+    daemon.kill9();
+    daemon.spawn().await;
+
+    let mut client = daemon.runtime().await;
+    assert_eq!(
+        status(&mut client, &id).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+    start(&mut client, &id).await;
+    let running = status(&mut client, &id).await;
+    assert_eq!(running.state, ContainerState::ContainerRunning as i32);
+    let ran = exec(&mut client, &id, &["true"]).await;
+    assert_eq!(ran.exit_code, 0);
+    client
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&mut client, &id).await.exit_code,
+        137,
+        "killed by the stop"
+    );
+    remove_pod(&mut client, &pod_id).await;
+}
+
+#[tokio::test]
+async fn a_created_container_stopped_before_its_start_never_runs() {
+    let daemon = daemon().await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "stopped-before-start");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    let config = container_config("never", &["sleep", "3600"]);
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+    client
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let stopped = status(&mut client, &id).await;
+    assert_eq!(
+        (stopped.state, stopped.exit_code, stopped.started_at),
+        (ContainerState::ContainerExited as i32, 137, 0)
+    );
+    let refused = client
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    remove_pod(&mut client, &pod_id).await;
+}
