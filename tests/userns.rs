@@ -307,7 +307,7 @@ async fn bad_userns_options_are_refused_and_leave_nothing() {
 }
 
 #[tokio::test]
-async fn a_failed_create_and_a_restart_leave_no_mounts_behind() {
+async fn a_failed_start_and_a_restart_leave_no_mounts_behind() {
     let mut daemon = userns_daemon().await;
     let mut client = daemon.runtime().await;
     let volume = tempfile::tempdir().unwrap();
@@ -318,15 +318,29 @@ async fn a_failed_create_and_a_restart_leave_no_mounts_behind() {
     let pod_id = run_pod(&mut client, pod.clone()).await;
 
     // runc refuses a mount onto /proc after Wharf has ID-mapped the rootfs
-    // and the volumes: all of it is undone.
+    // and the volumes. It runs at StartContainer (deferred starts, as
+    // containerd's tasks): the start fails, and removing the container
+    // undoes all of it.
     let mut bad = container_config("bad", &["sleep", "3600"]);
     bad.mounts = vec![Mount {
         container_path: "/proc/uptime".into(),
         host_path: volume.path().display().to_string(),
         ..Default::default()
     }];
-    let error = create(&mut client, &pod_id, &pod, bad).await.unwrap_err();
-    assert!(error.message().contains("runc create"), "{error:?}");
+    let bad_id = create(&mut client, &pod_id, &pod, bad).await.unwrap();
+    let error = client
+        .start_container(StartContainerRequest {
+            container_id: bad_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(error.message().contains("runc run"), "{error:?}");
+    client
+        .remove_container(RemoveContainerRequest {
+            container_id: bad_id,
+        })
+        .await
+        .unwrap();
     let containers_dir = daemon.state_dir().join("containers");
     let left: Vec<_> = std::fs::read_dir(&containers_dir).unwrap().collect();
     assert!(left.is_empty(), "{error:?} left {left:?}");

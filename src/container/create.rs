@@ -239,7 +239,7 @@ impl ContainerService {
         }
         .await;
         let container = step("undoing a failed create", undo.finish(created)).await?;
-        // Watched from here on: an exit since `runc create` is in
+        // Watched from here on: an exit since the monitor started is in
         // `exit.json` by the time the watch finds the monitor gone.
         self.insert(container.clone());
         Ok(container)
@@ -346,7 +346,7 @@ struct BundleRequest {
     userns: Option<PodUserns>,
 }
 
-/// A bundle ready for `runc create`, and what to take back if the
+/// A bundle ready for the runtime, and what to take back if the
 /// container is not created after all.
 #[derive(Clone)]
 struct Bundle {
@@ -528,8 +528,9 @@ fn open_userns(path: &Path) -> Result<std::fs::File, ContainerError> {
     })
 }
 
-/// Where a user-namespaced container's volume sources are ID-mapped while
-/// `runc create` mounts them; empty (and gone) otherwise.
+/// Where a user-namespaced container's volume sources are ID-mapped from
+/// CreateContainer until the runtime has mounted them at the start; empty
+/// (and gone) otherwise.
 pub(super) fn idmapped_volumes_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("idmapped-volumes")
 }
@@ -552,7 +553,7 @@ fn create_log_dir(dir: &Path) -> Result<(), ContainerError> {
         })
 }
 
-/// The init pid of a running container, from the pid file `runc create`
+/// The init pid of a running container, from the pid file the runtime
 /// wrote.
 fn runtime_pid(container: &Container) -> Result<i32, ContainerError> {
     if container.state() != ContainerState::Running {
