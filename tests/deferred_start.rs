@@ -6,7 +6,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::pods::*;
+use common::poll_until;
 use k8s_cri::v1::*;
 use tonic::Code;
 
@@ -111,5 +114,63 @@ async fn a_created_container_stopped_before_its_start_never_runs() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    remove_pod(&mut client, &pod_id).await;
+}
+
+/// The monitor deletes the runtime's container when its init exits, and
+/// only then reports the exit. A StopContainer in between finds the
+/// container half-deleted, and the runtime's kill fails with whatever it
+/// trips on (runc: "lstat /sys/fs/cgroup/...: no such file or
+/// directory", seen in critest). The stop waits for the exit report and
+/// succeeds. A wrapper holds the delete open and fails kills meanwhile, as
+/// runc does in that window.
+#[tokio::test]
+async fn a_stop_while_the_monitor_deletes_an_exited_container_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = |name: &str| dir.path().join(name);
+    let (hold, deleting, refused) = (marker("hold"), marker("deleting"), marker("refused"));
+    let wrapper = marker("runc-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor arg; do\n  if [ \"$arg\" = delete ] && [ -e {hold:?} ]; then\n    touch {deleting:?}\n    while [ -e {hold:?} ]; do sleep 0.05; done\n  fi\n  if [ \"$arg\" = kill ] && [ -e {hold:?} ] && [ -e {deleting:?} ]; then\n    touch {refused:?}\n    echo 'lstat /sys/fs/cgroup/devices/x: no such file or directory' >&2; exit 1\n  fi\ndone\nexec runc \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    set_mode(&wrapper, 0o755);
+    let daemon = daemon_with(&format!("[runtime]\npath = {wrapper:?}\n")).await;
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "stop-while-deleting");
+    let pod_id = run_pod(&mut client, pod.clone()).await;
+    std::fs::write(&hold, b"").unwrap();
+    let config = container_config("brief", &["true"]);
+    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
+    start(&mut client, &id).await;
+    let limit = Duration::from_secs(20);
+    poll_until("the monitor's delete", limit, || {
+        deleting.exists().then_some(())
+    })
+    .await;
+    assert_eq!(
+        status(&mut client, &id).await.state,
+        ContainerState::ContainerRunning as i32,
+        "the exit is reported only once the delete ends"
+    );
+    let mut stopper = daemon.runtime().await;
+    let stop_id = id.clone();
+    let stop = tokio::spawn(async move {
+        stopper
+            .stop_container(StopContainerRequest {
+                container_id: stop_id,
+                timeout: 0,
+            })
+            .await
+    });
+    poll_until("the kill refused", limit, || refused.exists().then_some(())).await;
+    std::fs::remove_file(&hold).unwrap();
+    stop.await.unwrap().expect("the stop succeeds");
+    let exited = status(&mut client, &id).await;
+    assert_eq!(exited.state, ContainerState::ContainerExited as i32);
+    assert_eq!(exited.exit_code, 0);
     remove_pod(&mut client, &pod_id).await;
 }

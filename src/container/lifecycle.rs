@@ -25,6 +25,9 @@ pub const EXEC_OUTPUT_CAP: usize = crate::cri::MAX_EXEC_OUTPUT_BYTES;
 pub(super) const EXEC_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// How long to wait for a SIGKILLed container to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How long a failed kill waits for the monitor's exit report before the
+/// failure stands: the runtime's delete at exit takes tens of milliseconds.
+const EXIT_REPORT_WAIT: Duration = Duration::from_secs(2);
 
 impl ContainerService {
     pub(super) fn record_dir(&self, id: &str) -> PathBuf {
@@ -148,7 +151,7 @@ impl ContainerService {
                         Err(e) => return Err(e.into()),
                     }
                 } else {
-                    self.kill(&container, Signal::SIGKILL).await?;
+                    self.kill(entry, Signal::SIGKILL).await?;
                 }
                 step("waiting for the exit", entry.wait_exited(KILL_WAIT)).await;
                 return Ok(());
@@ -157,27 +160,36 @@ impl ContainerService {
         }
         if !timeout.is_zero() {
             let signal = Signal::try_from(container.stop_signal).unwrap_or(Signal::SIGTERM);
-            self.kill(&container, signal).await?;
+            self.kill(entry, signal).await?;
             if entry.wait_exited(timeout).await {
                 return Ok(());
             }
         }
-        step("runtime kill", self.kill(&container, Signal::SIGKILL)).await?;
+        step("runtime kill", self.kill(entry, Signal::SIGKILL)).await?;
         if !step("waiting for the exit", entry.wait_exited(KILL_WAIT)).await {
             tracing::warn!(id = %container.id, "container not reaped after SIGKILL");
         }
         Ok(())
     }
 
-    async fn kill(&self, container: &Container, signal: Signal) -> Result<(), ContainerError> {
+    async fn kill(&self, entry: &Entry, signal: Signal) -> Result<(), ContainerError> {
+        let container = entry.get();
         match self
-            .runtime_of(container)?
+            .runtime_of(&container)?
             .kill(&container.id, signal, true)
             .await
         {
             Ok(()) => Ok(()),
             // Exited meanwhile: the monitor records it.
             Err(e) if e.is_not_found() || e.kind() == crate::error::Kind::FailedPrecondition => {
+                Ok(())
+            }
+            // A deferred start's monitor deletes the runtime's container as
+            // soon as the init exits, before it reports the exit: a kill in
+            // between finds it half-deleted (its cgroup gone) and fails with
+            // whatever the runtime trips on. The exit report settles it.
+            Err(e) if container.deferred_start && entry.wait_exited(EXIT_REPORT_WAIT).await => {
+                tracing::debug!(id = %container.id, error = %e, "killed a container that had exited");
                 Ok(())
             }
             Err(e) => Err(e.into()),
