@@ -72,11 +72,17 @@ else
 	echo $! >"$pid_file"
 fi
 
-for _ in $(seq 100); do
-	[[ -S /run/wharf/wharf.sock ]] && break
+# Ready when a call succeeds: the socket file alone may be the previous
+# daemon's, left until the new one has recovered its containers and binds.
+ready=false
+for _ in $(seq 600); do
+	if /usr/local/bin/wharf info --socket /run/wharf/wharf.sock >/dev/null 2>&1; then
+		ready=true
+		break
+	fi
 	sleep 0.1
 done
-if [[ ! -S /run/wharf/wharf.sock ]]; then
+if ! $ready; then
 	echo "wharf did not start; see /var/log/wharf.log" >&2
 	exit 1
 fi
