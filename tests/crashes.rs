@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::pods::*;
-use common::{poll_until, processes_running, Daemon};
+use common::{mounts_below, poll_until, processes_running, Daemon};
 use k8s_cri::v1::*;
 use tonic::Code;
 
@@ -194,18 +194,6 @@ fn crashing_runtime(dir: &std::path::Path) -> (std::path::PathBuf, std::path::Pa
     .unwrap();
     set_mode(&wrapper, 0o755);
     (wrapper, marker)
-}
-
-/// Mounts below `dir` in this mount namespace.
-fn mounts_below(dir: &std::path::Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .filter(|target| target.starts_with(&prefix))
-        .map(String::from)
-        .collect()
 }
 
 /// Monitors alive for containers of this daemon's state directory.

@@ -4,10 +4,9 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use common::pods::*;
-use common::Daemon;
+use common::{mounts_below, Daemon};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::Channel;
@@ -73,18 +72,6 @@ async fn default_handler_supports_userns(client: &mut RuntimeServiceClient<Chann
         .find(|h| h.name.is_empty())
         .and_then(|h| h.features)
         .is_some_and(|f| f.user_namespaces)
-}
-
-/// Mount points below `dir` in this (the daemon's) mount namespace.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .filter(|mount_point| mount_point.starts_with(&prefix))
-        .map(str::to_string)
-        .collect()
 }
 
 #[tokio::test]

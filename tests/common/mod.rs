@@ -519,3 +519,16 @@ fn kill_pid_holders(sandboxes: &Path) {
         }
     }
 }
+
+/// Mount points at or below `dir` in this process's (the daemons') mount
+/// namespace.
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|mount_point| mount_point.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
