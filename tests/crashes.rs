@@ -158,8 +158,7 @@ async fn a_hung_runtime_command_times_out() {
     // the start): a runtime that would hang in `create` holds nothing up.
     std::fs::write(&hang_marker, b"create").unwrap();
     let config = container_config("hung", &["sleep", "3600"]);
-    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-    start(&mut client, &id).await;
+    run_container(&mut client, &pod_id, &pod, config).await;
     assert!(!sleeping_runtime_running());
     std::fs::remove_file(&hang_marker).unwrap();
     remove_pod(&mut client, &pod_id).await;
@@ -234,15 +233,13 @@ async fn a_crash_at_each_runtime_step_is_recovered() {
 
     // No runtime command runs at CreateContainer (the monitor runs the
     // container at the start): the steps below are the start's and after.
-    let id = create(
+    let id = run_container(
         &mut client,
         &pod_id,
         &pod,
         container_config("worker", &command),
     )
-    .await
-    .unwrap();
-    start(&mut client, &id).await;
+    .await;
 
     // `kill`: the stop signal was sent, Wharf died before seeing the exit.
     std::fs::write(&marker, format!("kill\n{}\n", daemon.pid())).unwrap();
@@ -271,15 +268,13 @@ async fn a_crash_at_each_runtime_step_is_recovered() {
 
     // `delete`: the monitor deletes the runtime's container once it
     // exited; the daemon dies then, before it learns of the exit.
-    let id = create(
+    let id = run_container(
         &mut client,
         &pod_id,
         &pod,
         container_config("deleted", &command),
     )
-    .await
-    .unwrap();
-    start(&mut client, &id).await;
+    .await;
     std::fs::write(&marker, format!("delete\n{}\n", daemon.pid())).unwrap();
     let stop = StopContainerRequest {
         container_id: id.clone(),
@@ -332,8 +327,7 @@ async fn a_cancelled_exec_leaves_no_process_behind() {
     let pod = pod_config(&daemon, "cancelled-exec");
     let pod_id = run_pod(&mut client, pod.clone()).await;
     let config = container_config("host", &["sleep", "3600"]);
-    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-    start(&mut client, &id).await;
+    let id = run_container(&mut client, &pod_id, &pod, config).await;
 
     let argv = ["sleep", "4242"];
     let request = ExecSyncRequest {

@@ -144,8 +144,7 @@ async fn a_stop_while_the_monitor_deletes_an_exited_container_succeeds() {
     let pod_id = run_pod(&mut client, pod.clone()).await;
     std::fs::write(&hold, b"").unwrap();
     let config = container_config("brief", &["true"]);
-    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-    start(&mut client, &id).await;
+    let id = run_container(&mut client, &pod_id, &pod, config).await;
     let limit = Duration::from_secs(20);
     poll_until("the monitor's delete", limit, || {
         deleting.exists().then_some(())

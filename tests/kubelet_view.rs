@@ -88,8 +88,7 @@ async fn running_pods_and_containers_report_io() {
     pod.linux.as_mut().unwrap().cgroup_parent = format!("/wharf-test/io-{}", std::process::id());
     let pod_id = run_pod(&mut client, pod.clone()).await;
     let config = container_config("main", &["sleep", "3600"]);
-    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-    start(&mut client, &id).await;
+    run_container(&mut client, &pod_id, &pod, config).await;
     let stats = pod_sandbox_stats(&daemon, &pod_id).await;
     let linux = stats.linux.unwrap();
     assert!(linux.io.expect("pod io").timestamp > 0);

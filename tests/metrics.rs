@@ -217,15 +217,13 @@ async fn requests_pods_and_containers_are_counted() {
     let pod = pod_config(&daemon, "metrics");
     let pod_id = run_pod(&mut client, pod.clone()).await;
     let command = ["sleep", "3600"];
-    let running = create(
+    let running = run_container(
         &mut client,
         &pod_id,
         &pod,
         container_config("main", &command),
     )
-    .await
-    .unwrap();
-    start(&mut client, &running).await;
+    .await;
     create(
         &mut client,
         &pod_id,

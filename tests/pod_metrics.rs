@@ -112,12 +112,10 @@ async fn a_busy_pod_shows_cadvisor_metrics_that_rise() {
     let pod_id = run_pod(&mut client, pod.clone()).await;
     let burner = container_config("burner", &["sh", "-c", "while :; do :; done"]);
     let image = burner.image.as_ref().unwrap().image.clone();
-    let id = create(&mut client, &pod_id, &pod, burner).await.unwrap();
-    start(&mut client, &id).await;
+    let id = run_container(&mut client, &pod_id, &pod, burner).await;
     // A container that has exited has no cgroup and no metrics.
     let done = container_config("done", &["true"]);
-    let done_id = create(&mut client, &pod_id, &pod, done).await.unwrap();
-    start(&mut client, &done_id).await;
+    let done_id = run_container(&mut client, &pod_id, &pod, done).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while container_state(&mut client, &done_id).await != ContainerState::ContainerExited as i32 {
         assert!(Instant::now() < deadline, "`true` still running");

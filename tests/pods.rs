@@ -211,10 +211,7 @@ async fn exit_codes_and_reasons() {
         ("ok", vec!["true"], 0, "Completed"),
         ("three", vec!["sh", "-c", "exit 3"], 3, "Error"),
     ] {
-        let id = create(&mut client, &pod_id, &pod, container_config(name, &command))
-            .await
-            .unwrap();
-        start(&mut client, &id).await;
+        let id = run_container(&mut client, &pod_id, &pod, container_config(name, &command)).await;
         let exited = wait_exited(&mut client, &id).await;
         assert_eq!(
             (exited.exit_code, exited.reason.as_str()),
@@ -246,8 +243,7 @@ async fn security_context_is_enforced() {
         }),
         ..Default::default()
     });
-    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-    start(&mut client, &id).await;
+    let id = run_container(&mut client, &pod_id, &pod, config).await;
     let uid = exec(&mut client, &id, &["id", "-u"]).await;
     assert_eq!(String::from_utf8_lossy(&uid.stdout).trim(), "1234");
     let write = exec(&mut client, &id, &["touch", "/newfile"]).await;
@@ -457,15 +453,13 @@ async fn containers_and_logs_survive_a_daemon_kill() {
         "-c",
         "i=0; while true; do echo line-$i; i=$((i+1)); usleep 20000; done",
     ];
-    let runner = create(
+    let runner = run_container(
         &mut client,
         &pod_id,
         &pod,
         container_config("counter", &counter),
     )
-    .await
-    .unwrap();
-    start(&mut client, &runner).await;
+    .await;
     let quitter = create(
         &mut client,
         &pod_id,
@@ -556,16 +550,14 @@ async fn exit_watchers_leave_no_descriptor_behind() {
     let pod = pod_config(&daemon, "watched");
     let pod_id = run_pod(&mut client, pod.clone()).await;
     let sleeper = container_config("warmup", &["sleep", "1000"]);
-    let warmup = create(&mut client, &pod_id, &pod, sleeper).await.unwrap();
-    start(&mut client, &warmup).await;
+    let warmup = run_container(&mut client, &pod_id, &pod, sleeper).await;
     remove_container(&mut client, &warmup).await;
     let baseline = fd_count(daemon.pid());
 
     let mut ids = Vec::new();
     for i in 0..12 {
         let config = container_config(&format!("sleeper-{i}"), &["sleep", "1000"]);
-        let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-        start(&mut client, &id).await;
+        let id = run_container(&mut client, &pod_id, &pod, config).await;
         ids.push(id);
     }
     // One held connection to each container's monitor.
@@ -592,8 +584,7 @@ async fn a_killed_monitor_leaves_its_container_exited() {
     let pod = pod_config(&daemon, "orphaned");
     let pod_id = run_pod(&mut client, pod.clone()).await;
     let config = container_config("orphan", &["sleep", "1000"]);
-    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-    start(&mut client, &id).await;
+    let id = run_container(&mut client, &pod_id, &pod, config).await;
     let pid_file = daemon
         .state_dir()
         .join("containers")
@@ -665,10 +656,7 @@ async fn pod_network_with_ip_and_host_port() {
         "-c",
         "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 80 -h /www",
     ];
-    let id = create(&mut client, &pod_id, &pod, container_config("web", &server))
-        .await
-        .unwrap();
-    start(&mut client, &id).await;
+    run_container(&mut client, &pod_id, &pod, container_config("web", &server)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let direct = loop {
         match netns.http_get(std::net::SocketAddr::new(ip, 80)) {
@@ -728,24 +716,20 @@ async fn shared_pid_namespace_lets_containers_see_each_other() {
         });
         config
     };
-    let sleeper = create(
+    let sleeper = run_container(
         &mut client,
         &pod_id,
         &pod,
         in_pod(container_config("sleeper", &["sleep", "4242"])),
     )
-    .await
-    .unwrap();
-    start(&mut client, &sleeper).await;
-    let looker = create(
+    .await;
+    let looker = run_container(
         &mut client,
         &pod_id,
         &pod,
         in_pod(container_config("looker", &["sleep", "3600"])),
     )
-    .await
-    .unwrap();
-    start(&mut client, &looker).await;
+    .await;
     let ps = exec(&mut client, &looker, &["ps", "-o", "pid,args"]).await;
     let ps = String::from_utf8_lossy(&ps.stdout);
     assert!(
@@ -845,8 +829,7 @@ async fn host_users_cannot_reach_what_wharf_stores() {
     let pod_id = run_pod(&mut client, pod.clone()).await;
     let mut config = container_config("writer", &["sleep", "3600"]);
     config.image = Some(image_spec(&setuid));
-    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-    start(&mut client, &id).await;
+    let id = run_container(&mut client, &pod_id, &pod, config).await;
     let copied = exec(
         &mut client,
         &id,

@@ -117,8 +117,7 @@ async fn an_update_reaches_the_cgroup_and_the_status_and_bad_values_change_nothi
         resources: Some(initial_resources()),
         ..Default::default()
     });
-    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-    start(&mut client, &id).await;
+    let id = run_container(&mut client, &pod_id, &pod, config).await;
     let cgroup = PathBuf::from(format!("{parent}/{id}"));
 
     let before = limits_of(&cgroup);

@@ -380,15 +380,13 @@ async fn runtime_handlers_from_the_config() {
         pod_status(&mut client, &pod_id).await.runtime_handler,
         "logged"
     );
-    let id = create(
+    let id = run_container(
         &mut client,
         &pod_id,
         &pod,
         container_config("app", &["sleep", "3600"]),
     )
-    .await
-    .unwrap();
-    start(&mut client, &id).await;
+    .await;
     let reply = exec(&mut client, &id, &["echo", "hello"]).await;
     assert_eq!(reply.stdout, b"hello\n");
     // Verbose status names the handler's runtime, not the default one.
@@ -454,15 +452,13 @@ async fn a_deep_state_dir_runs_and_recovers_containers() {
 
     let pod = pod_config(&daemon, "deep");
     let pod_id = run_pod(&mut client, pod.clone()).await;
-    let plain = create(
+    let plain = run_container(
         &mut client,
         &pod_id,
         &pod,
         container_config("plain", &["sleep", "3600"]),
     )
-    .await
-    .unwrap();
-    start(&mut client, &plain).await;
+    .await;
     let terminal = create(
         &mut client,
         &pod_id,

@@ -233,15 +233,13 @@ async fn pod_network_counters_grow_with_traffic() {
     let mut client = daemon.runtime().await;
     let pod = own_cgroup_pod(&daemon, "stats-net");
     let pod_id = run_pod(&mut client, pod.clone()).await;
-    let id = create(
+    let id = run_container(
         &mut client,
         &pod_id,
         &pod,
         container_config("net", &["sleep", "3600"]),
     )
-    .await
-    .unwrap();
-    start(&mut client, &id).await;
+    .await;
     let lo_bytes = |stats: &PodSandboxStats| {
         let network = stats.linux.as_ref()?.network.as_ref()?;
         let lo = network.interfaces.iter().find(|i| i.name == "lo")?;

@@ -23,8 +23,7 @@ async fn running() -> (common::Daemon, String, String) {
     let pod = pod_config(&daemon, "streams");
     let pod_id = run_pod(&mut client, pod.clone()).await;
     let config = container_config("sleeper", &["sleep", "3600"]);
-    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-    start(&mut client, &id).await;
+    let id = run_container(&mut client, &pod_id, &pod, config).await;
     (daemon, pod_id, id)
 }
 

@@ -120,8 +120,7 @@ async fn a_userns_pod_sees_its_mapping_and_has_no_power_over_host_files() {
             ..Default::default()
         },
     ];
-    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-    start(&mut client, &id).await;
+    let id = run_container(&mut client, &pod_id, &pod, config).await;
     // Reported as the container sees itself, not as host IDs.
     let user = status(&mut client, &id)
         .await
@@ -276,15 +275,13 @@ async fn bad_userns_options_are_refused_and_leave_nothing() {
         userns_options(NamespaceMode::Node, &[]),
     );
     let pod_id = run_pod(&mut client, pod.clone()).await;
-    let id = create(
+    let id = run_container(
         &mut client,
         &pod_id,
         &pod,
         container_config("main", &["sleep", "3600"]),
     )
-    .await
-    .unwrap();
-    start(&mut client, &id).await;
+    .await;
     let uid_map = exec(&mut client, &id, &["cat", "/proc/self/uid_map"]).await;
     assert_eq!(
         String::from_utf8_lossy(&uid_map.stdout),
@@ -342,8 +339,7 @@ async fn a_failed_start_and_a_restart_leave_no_mounts_behind() {
         host_path: volume.path().display().to_string(),
         ..Default::default()
     }];
-    let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-    start(&mut client, &id).await;
+    let id = run_container(&mut client, &pod_id, &pod, config).await;
     daemon.sigterm().await;
     daemon.spawn().await;
     let mut client = daemon.runtime().await;
@@ -353,15 +349,13 @@ async fn a_failed_start_and_a_restart_leave_no_mounts_behind() {
     );
     // A container created after the restart, when the daemon has made its
     // top directories private again, still reaches the pod's files.
-    let after = create(
+    run_container(
         &mut client,
         &pod_id,
         &pod,
         container_config("after", &["sleep", "3600"]),
     )
-    .await
-    .unwrap();
-    start(&mut client, &after).await;
+    .await;
     let wrote = exec(&mut client, &id, &["sh", "-c", "echo after > /data/after"]).await;
     assert_eq!(wrote.exit_code, 0, "{wrote:?}");
     assert_eq!(

@@ -121,6 +121,18 @@ pub async fn create(
         .map(|r| r.into_inner().container_id)
 }
 
+/// CreateContainer then StartContainer; the container's ID.
+pub async fn run_container(
+    client: &mut RuntimeServiceClient<Channel>,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> String {
+    let id = create(client, pod_id, pod, config).await.unwrap();
+    start(client, &id).await;
+    id
+}
+
 pub async fn pod_status(
     client: &mut RuntimeServiceClient<Channel>,
     pod_id: &str,
