@@ -52,6 +52,10 @@ impl Server {
         };
         let listener = TcpListener::bind(address).await.map_err(failed)?;
         let local_addr = listener.local_addr().map_err(failed)?;
+        // Logged here, before the daemon serves CRI: the address is known
+        // (and connections queue) from now on, and whoever waits for the
+        // daemon to be ready then finds the line.
+        tracing::info!(address = %local_addr, "serving metrics on http://{local_addr}{PATH}");
         Ok(Server {
             listener,
             local_addr,
@@ -65,7 +69,6 @@ impl Server {
     /// Serves `registry` until the task is aborted.
     pub async fn serve(self, registry: Registry) {
         let registry = Arc::new(registry);
-        tracing::info!(address = %self.local_addr, "serving metrics on http://{}{PATH}", self.local_addr);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let (tcp, peer) = match self.listener.accept().await {
