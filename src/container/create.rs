@@ -371,9 +371,6 @@ impl BundleRequest {
                     if let Err(e) = rootfs::unmount(&rootfs) {
                         tracing::error!(id = %self.id, error = %e, "unmounting the rootfs of a failed create");
                     }
-                    if let Err(e) = crate::idmap::unmount_all(&idmapped_volumes_dir(&self.state_dir)) {
-                        tracing::error!(id = %self.id, error = %e, "unmounting ID-mapped volumes of a failed create");
-                    }
                 })
             });
         match mounted {
@@ -435,7 +432,10 @@ impl BundleRequest {
             let tree = match crate::idmap::idmapped_tree(
                 source,
                 std::os::fd::AsFd::as_fd(&file),
-                true,
+                crate::idmap::TreeOptions {
+                    recursive: true,
+                    read_only: false,
+                },
             ) {
                 Ok(tree) => tree,
                 Err(e) => {

@@ -86,7 +86,11 @@ pub fn mount_idmapped_overlay(
         .enumerate()
         .map(|(i, lower)| {
             let at = scratch.join(i.to_string());
-            crate::idmap::mount_idmapped(lower, &at, userns, false).map(|()| at)
+            let layer = crate::idmap::TreeOptions {
+                recursive: false,
+                read_only: true,
+            };
+            crate::idmap::mount_idmapped(lower, &at, userns, layer).map(|()| at)
         })
         .collect::<Result<Vec<_>, _>>();
     let mounted = mapped

@@ -147,8 +147,20 @@ impl UsernsChild {
         let (ready_read, ready_write) = pipe("creating the ready pipe of")?;
         let (release_read, release_write) = pipe("creating the release pipe of")?;
         let exec = init.map(PreparedExec::new).transpose()?;
+        // The child never execs, so O_CLOEXEC does not close what it
+        // inherits: it closes every fd but these itself. Another helper's
+        // pipes, inherited, would keep that helper from seeing its
+        // release, and the parent's ends of its own pipes would keep it
+        // from seeing its own.
+        let mut keep = [
+            ready_write.as_raw_fd(),
+            release_read.as_raw_fd(),
+            exec.as_ref().map_or(-1, |e| e.stdin.as_raw_fd()),
+            exec.as_ref().map_or(-1, |e| e.stdout_write.as_raw_fd()),
+        ];
+        keep.sort_unstable();
         // SAFETY: the child runs only async-signal-safe system calls
-        // (close, prctl, unshare, clone, dup2, setpgid, chdir, execv,
+        // (close, close_range, prctl, unshare, clone, dup2, setpgid, chdir, execv,
         // write, read, _exit) on values made before the fork, and never
         // returns into Rust code that could allocate or take a lock
         // another thread held at the fork.
@@ -157,10 +169,7 @@ impl UsernsChild {
                 // SAFETY: raw system calls on fds and C strings this
                 // process owns; see the comment on the fork.
                 unsafe {
-                    // The parent's ends: with the release end open here too
-                    // the read below would never see end of file.
-                    libc::close(release_write.as_raw_fd());
-                    libc::close(ready_read.as_raw_fd());
+                    close_all_but(&keep);
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                     let errno = || (*libc::__errno_location()).clamp(1, 255) as u8;
                     let mut report = [0u8; REPORT_LEN];
@@ -185,6 +194,11 @@ impl UsernsChild {
                             libc::execv(exec.program.as_ptr(), exec.argv.as_ptr());
                             libc::_exit(127);
                         }
+                        // The init's stdio is its own now: with the
+                        // pipe's write end open here, the parent would not
+                        // see the init die before it reports ready.
+                        libc::close(exec.stdin.as_raw_fd());
+                        libc::close(exec.stdout_write.as_raw_fd());
                         if pid < 0 {
                             report[0] = errno();
                         } else {
@@ -239,6 +253,30 @@ impl UsernsChild {
             Err(e) => Err(IoError::new("forking", Path::new("a user namespace helper"), e).into()),
         }
     }
+}
+
+/// Closes every file descriptor from 3 on but `keep` (ascending; -1s
+/// first are skipped), with raw `close_range` calls: safe after a fork.
+/// On a kernel without `close_range` (before 5.9) nothing is closed.
+///
+/// # Safety
+/// Closes descriptors other code may own: only for a forked child that
+/// never returns into Rust code.
+#[allow(unsafe_code)]
+unsafe fn close_all_but(keep: &[i32]) {
+    let mut next = 3;
+    for &fd in keep {
+        if fd < next {
+            continue;
+        }
+        if fd > next {
+            // SAFETY: a raw system call on descriptor numbers; see above.
+            unsafe { libc::syscall(libc::SYS_close_range, next as u32, (fd - 1) as u32, 0u32) };
+        }
+        next = fd + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, next as u32, u32::MAX, 0u32) };
 }
 
 impl Drop for UsernsChild {

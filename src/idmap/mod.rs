@@ -23,7 +23,7 @@ mod helper;
 mod mount;
 
 pub use helper::{kill_and_reap, with_new_userns, PidInit, StartedInit};
-pub use mount::{attach, attach_on_new, idmapped_tree, mount_idmapped, unmount_all};
+pub use mount::{attach, attach_on_new, idmapped_tree, mount_idmapped, unmount_all, TreeOptions};
 
 /// One contiguous range: container IDs `container_id..container_id+length`
 /// are host IDs `host_id..host_id+length`.
@@ -184,7 +184,11 @@ const PROBE_MAPPINGS: UsernsMappings = UsernsMappings {
 pub fn probe(dir: &Path) -> Result<(), IdmapError> {
     with_new_userns(&PROBE_MAPPINGS, CloneFlags::empty(), None, |ns, _| {
         let userns = open_ns(&ns.join("user"))?;
-        idmapped_tree(dir, userns.as_fd(), false).map(drop)
+        let layer = TreeOptions {
+            recursive: false,
+            read_only: true,
+        };
+        idmapped_tree(dir, userns.as_fd(), layer).map(drop)
     })
 }
 

@@ -12,20 +12,15 @@ use nix::libc;
 use super::IdmapError;
 use crate::error::IoError;
 
-// The new mount API, not (yet) in nix or libc's stable surface for every
-// target: the x86_64/aarch64 numbers and flags from <linux/mount.h>.
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
-
-/// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+/// What a detached ID-mapped copy of a mount covers and allows.
+#[derive(Debug, Clone, Copy)]
+pub struct TreeOptions {
+    /// With every mount beneath the source.
+    pub recursive: bool,
+    /// Read-only: image layers, which only overlayfs reads (a writable
+    /// copy left mounted by a crash would let a cleanup that removes the
+    /// state dir delete through it into the shared layer).
+    pub read_only: bool,
 }
 
 pub(super) fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
@@ -40,8 +35,12 @@ pub(super) fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
 pub fn idmapped_tree(
     source: &Path,
     userns: BorrowedFd<'_>,
-    recursive: bool,
+    options: TreeOptions,
 ) -> Result<OwnedFd, IdmapError> {
+    let TreeOptions {
+        recursive,
+        read_only,
+    } = options;
     let path = c_path(source).map_err(|e| IoError::new("opening", source, e))?;
     let recursive_flag = if recursive {
         libc::AT_RECURSIVE as libc::c_uint
@@ -54,7 +53,7 @@ pub fn idmapped_tree(
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             path.as_ptr(),
-            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | recursive_flag,
+            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | recursive_flag,
         )
     };
     if fd < 0 {
@@ -64,8 +63,13 @@ pub fn idmapped_tree(
     }
     // SAFETY: open_tree returned a new fd that nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+    let read_only_flag = if read_only {
+        libc::MOUNT_ATTR_RDONLY
+    } else {
+        0
+    };
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_IDMAP | read_only_flag,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
@@ -79,8 +83,8 @@ pub fn idmapped_tree(
             tree.as_raw_fd(),
             c"".as_ptr(),
             flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
         )
     };
     if result < 0 {
@@ -104,7 +108,7 @@ pub fn attach(tree: OwnedFd, target: &Path) -> Result<(), IdmapError> {
             c"".as_ptr(),
             libc::AT_FDCWD,
             path.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
         )
     };
     if result < 0 {
@@ -126,9 +130,9 @@ pub fn mount_idmapped(
     source: &Path,
     target: &Path,
     userns: BorrowedFd<'_>,
-    recursive: bool,
+    options: TreeOptions,
 ) -> Result<(), IdmapError> {
-    let tree = idmapped_tree(source, userns, recursive)?;
+    let tree = idmapped_tree(source, userns, options)?;
     attach_on_new(tree, source, target)
 }
 

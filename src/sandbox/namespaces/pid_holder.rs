@@ -97,12 +97,19 @@ pub(super) fn adopt_holder(
     undo: &mut Undo<'_>,
 ) -> Result<PidHolder, NamespaceError> {
     let pid = started.pid;
+    // Reaped once: a second kill could hit a process that reused the PID.
+    let reaped = std::cell::Cell::new(false);
+    let kill_and_reap = || {
+        if !reaped.replace(true) {
+            crate::idmap::kill_and_reap(pid);
+        }
+    };
     wait_until_ready(&mut started.stdout, program, || {
-        crate::idmap::kill_and_reap(pid);
+        kill_and_reap();
         String::new()
     })
     .and_then(|()| pin_holder(dir, pid, undo))
-    .inspect_err(|_| crate::idmap::kill_and_reap(pid))
+    .inspect_err(|_| kill_and_reap())
 }
 
 /// Pins the PID namespace of the holder `pid` on `<dir>/pid`.
