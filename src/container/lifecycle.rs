@@ -108,7 +108,9 @@ impl ContainerService {
             // The container has its own mounts of them now: ours go, so
             // that nothing of the host's is left mounted in the state dir.
             let volumes = super::create::idmapped_volumes_dir(&container.state_dir);
-            if let Err(e) = crate::idmap::unmount_all(&volumes) {
+            let unmounted =
+                tokio::task::spawn_blocking(move || crate::idmap::unmount_all(&volumes)).await;
+            if let Ok(Err(e)) = unmounted {
                 tracing::warn!(id = %container.id, error = %e, "unmounting ID-mapped volume sources");
             }
         }

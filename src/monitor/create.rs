@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -53,8 +53,7 @@ pub fn create(args: &MonitorArgs, launch: Launch) -> Result<Container, MonitorEr
     for stale in [&runtime_log, &pid_file] {
         remove_if_present(stale)?;
     }
-    let runtime = OciRuntime::new(args.runtime.clone(), args.runtime_root.clone())
-        .with_options(args.runtime_options.clone());
+    let runtime = runtime_of(args);
     // The runtime connects to it by this name, however deep the state dir.
     let console_path = args.state_file(files::CONSOLE_SOCKET);
     let console = SocketPath::new(&console_path)
@@ -160,20 +159,48 @@ fn run_with_terminal(
     Ok((vec![(Stream::Stdout, File::from(master))], Some(input)))
 }
 
-/// `runtime delete` of the exited container; its error message if it
-/// failed (the daemon then deletes it at RemoveContainer).
+/// How long `runtime delete` may take at the container's exit: the exit is
+/// recorded after it, so a hung runtime must not hold the record back.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a running `runtime delete` is checked on.
+const DELETE_POLL: Duration = Duration::from_millis(10);
+
+/// `runtime delete` of the exited container, within [`DELETE_TIMEOUT`];
+/// its error message if it failed or took too long (the daemon then
+/// deletes it at RemoveContainer).
 pub fn delete(args: &MonitorArgs) -> Result<(), String> {
-    let runtime = OciRuntime::new(args.runtime.clone(), args.runtime_root.clone())
-        .with_options(args.runtime_options.clone());
-    let output = Command::new(runtime.binary())
+    let runtime = runtime_of(args);
+    let mut child = Command::new(runtime.binary())
         .args(runtime.delete_args(&args.id))
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| format!("starting {}: {e}", runtime.binary().display()))?;
+    let deadline = Instant::now() + DELETE_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(DELETE_POLL),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("not done within {}s", DELETE_TIMEOUT.as_secs()));
+            }
+        }
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("reading its output: {e}"))?;
     if output.status.success() {
         return Ok(());
     }
     Err(runtime_message(&output.stderr, &output.stdout))
+}
+
+fn runtime_of(args: &MonitorArgs) -> OciRuntime {
+    OciRuntime::new(args.runtime.clone(), args.runtime_root.clone())
+        .with_options(args.runtime_options.clone())
 }
 
 fn remove_if_present(path: &Path) -> Result<(), MonitorError> {

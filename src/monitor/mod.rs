@@ -161,6 +161,9 @@ fn run_deferred(args: &MonitorArgs, mut prepared: Prepared) -> ExitCode {
             // No exit record: the daemon keeps the start's error as the
             // container's failure.
             eprintln!("wharf-monitor: {}", crate::error::chain(&e));
+            // The runtime may have started it before the step that
+            // failed (its pid file, the terminal): unsupervised, it goes.
+            sys::kill_and_reap_children(REAP_LIMIT);
             prepared
                 .control
                 .answer_start(&ControlReply::Error(e.sync_text()));

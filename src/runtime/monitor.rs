@@ -269,8 +269,9 @@ pub async fn start_with_monitor(
     let timeout = runtime.command_timeout();
     let Ok(reply) = tokio::time::timeout(timeout, send_control(state_dir, request)).await else {
         // A hung runtime: the monitor leads its own process group, with
-        // the runtime in it.
-        if let Some(pid) = monitor_pid(state_dir) {
+        // the runtime in it. Only if the pid is still that monitor's: after
+        // a daemon restart it is no child of ours, and may have been reused.
+        if let Some(pid) = monitor_pid(state_dir).filter(|_| monitor_alive(state_dir)) {
             let group = nix::unistd::Pid::from_raw(pid as i32);
             let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         }
