@@ -214,6 +214,10 @@ impl ConfDir {
         }
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn default_network(&self) -> Result<Arc<NetworkList>, CniError> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         let dir_now = dir_stamp(&self.dir);

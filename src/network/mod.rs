@@ -98,11 +98,16 @@ pub struct NetworkStatus {
     pub result: Value,
 }
 
+/// The conf dir and the plugin runner: replaced together by
+/// [`Cni::reload`], and taken once by an ADD or DEL, which keeps them to
+/// its end (its undoing DEL included).
+struct Plugins {
+    conf: ConfDir,
+    runner: Runner,
+}
+
 pub struct Cni {
-    /// Both replaced by [`Cni::reload`]; an ADD or DEL in progress keeps
-    /// the ones it started with.
-    conf: RwLock<Arc<ConfDir>>,
-    runner: RwLock<Arc<Runner>>,
+    plugins: RwLock<Arc<Plugins>>,
     cache_dir: PathBuf,
     /// From UpdateRuntimeConfig, passed as the `ipRanges` capability.
     pod_cidrs: Mutex<Vec<String>>,
@@ -112,10 +117,12 @@ pub struct Cni {
 impl Cni {
     pub fn new(config: CniConfig) -> Self {
         Self {
-            conf: RwLock::new(Arc::new(ConfDir::new(config.conf_dir))),
-            runner: RwLock::new(Arc::new(Runner {
-                bin_dirs: config.bin_dirs,
-                timeout: DEFAULT_PLUGIN_TIMEOUT,
+            plugins: RwLock::new(Arc::new(Plugins {
+                conf: ConfDir::new(config.conf_dir),
+                runner: Runner {
+                    bin_dirs: config.bin_dirs,
+                    timeout: DEFAULT_PLUGIN_TIMEOUT,
+                },
             })),
             cache_dir: config.cache_dir,
             pod_cidrs: Mutex::new(Vec::new()),
@@ -124,39 +131,44 @@ impl Cni {
     }
 
     pub fn with_plugin_timeout(self, timeout: Duration) -> Self {
-        let bin_dirs = self.runner().bin_dirs.clone();
-        *self.runner.write().unwrap_or_else(|e| e.into_inner()) =
-            Arc::new(Runner { bin_dirs, timeout });
+        let current = self.plugins();
+        let conf_dir = current.conf.dir().to_path_buf();
+        let bin_dirs = current.runner.bin_dirs.clone();
+        self.replace(conf_dir, bin_dirs, timeout);
         self
     }
 
     /// Uses `conf_dir` and `bin_dirs` from now on, and reads the conf dir
     /// afresh even if nothing in it looks changed (a SIGHUP's promise).
     pub fn reload(&self, conf_dir: PathBuf, bin_dirs: Vec<PathBuf>) {
-        let timeout = self.runner().timeout;
-        *self.conf.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ConfDir::new(conf_dir));
-        *self.runner.write().unwrap_or_else(|e| e.into_inner()) =
-            Arc::new(Runner { bin_dirs, timeout });
+        let timeout = self.plugins().runner.timeout;
+        self.replace(conf_dir, bin_dirs, timeout);
     }
 
-    fn conf(&self) -> Arc<ConfDir> {
-        Arc::clone(&self.conf.read().unwrap_or_else(|e| e.into_inner()))
+    fn replace(&self, conf_dir: PathBuf, bin_dirs: Vec<PathBuf>, timeout: Duration) {
+        let plugins = Plugins {
+            conf: ConfDir::new(conf_dir),
+            runner: Runner { bin_dirs, timeout },
+        };
+        *self.plugins.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(plugins);
     }
 
-    fn runner(&self) -> Arc<Runner> {
-        Arc::clone(&self.runner.read().unwrap_or_else(|e| e.into_inner()))
+    fn plugins(&self) -> Arc<Plugins> {
+        Arc::clone(&self.plugins.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Ok when the default network parses and all its plugins are
     /// installed; otherwise the reason, for the NetworkReady condition.
     /// Costs a few `stat`s while nothing changes.
     pub fn ready(&self) -> Result<(), String> {
-        let network = self
-            .conf()
+        let plugins = self.plugins();
+        let network = plugins
+            .conf
             .default_network()
             .map_err(|e| crate::error::chain(&e))?;
         for plugin in &network.plugins {
-            self.runner()
+            plugins
+                .runner
                 .find(&plugin.kind)
                 .map_err(|e| crate::error::chain(&e))?;
         }
@@ -168,7 +180,7 @@ impl Cni {
     /// [`prepare_host_for_hostport_on_localhost`] for hostPorts to answer
     /// on 127.0.0.1.
     pub fn portmap_needs_host_setup(&self) -> bool {
-        self.conf().default_network().is_ok_and(|network| {
+        self.plugins().conf.default_network().is_ok_and(|network| {
             network
                 .plugins
                 .iter()
@@ -219,10 +231,12 @@ impl Cni {
             return Ok(status);
         }
         let started = Instant::now();
-        let network = self.conf().default_network()?;
+        let plugins = self.plugins();
+        let runner = &plugins.runner;
+        let network = plugins.conf.default_network()?;
         // Fails before anything is changed when a plugin is missing.
         for plugin in &network.plugins {
-            self.runner().find(&plugin.kind)?;
+            runner.find(&plugin.kind)?;
         }
         let caps = self.capability_args(pod);
         let cni_args = pod.cni_args();
@@ -232,11 +246,11 @@ impl Cni {
             ifname: POD_IFNAME,
             cni_args: &cni_args,
         };
-        let (ips, result) = match self.add(pod, &network, &target, &caps).await {
+        let (ips, result) = match self.add(runner, pod, &network, &target, &caps).await {
             Ok(added) => added,
             Err((error, partial)) => {
                 return Err(self
-                    .undo(&network, &target, &caps, partial.as_ref(), error)
+                    .undo(runner, &network, &target, &caps, partial.as_ref(), error)
                     .await)
             }
         };
@@ -252,14 +266,15 @@ impl Cni {
     /// failure comes with the last result obtained, for the undoing DEL.
     async fn add(
         &self,
+        runner: &Runner,
         pod: &PodNetwork,
         network: &NetworkList,
         target: &Target<'_>,
         caps: &Map<String, Value>,
     ) -> Result<(Vec<IpAddr>, Value), (CniError, Option<Value>)> {
         let (lo, added) = tokio::join!(
-            self.bring_up_loopback(pod, target.cni_args),
-            self.add_list(network, target, caps)
+            self.bring_up_loopback(runner, pod, target.cni_args),
+            self.add_list(runner, network, target, caps)
         );
         let result = added?;
         if let Err(error) = lo {
@@ -298,6 +313,7 @@ impl Cni {
     pub async fn teardown(&self, pod: &PodNetwork) -> Result<(), CniError> {
         pod.validate()?;
         let _pod = self.pods.lock(&pod.id).await;
+        let plugins = self.plugins();
         let started = Instant::now();
         let cached = cache::load(&self.cache_dir, &pod.id).unwrap_or_else(|e| {
             tracing::warn!(pod = %pod.id, error = %crate::error::chain(&e), "ignoring unreadable network cache");
@@ -311,7 +327,7 @@ impl Cni {
         });
         let (network, caps, result) = match from_cache {
             Some(cached) => cached,
-            None => match self.conf().default_network() {
+            None => match plugins.conf.default_network() {
                 Ok(network) => (network, self.capability_args(pod), None),
                 // Nothing was ever added, or nothing says how to undo it.
                 Err(CniError::NoNetworkConfig { .. }) => return Ok(()),
@@ -325,7 +341,7 @@ impl Cni {
             ifname: POD_IFNAME,
             cni_args: &cni_args,
         };
-        self.del_list(&network, &target, &caps, result.as_ref())
+        self.del_list(&plugins.runner, &network, &target, &caps, result.as_ref())
             .await?;
         cache::remove(&self.cache_dir, &pod.id)?;
         tracing::debug!(pod = %pod.id, network = %network.name, elapsed = ?started.elapsed(), "pod network deleted");
@@ -384,6 +400,7 @@ impl Cni {
     /// obtained, for the undoing DEL.
     async fn add_list(
         &self,
+        runner: &Runner,
         network: &NetworkList,
         target: &Target<'_>,
         caps: &Map<String, Value>,
@@ -391,11 +408,7 @@ impl Cni {
         let mut result: Option<Value> = None;
         for plugin in &network.plugins {
             let stdin = network.plugin_stdin(plugin, result.as_ref(), caps);
-            match self
-                .runner()
-                .run(Command::Add, &plugin.kind, target, stdin)
-                .await
-            {
+            match runner.run(Command::Add, &plugin.kind, target, stdin).await {
                 Ok(next) => result = Some(next),
                 Err(e) => return Err((e, result)),
             }
@@ -407,6 +420,7 @@ impl Cni {
     /// Runs the list's DELs in reverse, all of them; returns the first error.
     async fn del_list(
         &self,
+        runner: &Runner,
         network: &NetworkList,
         target: &Target<'_>,
         caps: &Map<String, Value>,
@@ -416,11 +430,7 @@ impl Cni {
         let mut first_error = None;
         for plugin in network.plugins.iter().rev() {
             let stdin = network.plugin_stdin(plugin, prev_result, caps);
-            if let Err(e) = self
-                .runner()
-                .run(Command::Del, &plugin.kind, target, stdin)
-                .await
-            {
+            if let Err(e) = runner.run(Command::Del, &plugin.kind, target, stdin).await {
                 tracing::warn!(pod = %target.container_id, error = %e, "CNI DEL failed");
                 first_error.get_or_insert(e);
             }
@@ -432,13 +442,14 @@ impl Cni {
     /// (with the DEL's beside it if that failed too).
     async fn undo(
         &self,
+        runner: &Runner,
         network: &NetworkList,
         target: &Target<'_>,
         caps: &Map<String, Value>,
         result: Option<&Value>,
         error: CniError,
     ) -> CniError {
-        match self.del_list(network, target, caps, result).await {
+        match self.del_list(runner, network, target, caps, result).await {
             Ok(()) => error,
             Err(cleanup) => CniError::AddUndo {
                 error: Box::new(error),
@@ -449,7 +460,12 @@ impl Cni {
 
     /// In-process first; the `loopback` plugin if that is not permitted
     /// here (no CAP_SYS_ADMIN for the sysfs mount, say).
-    async fn bring_up_loopback(&self, pod: &PodNetwork, cni_args: &str) -> Result<(), CniError> {
+    async fn bring_up_loopback(
+        &self,
+        runner: &Runner,
+        pod: &PodNetwork,
+        cni_args: &str,
+    ) -> Result<(), CniError> {
         let in_process = match loopback::bring_up(&pod.netns).await {
             Ok(()) => return Ok(()),
             Err(reason) => reason,
@@ -458,7 +474,7 @@ impl Cni {
             netns: pod.netns.clone(),
             reason,
         };
-        if self.runner().find("loopback").is_err() {
+        if runner.find("loopback").is_err() {
             return Err(failed(in_process));
         }
         tracing::debug!(pod = %pod.id, reason = %in_process, "falling back to the loopback plugin");
@@ -469,7 +485,7 @@ impl Cni {
             cni_args,
         };
         let conf = json!({"cniVersion": "0.3.1", "name": "wharf-loopback", "type": "loopback"});
-        self.runner()
+        runner
             .run(
                 Command::Add,
                 "loopback",
