@@ -46,8 +46,14 @@ pub fn start(services: Arc<Services>) -> Arc<Hub> {
                 Err(e) if missed(&publisher, &e) => break,
                 Err(_) => continue,
             };
-            // Statuses are gathered only for someone to send them to.
+            // Statuses are gathered only for someone to send them to; a
+            // deleted pod's last status goes either way.
             if publisher.subscribers() == 0 {
+                if let Change::Pod(change) = &change {
+                    if change.event == PodEvent::Deleted {
+                        last_known.0.remove(&change.id);
+                    }
+                }
                 continue;
             }
             let event = match &change {

@@ -106,7 +106,11 @@ impl Streams {
 #[derive(Default)]
 struct Unused {
     kinds: Vec<String>,
-    streams: Vec<Stream>,
+    /// Their output halves, held so that the streams stay open. Their
+    /// input halves are dropped at once: what a client sends on them is
+    /// then discarded instead of filling a pipe nobody reads, which would
+    /// stall the whole connection.
+    outputs: Vec<tokio::io::DuplexStream>,
 }
 
 impl Unused {
@@ -115,7 +119,7 @@ impl Unused {
         if stdio && !self.kinds.iter().any(|k| k == kind) {
             tracing::debug!(kind, "accepting a stream the session does not use");
             self.kinds.push(kind.to_string());
-            self.streams.push(incoming.accept());
+            self.outputs.push(incoming.accept().output);
         } else {
             tracing::debug!(kind, "refusing an unexpected or repeated stream");
             incoming.refuse();
