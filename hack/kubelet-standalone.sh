@@ -65,6 +65,13 @@ kubelet_bin=$(command -v kubelet) || {
 wharf_bin=${WHARF_BIN:-$repo/target/debug/wharf}
 [[ -x $wharf_bin ]] || { echo "no wharf at $wharf_bin: cargo build first" >&2; exit 1; }
 
+# Root reads the config and CNI files in here: the directory is root's
+# alone, and one that someone else made first is refused.
+if [[ -e $dir && ( ! -O $dir || -L $dir ) ]]; then
+	echo "$dir exists and is not root's own directory: choose another DIR" >&2
+	exit 1
+fi
+install -d -m 0700 "$dir"
 mkdir -p "$dir"/{run,root,kubelet,manifests,net.d,logs}
 cat >"$dir/net.d/10-wharf-kube.conflist" <<EOF
 {
@@ -131,8 +138,13 @@ EOF
 
 nohup "$wharf_bin" --config "$dir/wharf.toml" >"$dir/wharf.log" 2>&1 &
 echo $! >"$dir/wharf.pid"
-for _ in $(seq 100); do [[ -S $dir/run/wharf.sock ]] && break; sleep 0.1; done
-[[ -S $dir/run/wharf.sock ]] || { echo "wharf did not start: see $dir/wharf.log" >&2; exit 1; }
+# Ready when a call succeeds: the socket file may be a previous run's.
+ready=false
+for _ in $(seq 600); do
+	"$wharf_bin" info --socket "$dir/run/wharf.sock" >/dev/null 2>&1 && { ready=true; break; }
+	sleep 0.1
+done
+$ready || { echo "wharf did not start: see $dir/wharf.log" >&2; exit 1; }
 
 nohup "$kubelet_bin" --config "$dir/kubelet.yaml" --root-dir "$dir/kubelet" \
 	--hostname-override wharf-node -v 2 >"$dir/kubelet.log" 2>&1 &

@@ -43,10 +43,6 @@ impl Notifier {
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.target.is_some()
-    }
-
     /// `READY=1`, with a human-readable `STATUS=`.
     pub fn ready(&self, status: &str) {
         self.send_logged(&format!("READY=1\nSTATUS={}", one_line(status)));

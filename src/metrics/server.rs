@@ -5,7 +5,6 @@
 //! bodies never read, and a cap on a connection's life.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +38,6 @@ pub struct BindError {
 
 pub struct Server {
     listener: TcpListener,
-    local_addr: SocketAddr,
 }
 
 impl Server {
@@ -56,14 +54,7 @@ impl Server {
         // (and connections queue) from now on, and whoever waits for the
         // daemon to be ready then finds the line.
         tracing::info!(address = %local_addr, "serving metrics on http://{local_addr}{PATH}");
-        Ok(Server {
-            listener,
-            local_addr,
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        Ok(Server { listener })
     }
 
     /// Serves `registry` until the task is aborted.
