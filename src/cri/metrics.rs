@@ -186,7 +186,10 @@ pub async fn list(
         .into_iter()
         .filter(|s| s.state == SandboxState::Ready)
         .collect();
-    let readings = stats::read_pods(services, collector, sandboxes).await;
+    // Running containers only: an exited one's cgroup stays until it is
+    // removed, and its series would live on with stale values.
+    let running = |c: &container::Container| c.state() == container::ContainerState::Running;
+    let readings = stats::read_pods(services, collector, sandboxes, running).await;
     Ok(readings.iter().map(|r| pod_metrics(services, r)).collect())
 }
 
@@ -280,12 +283,9 @@ fn pod_metrics(services: &Services, reading: &PodReading) -> PodSandboxMetrics {
     if let Some(interfaces) = &reading.interfaces {
         pod.network(interfaces);
     }
-    // Running containers only: an exited one's cgroup stays until it is
-    // removed, and its series would live on with stale values.
     let container_metrics = reading
         .containers
         .iter()
-        .filter(|(record, _)| record.state() == container::ContainerState::Running)
         .map(|(record, sample)| {
             let mut c = Emitter::new([
                 record.metadata().name,

@@ -152,7 +152,7 @@ async fn pods(
     sandboxes: Vec<Sandbox>,
 ) -> Vec<PodSandboxStats> {
     let mountpoint = services.containers.root().display().to_string();
-    read_pods(services, collector, sandboxes)
+    read_pods(services, collector, sandboxes, |_| true)
         .await
         .into_iter()
         .map(|reading| {
@@ -171,12 +171,13 @@ async fn pods(
         .collect()
 }
 
-/// All the pods' cgroups and their containers' in one batch, and their
-/// network namespaces on one thread, both at once.
+/// All the pods' cgroups and their containers' (those `wanted`) in one
+/// batch, and their network namespaces on one thread, both at once.
 pub(super) async fn read_pods(
     services: &Services,
     collector: &Arc<StatsCollector>,
     sandboxes: Vec<Sandbox>,
+    wanted: fn(&container::Container) -> bool,
 ) -> Vec<PodReading> {
     let parents = cgroup_parents(services);
     let mut by_pod: HashMap<String, Vec<container::Container>> = sandboxes
@@ -184,6 +185,9 @@ pub(super) async fn read_pods(
         .map(|s| (s.id.clone(), Vec::new()))
         .collect();
     for record in services.containers.list(&Filter::default()) {
+        if !wanted(&record) {
+            continue;
+        }
         if let Some(list) = by_pod.get_mut(&record.sandbox_id) {
             list.push(record);
         }
