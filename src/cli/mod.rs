@@ -86,11 +86,15 @@ pub fn main() -> ExitCode {
             .load()
             .map(|config| version::print(&config))
             .map_err(|e| wharf::error::chain(&e)),
-        Some(Command::Info { socket }) => cli
+        // The configuration only for the socket it names.
+        Some(Command::Info {
+            socket: Some(socket),
+        }) => info::print(socket),
+        Some(Command::Info { socket: None }) => cli
             .config_source()
             .load()
-            .map_err(|e| e.to_string())
-            .and_then(|config| info::print(socket.as_deref().unwrap_or(&config.socket))),
+            .map_err(|e| wharf::error::chain(&e))
+            .and_then(|config| info::print(&config.socket)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

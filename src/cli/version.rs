@@ -1,7 +1,7 @@
 //! `wharf version`: this binary's version and commit, and the OCI runtime
 //! binaries the configuration names, as found on this machine.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use wharf::config::Config;
@@ -35,7 +35,7 @@ pub fn print(config: &Config) {
 
 /// "`/usr/bin/runc` (runc version 1.1.5)", or why it is not usable.
 fn describe(configured: &Path) -> String {
-    let Some(found) = find_binary(configured) else {
+    let Some(found) = wharf::runtime::find_binary(configured) else {
         return format!("{} (not found)", configured.display());
     };
     let version = Command::new(&found)
@@ -51,15 +51,4 @@ fn describe(configured: &Path) -> String {
         Some(version) => format!("{} ({version})", found.display()),
         None => format!("{} (--version failed)", found.display()),
     }
-}
-
-/// A path as is; a bare name looked up in PATH, as the daemon runs it.
-fn find_binary(configured: &Path) -> Option<PathBuf> {
-    if configured.components().count() > 1 {
-        return configured.is_file().then(|| configured.to_path_buf());
-    }
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|dir| dir.join(configured))
-        .find(|candidate| candidate.is_file())
 }

@@ -590,14 +590,7 @@ fn runtime_handlers(handlers: &crate::runtime::RuntimeHandlers) -> Vec<RuntimeHa
 
 /// Ready when the OCI runtime binary can be found.
 fn runtime_condition(runtime: &Path) -> RuntimeCondition {
-    let found = if runtime.components().count() > 1 {
-        runtime.is_file()
-    } else {
-        std::env::var_os("PATH")
-            .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(runtime).is_file()))
-            .unwrap_or(false)
-    };
-    let ready = if found {
+    let ready = if crate::runtime::find_binary(runtime).is_some() {
         Ok(())
     } else {
         Err((

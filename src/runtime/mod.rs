@@ -330,6 +330,18 @@ impl OciRuntime {
     }
 }
 
+/// Where a configured runtime (or other) binary is: a path as is, a bare
+/// name looked up in PATH, as the daemon runs it. `None` when not there.
+pub fn find_binary(configured: &Path) -> Option<PathBuf> {
+    if configured.components().count() > 1 {
+        return configured.is_file().then(|| configured.to_path_buf());
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(configured))
+        .find(|candidate| candidate.is_file())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
