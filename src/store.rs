@@ -65,7 +65,7 @@ pub fn now_nanos() -> i64 {
 pub const TEMP_PREFIX: &str = ".tmp-";
 
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
-    replace_file(path, data, Sync::FileAndDir)
+    replace_file(path, data, Durability::FileAndDir)
 }
 
 /// Like [`write_atomic`] but without the fsyncs: the new content survives
@@ -73,12 +73,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
 /// For intents that only matter while the machine is up, such as "a start
 /// of this container is under way" (a reboot ends the container anyway).
 pub fn write_atomic_unsynced(path: &Path, data: &[u8]) -> Result<(), StoreError> {
-    replace_file(path, data, Sync::Nothing)
+    replace_file(path, data, Durability::Nothing)
 }
 
 /// What [`replace_file`] makes durable.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Sync {
+enum Durability {
     Nothing,
     /// The content, not yet the rename: for a file whose directory is
     /// synced right after, with another file's rename.
@@ -86,7 +86,7 @@ enum Sync {
     FileAndDir,
 }
 
-fn replace_file(path: &Path, data: &[u8], sync: Sync) -> Result<(), StoreError> {
+fn replace_file(path: &Path, data: &[u8], sync: Durability) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let temp = dir.join(unique_temp_name(TEMP_PREFIX));
     let result = (|| {
@@ -96,11 +96,11 @@ fn replace_file(path: &Path, data: &[u8], sync: Sync) -> Result<(), StoreError> 
             .open(&temp)
             .at("creating", &temp)?;
         file.write_all(data).at("writing", &temp)?;
-        if sync != Sync::Nothing {
+        if sync != Durability::Nothing {
             file.sync_all().at("syncing", &temp)?;
         }
         fs::rename(&temp, path).at("renaming into place", path)?;
-        if sync == Sync::FileAndDir {
+        if sync == Durability::FileAndDir {
             sync_dir(dir)?;
         }
         Ok(())
@@ -208,7 +208,7 @@ pub fn save_record<T: Serialize, C: prost::Message>(
     if let Some(config) = config {
         // The directory sync after the record's rename covers this
         // rename too: one directory sync instead of two.
-        replace_file(&dir.join(CONFIG_FILE), &config.encode_to_vec(), Sync::File)?;
+        replace_file(&dir.join(CONFIG_FILE), &config.encode_to_vec(), Durability::File)?;
     }
     write_json_atomic(&dir.join(record_file), record)
 }
