@@ -208,7 +208,11 @@ pub fn save_record<T: Serialize, C: prost::Message>(
     if let Some(config) = config {
         // The directory sync after the record's rename covers this
         // rename too: one directory sync instead of two.
-        replace_file(&dir.join(CONFIG_FILE), &config.encode_to_vec(), Durability::File)?;
+        replace_file(
+            &dir.join(CONFIG_FILE),
+            &config.encode_to_vec(),
+            Durability::File,
+        )?;
     }
     write_json_atomic(&dir.join(record_file), record)
 }
