@@ -86,7 +86,8 @@ done
 log() { echo "bench-lifecycle: $*" >&2; }
 
 python=/usr/bin/python3
-apt_install python3 docker-registry busybox-static curl gcc libc6-dev iproute2 util-linux
+# protobuf-compiler: the benchmark client (k8s-cri) is built from its .proto files.
+apt_install python3 docker-registry busybox-static curl gcc libc6-dev iproute2 util-linux protobuf-compiler
 if [[ ${daemons[*]} == *containerd* ]] && ! command -v containerd >/dev/null; then
 	apt_install containerd || log "could not install containerd"
 	if ! command -v containerd >/dev/null; then
