@@ -153,16 +153,26 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// that a crash half-way leaves garbage that start-up collects, never a
 /// half-removed entry under its real name.
 pub fn remove_dir_atomic(path: &Path) -> Result<(), StoreError> {
+    if let Some(doomed) = detach_dir(path)? {
+        fs::remove_dir_all(&doomed).at("removing", &doomed)?;
+    }
+    Ok(())
+}
+
+/// The first half of [`remove_dir_atomic`]: `path` is gone, renamed to a
+/// temporary beside it (returned; `None` if `path` did not exist) that the
+/// caller deletes, and that [`remove_temporaries`] deletes if a crash
+/// comes first.
+pub fn detach_dir(path: &Path) -> Result<Option<PathBuf>, StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let doomed = dir.join(unique_temp_name(TEMP_PREFIX));
     match fs::rename(path, &doomed) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(crate::error::IoError::new("renaming for removal", path, e).into()),
     }
     sync_dir(dir)?;
-    fs::remove_dir_all(&doomed).at("removing", &doomed)?;
-    Ok(())
+    Ok(Some(doomed))
 }
 
 /// Deletes leftovers of interrupted writes in `dir`.

@@ -206,10 +206,14 @@ impl ContainerService {
             Err(e) => return Err(e),
         };
         let _op = entry.op.lock().await;
-        self.remove_locked(&entry).await
+        self.remove_locked(&entry, LayerDeletion::Background).await
     }
 
-    async fn remove_locked(&self, entry: &Entry) -> Result<(), ContainerError> {
+    async fn remove_locked(
+        &self,
+        entry: &Entry,
+        layer_deletion: LayerDeletion,
+    ) -> Result<(), ContainerError> {
         step("stopping", self.stop_locked(entry, Duration::ZERO)).await?;
         let container = entry.get();
         // A deferred start's monitor deleted it when it exited.
@@ -222,13 +226,19 @@ impl ContainerService {
         step_sync("unmounting the rootfs", || {
             rootfs::unmount(&container.rootfs)
         })?;
-        // The record dir holds the writable layer: any size, so deleted off
-        // the async workers.
         let (record_dir, state_dir) = (self.record_dir(&container.id), container.state_dir.clone());
-        let remove = tokio::task::spawn_blocking(move || remove_files(&record_dir, &state_dir));
-        step("removing the files", remove)
+        let (images, id) = (std::sync::Arc::clone(&self.images), container.id.clone());
+        let remove = tokio::task::spawn_blocking(move || {
+            let detached = remove_files(&record_dir, &state_dir)?;
+            images.release_layers(&id)?;
+            Ok::<_, ContainerError>(detached)
+        });
+        let detached = step("removing the files", remove)
             .await
             .map_err(|e| ContainerError::Task("removing the container's files", e))??;
+        if let Some(detached) = detached {
+            layer_deletion.delete(detached).await?;
+        }
         self.containers
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -239,7 +249,6 @@ impl ContainerService {
             state: None,
         });
         self.names.release(&container.name);
-        self.images.release_layers(&container.id)?;
         Ok(())
     }
 
@@ -401,7 +410,9 @@ impl ContainerService {
     pub async fn remove_all_in(&self, sandbox_id: &str) -> Result<(), ContainerError> {
         for container in self.in_sandbox(sandbox_id) {
             let _op = container.op.lock().await;
-            self.remove_locked(&container).await?;
+            // The pod's removal ends with nothing of it left on disk.
+            self.remove_locked(&container, LayerDeletion::Inline)
+                .await?;
         }
         Ok(())
     }
@@ -409,6 +420,13 @@ impl ContainerService {
     /// Loads every container record and reconciles it with what is running;
     /// removes what a CreateContainer interrupted by a crash left behind.
     pub(super) async fn recover(&self) -> Result<(), ContainerError> {
+        // Writable layers whose deletion a crash or stop cut short.
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || match crate::store::remove_temporaries(&root) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "deleted the leftovers of removed containers"),
+            Err(e) => tracing::warn!(error = %e, "deleting the leftovers of removed containers"),
+        });
         let mut recovered = std::collections::HashMap::new();
         for dir in crate::store::list_subdirs(&self.root)? {
             let id = file_name(&dir);
@@ -520,9 +538,48 @@ impl ContainerService {
     }
 }
 
-/// Removes a container's record (with its writable layer) and state.
-fn remove_files(record_dir: &Path, state_dir: &Path) -> Result<(), ContainerError> {
-    crate::store::remove_dir_atomic(record_dir)?;
+/// When the writable layer of a removed container is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LayerDeletion {
+    /// Before the removal returns.
+    Inline,
+    /// After: the layer can be any size, and once its directory is renamed
+    /// away the container is gone (as containerd's snapshots go in its
+    /// garbage collection, after RemoveContainer). A crash first leaves a
+    /// temporary that the next start deletes (see `recover`).
+    Background,
+}
+
+impl LayerDeletion {
+    async fn delete(self, detached: PathBuf) -> Result<(), ContainerError> {
+        let delete = move || {
+            std::fs::remove_dir_all(&detached)
+                .map_err(|e| crate::error::IoError::new("removing", detached, e))
+        };
+        match self {
+            LayerDeletion::Inline => step(
+                "deleting the writable layer",
+                tokio::task::spawn_blocking(delete),
+            )
+            .await
+            .map_err(|e| ContainerError::Task("deleting the writable layer", e))?
+            .map_err(|e| ContainerError::Store(e.into())),
+            LayerDeletion::Background => {
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = delete() {
+                        tracing::warn!(error = %e, "deleting a removed container's writable layer");
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Removes a container's state and renames its record (with its writable
+/// layer) away: the renamed directory is returned, to be deleted.
+fn remove_files(record_dir: &Path, state_dir: &Path) -> Result<Option<PathBuf>, ContainerError> {
+    let detached = crate::store::detach_dir(record_dir)?;
     // Never delete through a host volume left mounted by a crash.
     crate::idmap::unmount_all(&super::create::idmapped_volumes_dir(state_dir))?;
     if let Err(e) = std::fs::remove_dir_all(state_dir) {
@@ -530,7 +587,7 @@ fn remove_files(record_dir: &Path, state_dir: &Path) -> Result<(), ContainerErro
             tracing::warn!(dir = %state_dir.display(), error = %e, "removing container state");
         }
     }
-    Ok(())
+    Ok(detached)
 }
 
 /// What became of a requested start.

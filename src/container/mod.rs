@@ -241,7 +241,15 @@ impl Entry {
                 if end == ContainerEnd::Lost {
                     tracing::warn!(id = %entry.get().id, "monitor gone without recording an exit");
                 }
-                entry.record_end(end);
+                let ended = entry.record_end(end);
+                // Nothing runs from it any more (the container's own mount
+                // namespace keeps its copy while something is left in
+                // it): unmounted now rather than in RemoveContainer.
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = rootfs::unmount(&ended.rootfs) {
+                        tracing::warn!(id = %ended.id, error = %e, "unmounting an exited container's rootfs");
+                    }
+                });
             }
         });
         let previous = self

@@ -275,13 +275,24 @@ impl ImageService {
     }
 
     /// Lets go of what `owner` held, collecting layers no one needs now.
+    /// The collection (a walk of the content store, perhaps layer
+    /// removals) runs only when a released layer is left without an image
+    /// or another holder: after a RemoveImage of an image containers still
+    /// used. It can block: call off the async workers.
     pub fn release_layers(&self, owner: &str) -> Result<(), ImageError> {
-        let released = self
-            .held_layers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(owner);
-        if released.is_some() {
+        let released = {
+            let mut held = self.held_layers.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(released) = held.remove(owner) else {
+                return Ok(());
+            };
+            let still_held: std::collections::HashSet<&Digest> = held.values().flatten().collect();
+            released
+                .into_iter()
+                .filter(|layer| !still_held.contains(layer))
+                .collect::<Vec<_>>()
+        };
+        let (referenced, _) = self.snapshot().referenced();
+        if released.iter().any(|layer| !referenced.contains(layer)) {
             self.collect_garbage()?;
         }
         Ok(())
