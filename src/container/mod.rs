@@ -17,6 +17,7 @@
 //! Get, List and Status read memory only. The exit itself stays in the
 //! monitor's `exit.json`, which recovery reads once per container.
 
+mod bundle;
 mod create;
 pub mod identity;
 mod lifecycle;
@@ -41,7 +42,7 @@ use crate::sandbox::{SandboxError, SandboxService};
 use crate::store::StoreError;
 use crate::sync::{by_id_or_prefix, LookupMiss, NameTaken, Registrar};
 
-pub use create::cgroups_path;
+pub use bundle::cgroups_path;
 pub use record::{Container, ContainerState};
 use spec::{HostFeatures, SpecError};
 

@@ -6,25 +6,28 @@
 //! config as `config.pb`); runtime state (namespace pins, `/dev/shm`,
 //! resolv.conf, hosts) under `<state>/sandboxes/<id>`, which a reboot
 //! clears — a pod found without it after a restart is reported NotReady.
+//!
+//! RunPodSandbox is in `run.rs`, in named steps; StopPodSandbox,
+//! RemovePodSandbox and the pod lock in `stop.rs`; the record in
+//! `record.rs`.
 
 pub mod files;
 pub mod namespaces;
 mod record;
+mod run;
 mod stop;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::api;
-use crate::error::{shown, Classify, Kind};
+use crate::error::{Classify, Kind};
 use crate::network::{Cni, CniError, PodNetwork, PortMapping, Protocol};
 use crate::store::StoreError;
-use crate::sync::{by_id_or_prefix, new_id, LookupMiss, NameTaken, Registrar};
-use crate::undo::Undo;
+use crate::sync::{by_id_or_prefix, LookupMiss, NameTaken, Registrar};
 
-use namespaces::{NamespaceError, NamespaceKind, PinRequest, PinnedNamespaces};
+use namespaces::NamespaceError;
 pub use record::{Sandbox, SandboxState};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,22 +70,6 @@ impl crate::undo::Undone for SandboxError {
             cleanup,
         }
     }
-}
-
-/// kubelet gives an absolute `log_directory` (or none); a relative one
-/// would be resolved against the daemon's working directory.
-fn check_log_directory(directory: &str) -> Result<(), SandboxError> {
-    let reason = if directory.contains('\0') {
-        "contains NUL"
-    } else if !directory.is_empty() && !std::path::Path::new(directory).is_absolute() {
-        "is not an absolute path"
-    } else {
-        return Ok(());
-    };
-    Err(SandboxError::Invalid {
-        field: "log_directory",
-        reason: format!("{} {reason}", shown(directory)),
-    })
 }
 
 impl Classify for SandboxError {
@@ -304,260 +291,6 @@ impl SandboxService {
         let sandboxes = self.sandboxes.read().unwrap_or_else(|e| e.into_inner());
         sandboxes.values().map(|e| e.get()).collect()
     }
-
-    /// RunPodSandbox: everything is created or nothing is left behind.
-    /// `runtime_handler` is one the caller found configured; the pod's
-    /// containers run with its runtime.
-    pub async fn run(
-        &self,
-        config: api::PodSandboxConfig,
-        runtime_handler: &str,
-    ) -> Result<Sandbox, SandboxError> {
-        let metadata = config
-            .metadata
-            .as_ref()
-            .ok_or(SandboxError::Missing("config.metadata"))?;
-        for (field, value) in [
-            ("metadata.name", &metadata.name),
-            ("metadata.namespace", &metadata.namespace),
-            ("metadata.uid", &metadata.uid),
-        ] {
-            if value.is_empty() {
-                return Err(SandboxError::Missing(field));
-            }
-            if value.contains('/') || value.contains('\0') {
-                return Err(SandboxError::Invalid {
-                    field,
-                    reason: format!("{} contains '/' or NUL", shown(value)),
-                });
-            }
-        }
-        check_log_directory(&config.log_directory)?;
-        let modes = record::NamespaceModes::from_config(&config);
-        let userns = pod_userns(&config, &modes)?;
-        let id = new_id();
-        let name = format!(
-            "{}_{}_{}_{}",
-            metadata.name, metadata.namespace, metadata.uid, metadata.attempt
-        );
-        self.names.reserve(&name, &id)?;
-        let mut undo = Undo::default();
-        let made: Result<Sandbox, SandboxError> = async {
-            undo.push("releasing the sandbox name", || {
-                self.names.release(&name);
-                Ok::<_, SandboxError>(())
-            });
-            let state_dir = self.state_dir(&id);
-            crate::store::create_dir_all(&state_dir)?;
-            if userns.is_some() {
-                // The pod's root is not the host's: its containers' runtime
-                // must pass through to the pod's files.
-                for dir in [&self.state, &state_dir] {
-                    crate::store::ensure_dir_mode(dir, crate::store::TRAVERSE_ONLY_DIR_MODE)?;
-                }
-            }
-            {
-                let dir = state_dir.clone();
-                undo.push("removing sandbox state", move || {
-                    std::fs::remove_dir_all(&dir)
-                });
-            }
-
-            // kubelet always sets the hostname of a pod with its own
-            // network; when it does not (host network, or a bare CRI
-            // client), the node's name applies, as with containerd and
-            // CRI-O.
-            let hostname = if modes.host_network || config.hostname.is_empty() {
-                nix::unistd::gethostname()
-                    .map(|h| h.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            } else {
-                config.hostname.clone()
-            };
-            let mut kinds = Vec::new();
-            if !modes.host_network {
-                kinds.extend([NamespaceKind::Net, NamespaceKind::Uts]);
-            }
-            if !modes.host_ipc {
-                kinds.push(NamespaceKind::Ipc);
-            }
-            let sysctls: Vec<(String, String)> = config
-                .linux
-                .as_ref()
-                .map(|l| {
-                    l.sysctls
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let ns_dir = state_dir.join("ns");
-            let mut userns_pid_holder = None;
-            let pinned = if let Some(mappings) = userns {
-                // A fork, and a wait for the PID holder: off the async
-                // workers.
-                let holder = modes.pod_pid.then(|| crate::idmap::PidInit {
-                    program: self.pid_holder.clone(),
-                    args: vec!["pause".into()],
-                });
-                let (dir, kinds, sysctls) = (ns_dir.clone(), kinds.clone(), sysctls.clone());
-                let hostname = (!modes.host_network).then(|| hostname.clone());
-                let pins = tokio::task::spawn_blocking(move || {
-                    let request = PinRequest {
-                        dir: &dir,
-                        kinds: &kinds,
-                        hostname: hostname.as_deref(),
-                        sysctls: &sysctls,
-                    };
-                    namespaces::pin_in_userns(&request, &mappings, holder.as_ref())
-                })
-                .await
-                .map_err(|e| SandboxError::Task("creating the pod's user namespace", e))??;
-                let dir = ns_dir.clone();
-                undo.push("unpinning namespaces", move || namespaces::unpin(&dir));
-                if let Some(holder) = pins.pid_holder {
-                    let stop = holder.clone();
-                    undo.push("stopping the PID namespace holder", move || stop.stop());
-                    userns_pid_holder = Some(holder);
-                }
-                pins.pinned
-            } else if kinds.is_empty() && sysctls.is_empty() {
-                PinnedNamespaces::default()
-            } else {
-                let request = PinRequest {
-                    dir: &ns_dir,
-                    kinds: &kinds,
-                    hostname: (!modes.host_network).then_some(hostname.as_str()),
-                    sysctls: &sysctls,
-                };
-                let pinned =
-                    crate::timing::step_sync("pinning namespaces", || namespaces::pin(&request))?;
-                let dir = ns_dir.clone();
-                undo.push("unpinning namespaces", move || namespaces::unpin(&dir));
-                pinned
-            };
-
-            // A user namespace's PID holder was started with it.
-            let pid_holder = if userns_pid_holder.is_some() {
-                userns_pid_holder
-            } else if modes.pod_pid {
-                let mut holder = std::process::Command::new(&self.pid_holder);
-                holder.arg("pause");
-                let dir = ns_dir.clone();
-                let holder =
-                    tokio::task::spawn_blocking(move || namespaces::spawn_pid_holder(&dir, holder))
-                        .await
-                        .map_err(|e| {
-                            SandboxError::Task("starting the PID namespace holder", e)
-                        })??;
-                let stop = holder.clone();
-                undo.push("stopping the PID namespace holder", move || stop.stop());
-                Some(holder)
-            } else {
-                None
-            };
-
-            let resolv_conf = files::write_resolv_conf(&state_dir, config.dns_config.as_ref())?;
-            let hostname_file = files::write_hostname(&state_dir, &hostname)?;
-            let shm = if modes.host_ipc {
-                None
-            } else {
-                let shm = files::mount_shm(&state_dir, files::DEFAULT_SHM_SIZE)?;
-                let dir = state_dir.clone();
-                undo.push("unmounting shm", move || files::unmount_shm(&dir));
-                Some(shm)
-            };
-
-            let mut ips: Vec<IpAddr> = Vec::new();
-            if let Some(netns) = &pinned.net {
-                let pod = pod_network(&id, &config, netns);
-                // Run to completion even if the caller goes away: a
-                // half-done ADD is undone by `setup` itself only if it
-                // finishes.
-                let cni = Arc::clone(&self.cni);
-                let setup = async move { cni.setup(&pod).await.map(|status| (status, pod)) };
-                let setup = tokio::spawn(tracing::Instrument::in_current_span(setup));
-                let (status, pod) = crate::timing::step("CNI ADD", setup)
-                    .await
-                    .map_err(|e| SandboxError::Task("setting up the pod network", e))??;
-                ips = status.ips;
-                undo.push_async("tearing down the pod network", async move || {
-                    self.cni.teardown(&pod).await
-                });
-            }
-            // A record half-written when saving failed goes too.
-            let record_dir = self.record_dir(&id);
-            {
-                let dir = record_dir.clone();
-                undo.push("removing the sandbox record", move || {
-                    crate::store::remove_dir_atomic(&dir)
-                });
-            }
-            let hosts = files::write_hosts(&state_dir, &hostname, &ips, modes.host_network)?;
-            let sandbox = Sandbox {
-                id: id.clone(),
-                name: name.clone(),
-                created_at_ns: crate::store::now_nanos(),
-                state: SandboxState::Ready,
-                modes,
-                namespaces: pinned,
-                pid_holder,
-                ips: ips.iter().map(ToString::to_string).collect(),
-                hostname,
-                state_dir,
-                resolv_conf,
-                hosts,
-                hostname_file,
-                shm,
-                userns,
-                runtime_handler: runtime_handler.to_string(),
-                network_released: false,
-                config: config.clone(),
-            };
-            crate::timing::step_sync("saving the record", || {
-                record::save(&record_dir, &sandbox, true)
-            })?;
-            Ok(sandbox)
-        }
-        .await;
-        let sandbox = undo.finish(made).await?;
-        let entry = Arc::new(Entry {
-            op: Default::default(),
-            record: RwLock::new(sandbox.clone()),
-        });
-        self.sandboxes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), entry);
-        // Made and running in one step: both events, as containerd sends.
-        self.announce(&id, PodEvent::Created);
-        self.announce(&id, PodEvent::Started);
-        Ok(sandbox)
-    }
-}
-
-/// The pod's user namespace mappings (mode POD), or none for the host's.
-/// A pod of its own user namespace must own its other namespaces too, as
-/// Kubernetes requires (no host network, IPC or PID with `hostUsers:
-/// false`).
-fn pod_userns(
-    config: &api::PodSandboxConfig,
-    modes: &record::NamespaceModes,
-) -> Result<Option<crate::idmap::UsernsMappings>, SandboxError> {
-    let options = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.as_ref())
-        .and_then(|o| o.userns_options.as_ref());
-    let mappings = crate::idmap::from_cri(options)?;
-    if mappings.is_some() && (modes.host_network || modes.host_ipc || modes.host_pid) {
-        return Err(SandboxError::Invalid {
-            field: "namespace_options.userns_options",
-            reason: "a pod with its own user namespace cannot share the host's network, IPC or PID namespace".into(),
-        });
-    }
-    Ok(mappings)
 }
 
 pub(crate) fn pod_network(id: &str, config: &api::PodSandboxConfig, netns: &Path) -> PodNetwork {
@@ -590,21 +323,5 @@ pub(crate) fn pod_network(id: &str, config: &api::PodSandboxConfig, netns: &Path
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_directory_must_be_absolute_or_empty() {
-        assert!(check_log_directory("").is_ok());
-        assert!(check_log_directory("/var/log/pods/ns_pod_uid").is_ok());
-        for bad in ["logs", "./logs", "../var/log", "/var/log\0x"] {
-            let err = check_log_directory(bad).unwrap_err();
-            assert_eq!(err.kind(), Kind::InvalidArgument, "{bad:?}");
-            assert!(err.to_string().contains("log_directory"), "{err}");
-        }
     }
 }
