@@ -218,13 +218,21 @@ pub fn save_record<T: Serialize, C: prost::Message>(
     if let Some(config) = config {
         // The directory sync after the record's rename covers this
         // rename too: one directory sync instead of two.
-        replace_file(
-            &dir.join(CONFIG_FILE),
-            &config.encode_to_vec(),
-            Durability::File,
-        )?;
+        save_config(dir, config)?;
     }
     write_json_atomic(&dir.join(record_file), record)
+}
+
+/// Saves the CRI config alone (durable content, not yet durable name): the
+/// first half of [`save_record`], for a caller that writes it while other
+/// work goes on, then calls `save_record` without it, whose directory sync
+/// makes both names durable.
+pub fn save_config<C: prost::Message>(dir: &Path, config: &C) -> Result<(), StoreError> {
+    replace_file(
+        &dir.join(CONFIG_FILE),
+        &config.encode_to_vec(),
+        Durability::File,
+    )
 }
 
 /// Loads what [`save_record`] wrote; `Ok(None)` when incomplete.

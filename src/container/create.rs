@@ -24,7 +24,7 @@ use crate::image::metadata::ImageRecord;
 use crate::runtime::{self, Created, MonitorConfig, RuntimeHandler};
 use crate::sandbox::Sandbox;
 use crate::store::now_nanos;
-use crate::timing::{step, step_sync};
+use crate::timing::step;
 use crate::undo::Undo;
 
 impl ContainerService {
@@ -139,9 +139,12 @@ impl ContainerService {
         });
         let (bundle, created) = self.prepare_bundle_and_monitor(plan, undo).await?;
         let container = self.record_of(plan, bundle, created).await?;
-        step_sync("saving the record", || {
-            record::save(&plan.record_dir, &container, true)
-        })?;
+        // Its CRI config was saved meanwhile (see prepare_bundle_and_monitor).
+        let (record_dir, saved) = (plan.record_dir.clone(), container.clone());
+        let save = tokio::task::spawn_blocking(move || record::save(&record_dir, &saved, false));
+        step("saving the record", save)
+            .await
+            .map_err(|e| ContainerError::Task("saving the record", e))??;
         Ok(container)
     }
 
@@ -197,12 +200,18 @@ impl ContainerService {
         let span = tracing::Span::current();
         let prepare = tokio::task::spawn_blocking(move || span.in_scope(|| request.prepare()));
         let monitor_config = self.monitor_config(plan);
-        let (prepared, created) = tokio::join!(
+        // The record's first half, whose fsync (a journal commit, on a
+        // directory just made) would otherwise follow the monitor's start.
+        let (record_dir, config) = (plan.record_dir.clone(), plan.config.clone());
+        let save_config =
+            tokio::task::spawn_blocking(move || record::save_config(&record_dir, &config));
+        let (prepared, created, config_saved) = tokio::join!(
             step("preparing the bundle", prepare),
             step(
                 "starting the monitor",
                 runtime::create_with_monitor(&plan.handler.runtime, &monitor_config)
-            )
+            ),
+            step("saving the CRI config", save_config)
         );
         let prepared = prepared.map_err(|e| ContainerError::Task("preparing the bundle", e));
         if let Ok(Ok(bundle)) = &prepared {
@@ -221,6 +230,8 @@ impl ContainerService {
                 }
             });
         }
+        // Checked once the undo holds what the other two left.
+        config_saved.map_err(|e| ContainerError::Task("saving the CRI config", e))??;
         Ok((prepared??, created?))
     }
 

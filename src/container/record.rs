@@ -100,6 +100,12 @@ pub fn save(dir: &Path, container: &Container, with_config: bool) -> Result<(), 
     )
 }
 
+/// Writes the CRI config ahead of the record, which is then saved without
+/// it (see [`store::save_config`]).
+pub fn save_config(dir: &Path, config: &api::ContainerConfig) -> Result<(), StoreError> {
+    store::save_config(dir, config)
+}
+
 /// Writes the record so that it survives a crash of the daemon but not
 /// necessarily of the machine; see [`store::write_atomic_unsynced`].
 pub fn save_unsynced(dir: &Path, container: &Container) -> Result<(), StoreError> {
