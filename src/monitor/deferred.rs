@@ -47,18 +47,13 @@ pub fn wait_for_decision(control: &mut ControlServer, log: &mut CriLogWriter) ->
         };
         let mut decision = None;
         for (index, _) in ready.iter().skip(1).enumerate().filter(|(_, r)| **r) {
-            control.serve(index, |request| match request {
-                ControlRequest::Start => {
-                    decision = Some(Decision::Start);
-                    None
+            control.serve(index, |request| {
+                if request == ControlRequest::ReopenLog {
+                    return Some(super::supervise::reopen(log));
                 }
-                ControlRequest::Cancel => {
-                    decision.get_or_insert(Decision::Cancel);
-                    Some(ControlReply::Ok)
-                }
-                ControlRequest::ReopenLog => Some(super::supervise::reopen(log)),
-                // The control server holds these itself.
-                ControlRequest::WaitExit => Some(ControlReply::Error("not served here".into())),
+                let (decided, reply) = decide(decision, request);
+                decision = decided;
+                reply
             });
         }
         if ready[0] {
@@ -68,5 +63,68 @@ pub fn wait_for_decision(control: &mut ControlServer, log: &mut CriLogWriter) ->
         if let Some(decision) = decision {
             return decision;
         }
+    }
+}
+
+/// The decision after `request`, given the one made so far this round, and
+/// the reply due now (`None`: a `start`, answered once the container runs).
+/// The first of `start` and `cancel` decides; one arriving after it in the
+/// same round is refused, not silently overridden.
+fn decide(
+    decided: Option<Decision>,
+    request: ControlRequest,
+) -> (Option<Decision>, Option<ControlReply>) {
+    match (request, decided) {
+        (ControlRequest::Start, None | Some(Decision::Start)) => (Some(Decision::Start), None),
+        (ControlRequest::Start, Some(Decision::Cancel)) => (
+            decided,
+            Some(ControlReply::Error("the start was cancelled".into())),
+        ),
+        (ControlRequest::Cancel, None | Some(Decision::Cancel)) => {
+            (Some(Decision::Cancel), Some(ControlReply::Ok))
+        }
+        (ControlRequest::Cancel, Some(Decision::Start)) => (
+            decided,
+            Some(ControlReply::Error("the container is starting".into())),
+        ),
+        // Not decisions: `wait-exit` is held by the control server itself,
+        // `reopen-log` served by the caller.
+        (ControlRequest::WaitExit | ControlRequest::ReopenLog, _) => {
+            (decided, Some(ControlReply::Error("not served here".into())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_of_start_and_cancel_decides() {
+        let (decided, reply) = decide(None, ControlRequest::Start);
+        assert_eq!((decided, reply), (Some(Decision::Start), None));
+        let (decided, reply) = decide(decided, ControlRequest::Cancel);
+        assert_eq!(decided, Some(Decision::Start));
+        assert!(matches!(reply, Some(ControlReply::Error(_))), "{reply:?}");
+
+        let (decided, reply) = decide(None, ControlRequest::Cancel);
+        assert_eq!(
+            (decided, reply),
+            (Some(Decision::Cancel), Some(ControlReply::Ok))
+        );
+        let (decided, reply) = decide(decided, ControlRequest::Start);
+        assert_eq!(decided, Some(Decision::Cancel));
+        assert!(matches!(reply, Some(ControlReply::Error(_))), "{reply:?}");
+    }
+
+    #[test]
+    fn repeated_requests_keep_the_decision() {
+        let (decided, reply) = decide(Some(Decision::Start), ControlRequest::Start);
+        assert_eq!((decided, reply), (Some(Decision::Start), None));
+        let (decided, reply) = decide(Some(Decision::Cancel), ControlRequest::Cancel);
+        assert_eq!(
+            (decided, reply),
+            (Some(Decision::Cancel), Some(ControlReply::Ok))
+        );
     }
 }
