@@ -21,7 +21,7 @@ use crate::api;
 use crate::error::shown;
 use crate::idmap::UsernsMappings;
 use crate::sync::new_id;
-use crate::timing::{step, step_sync};
+use crate::timing::step;
 use crate::undo::Undo;
 
 /// What a RunPodSandbox works from once its request is checked.
@@ -122,7 +122,7 @@ impl SandboxService {
             Some(netns) => self.set_up_network(plan, netns, undo).await?,
             None => Vec::new(),
         };
-        save_record(plan, pinned, pid_holder, files, &ips, undo)
+        save_record(plan, pinned, pid_holder, files, &ips, undo).await
     }
 
     fn make_state_dir<'a>(
@@ -154,7 +154,7 @@ impl SandboxService {
     ) -> Result<(PinnedNamespaces, Option<PidHolder>), SandboxError> {
         let (pinned, userns_pid_holder) = match plan.userns {
             Some(mappings) => self.pin_in_userns(plan, mappings, undo).await?,
-            None => (pin_on_host(plan, undo)?, None),
+            None => (pin_on_host(plan, undo).await?, None),
         };
         let pid_holder = match userns_pid_holder {
             Some(holder) => Some(holder),
@@ -240,20 +240,32 @@ impl SandboxService {
     }
 }
 
-fn pin_on_host<'a>(
+/// New namespaces (a network namespace takes the kernel milliseconds):
+/// off the async workers.
+async fn pin_on_host<'a>(
     plan: &'a RunPlan,
     undo: &mut Undo<'a>,
 ) -> Result<PinnedNamespaces, SandboxError> {
     if plan.kinds.is_empty() && plan.sysctls.is_empty() {
         return Ok(PinnedNamespaces::default());
     }
-    let request = PinRequest {
-        dir: &plan.ns_dir,
-        kinds: &plan.kinds,
-        hostname: (!plan.modes.host_network).then_some(plan.hostname.as_str()),
-        sysctls: &plan.sysctls,
-    };
-    let pinned = step_sync("pinning namespaces", || namespaces::pin(&request))?;
+    let (dir, kinds, sysctls) = (
+        plan.ns_dir.clone(),
+        plan.kinds.clone(),
+        plan.sysctls.clone(),
+    );
+    let hostname = (!plan.modes.host_network).then(|| plan.hostname.clone());
+    let pin = tokio::task::spawn_blocking(move || {
+        namespaces::pin(&PinRequest {
+            dir: &dir,
+            kinds: &kinds,
+            hostname: hostname.as_deref(),
+            sysctls: &sysctls,
+        })
+    });
+    let pinned = step("pinning namespaces", pin)
+        .await
+        .map_err(|e| SandboxError::Task("pinning namespaces", e))??;
     undo.push("unpinning namespaces", || namespaces::unpin(&plan.ns_dir));
     Ok(pinned)
 }
@@ -277,7 +289,7 @@ fn write_files<'a>(plan: &'a RunPlan, undo: &mut Undo<'a>) -> Result<PodFiles, S
 }
 
 /// `/etc/hosts` and the record, Ready.
-fn save_record<'a>(
+async fn save_record<'a>(
     plan: &'a RunPlan,
     pinned: PinnedNamespaces,
     pid_holder: Option<PidHolder>,
@@ -315,9 +327,12 @@ fn save_record<'a>(
         network_released: false,
         config: plan.config.clone(),
     };
-    step_sync("saving the record", || {
-        record::save(&plan.record_dir, &sandbox, true)
-    })?;
+    // Its fsyncs off the async workers.
+    let (record_dir, saved) = (plan.record_dir.clone(), sandbox.clone());
+    let save = tokio::task::spawn_blocking(move || record::save(&record_dir, &saved, true));
+    step("saving the record", save)
+        .await
+        .map_err(|e| SandboxError::Task("saving the record", e))??;
     Ok(sandbox)
 }
 

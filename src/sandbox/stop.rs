@@ -87,15 +87,13 @@ impl SandboxService {
                 .await
                 .map_err(|e| SandboxError::Task("tearing down the pod network", e))??;
         }
-        if let Some(holder) = &sandbox.pid_holder {
-            step_sync("stopping the PID holder", || holder.stop())?;
-        }
-        step_sync("unpinning the namespaces", || {
-            namespaces::unpin(&sandbox.state_dir.join("ns"))
-        })?;
-        step_sync("unmounting /dev/shm", || {
-            files::unmount_shm(&sandbox.state_dir)
-        })?;
+        // A reap and unmounts: off the async workers.
+        let (span, released) = (tracing::Span::current(), sandbox.clone());
+        let release =
+            tokio::task::spawn_blocking(move || span.in_scope(|| release_namespaces(&released)));
+        step("releasing the namespaces", release)
+            .await
+            .map_err(|e| SandboxError::Task("releasing the pod's namespaces", e))??;
         if sandbox.state != SandboxState::NotReady || !sandbox.network_released {
             let stopped = entry.update(|s| {
                 s.state = SandboxState::NotReady;
@@ -116,11 +114,14 @@ impl SandboxService {
     async fn forget(&self, entry: &Entry) -> Result<(), SandboxError> {
         step("teardown", self.teardown(entry)).await?;
         let sandbox = entry.get();
-        step_sync("removing the record and state", || {
-            crate::store::remove_dir_atomic(&self.record_dir(&sandbox.id))?;
-            self.clean_state(&sandbox.id);
-            Ok::<_, SandboxError>(())
-        })?;
+        // An fsync and a recursive removal: off the async workers.
+        let record_dir = self.record_dir(&sandbox.id);
+        let remove =
+            tokio::task::spawn_blocking(move || crate::store::remove_dir_atomic(&record_dir));
+        step("removing the record", remove)
+            .await
+            .map_err(|e| SandboxError::Task("removing the pod's record", e))??;
+        self.clean_state(&sandbox.id);
         self.names.release(&sandbox.name);
         self.sandboxes
             .write()
@@ -129,4 +130,18 @@ impl SandboxService {
         self.announce(&sandbox.id, PodEvent::Deleted);
         Ok(())
     }
+}
+
+/// The PID holder stopped, the namespaces unpinned, `/dev/shm` unmounted.
+fn release_namespaces(sandbox: &Sandbox) -> Result<(), SandboxError> {
+    if let Some(holder) = &sandbox.pid_holder {
+        step_sync("stopping the PID holder", || holder.stop())?;
+    }
+    step_sync("unpinning the namespaces", || {
+        namespaces::unpin(&sandbox.state_dir.join("ns"))
+    })?;
+    step_sync("unmounting /dev/shm", || {
+        files::unmount_shm(&sandbox.state_dir)
+    })?;
+    Ok(())
 }
