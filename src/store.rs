@@ -164,15 +164,24 @@ pub fn remove_dir_atomic(path: &Path) -> Result<(), StoreError> {
 /// caller deletes, and that [`remove_temporaries`] deletes if a crash
 /// comes first.
 pub fn detach_dir(path: &Path) -> Result<Option<PathBuf>, StoreError> {
+    let doomed = detach_dir_unsynced(path)?;
+    if doomed.is_some() {
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(doomed)
+}
+
+/// [`detach_dir`] without making the rename durable: after a crash of the
+/// machine `path` may be back, whole (the journal orders the rename before
+/// any deletion inside the temporary), as if never removed.
+pub fn detach_dir_unsynced(path: &Path) -> Result<Option<PathBuf>, StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let doomed = dir.join(unique_temp_name(TEMP_PREFIX));
     match fs::rename(path, &doomed) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(crate::error::IoError::new("renaming for removal", path, e).into()),
+        Ok(()) => Ok(Some(doomed)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::error::IoError::new("renaming for removal", path, e).into()),
     }
-    sync_dir(dir)?;
-    Ok(Some(doomed))
 }
 
 /// Deletes leftovers of interrupted writes in `dir`.

@@ -578,8 +578,13 @@ impl LayerDeletion {
 
 /// Removes a container's state and renames its record (with its writable
 /// layer) away: the renamed directory is returned, to be deleted.
+///
+/// The rename is not synced: a machine crash right after may bring the
+/// record back whole, an exited container (its monitor gone with the
+/// reboot) that kubelet removes again; a directory sync here would be a
+/// journal commit on every RemoveContainer.
 fn remove_files(record_dir: &Path, state_dir: &Path) -> Result<Option<PathBuf>, ContainerError> {
-    let detached = crate::store::detach_dir(record_dir)?;
+    let detached = crate::store::detach_dir_unsynced(record_dir)?;
     // Never delete through a host volume left mounted by a crash.
     crate::idmap::unmount_all(&super::create::idmapped_volumes_dir(state_dir))?;
     if let Err(e) = std::fs::remove_dir_all(state_dir) {
