@@ -53,9 +53,11 @@ impl ContainerService {
         // for recovery to confirm with the runtime.
         let requested_at = now_nanos();
         let pending = entry.update(|c| c.start_requested_at_ns = Some(requested_at));
-        step_sync("recording the start intent", || {
-            record::save_unsynced(&record_dir, &pending)
-        })?;
+        step(
+            "recording the start intent",
+            save_unsynced(&record_dir, &pending),
+        )
+        .await?;
         let runtime = self.runtime_of(&container)?;
         let result = self.run_start(runtime, &container).await;
         let (result, identity) = match result {
@@ -75,9 +77,7 @@ impl ContainerService {
         });
         // Unsynced: a reboot ends the container, and recovery then finds
         // its monitor gone whether or not the start reached the disk.
-        step_sync("recording the start", || {
-            record::save_unsynced(&record_dir, &recorded)
-        })?;
+        step("recording the start", save_unsynced(&record_dir, &recorded)).await?;
         match (result, outcome) {
             (Ok(()), _) => Ok(()),
             (Err(_), StartOutcome::Started) => Err(wrong_state(&recorded, "start", "created")),
@@ -536,6 +536,17 @@ impl ContainerService {
         }
         self.start_outcome_of(container).await
     }
+}
+
+/// [`record::save_unsynced`] off the async workers: no fsync, but a file
+/// created and renamed on a journaled filesystem can wait for a commit
+/// that other calls' fsyncs started.
+async fn save_unsynced(record_dir: &Path, container: &Container) -> Result<(), ContainerError> {
+    let (record_dir, container) = (record_dir.to_path_buf(), container.clone());
+    tokio::task::spawn_blocking(move || record::save_unsynced(&record_dir, &container))
+        .await
+        .map_err(|e| ContainerError::Task("saving the record", e))??;
+    Ok(())
 }
 
 /// When the writable layer of a removed container is deleted.

@@ -99,9 +99,12 @@ impl SandboxService {
                 s.state = SandboxState::NotReady;
                 s.network_released = true;
             });
-            step_sync("recording NotReady", || {
-                record::save_unsynced(&self.record_dir(&stopped.id), &stopped)
-            })?;
+            let (record_dir, saved) = (self.record_dir(&stopped.id), stopped.clone());
+            let save =
+                tokio::task::spawn_blocking(move || record::save_unsynced(&record_dir, &saved));
+            step("recording NotReady", save)
+                .await
+                .map_err(|e| SandboxError::Task("recording NotReady", e))??;
             if sandbox.state != SandboxState::NotReady {
                 self.announce(&stopped.id, PodEvent::Stopped);
             }
