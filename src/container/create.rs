@@ -293,6 +293,7 @@ impl ContainerService {
             created_at_ns: now_nanos(),
             started_at_ns: None,
             start_requested_at_ns: None,
+            start_in_flight: false,
             image_ref: image
                 .repo_digests
                 .first()

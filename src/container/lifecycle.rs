@@ -43,22 +43,30 @@ impl ContainerService {
         let entry = self.get(id)?;
         let _op = entry.op.lock().await;
         let container = entry.get();
-        if container.state() != ContainerState::Created {
+        if !container.state().can_start() {
             return Err(wrong_state(&container, "start", "created"));
         }
+        let runtime = self.runtime_of(&container)?;
         let record_dir = self.record_dir(&container.id);
         // Taken before the start: a short-lived container may have exited
         // (and its exit time been recorded) by the time `start` returns.
         // Written ahead, so that a crash during the start leaves the time
         // for recovery to confirm with the runtime.
         let requested_at = now_nanos();
-        let pending = entry.update(|c| c.start_requested_at_ns = Some(requested_at));
+        let pending = entry.update(|c| {
+            c.start_requested_at_ns = Some(requested_at);
+            c.start_in_flight = true;
+        });
+        let _in_flight = StartInFlight(&entry);
         step(
             "recording the start intent",
             save_unsynced(&record_dir, &pending),
         )
-        .await?;
-        let runtime = self.runtime_of(&container)?;
+        .await
+        .inspect_err(|_| {
+            // Not started, and not recorded as requested either.
+            entry.update(|c| c.start_requested_at_ns = None);
+        })?;
         let result = self.run_start(runtime, &container).await;
         let (result, identity) = match result {
             Ok(identity) => (Ok(()), identity),
@@ -74,6 +82,7 @@ impl ContainerService {
         let recorded = entry.update(|c| {
             outcome.apply(c, &result);
             c.identity = identity.or(c.identity.take());
+            c.start_in_flight = false;
         });
         // Unsynced: a reboot ends the container, and recovery then finds
         // its monitor gone whether or not the start reached the disk.
@@ -143,13 +152,19 @@ impl ContainerService {
         let container = entry.get();
         match container.state() {
             ContainerState::Running => {}
-            ContainerState::Created => {
-                // Never started: nothing to signal, but it must not start later.
+            state @ (ContainerState::Created | ContainerState::Unknown) => {
+                // Never started (or not known to have): nothing to signal,
+                // but it must not start later.
                 if container.deferred_start {
                     let cancel = runtime::cancel_with_monitor(&container.state_dir);
                     match step("cancelling the start", cancel).await {
                         // Gone: the watch records how it ended.
                         Ok(()) | Err(runtime::RuntimeError::MonitorGone { .. }) => {}
+                        // The unresolved start happened after all ("already
+                        // started"): killed as a running container is.
+                        Err(_) if state == ContainerState::Unknown => {
+                            self.kill(entry, Signal::SIGKILL).await?;
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 } else {
@@ -158,7 +173,7 @@ impl ContainerService {
                 step("waiting for the exit", entry.wait_exited(KILL_WAIT)).await;
                 return Ok(());
             }
-            ContainerState::Exited | ContainerState::Unknown => return Ok(()),
+            ContainerState::Exited => return Ok(()),
         }
         if !timeout.is_zero() {
             let signal = Signal::try_from(container.stop_signal).unwrap_or(Signal::SIGTERM);
@@ -320,14 +335,11 @@ impl ContainerService {
                 .await
                 .map_err(|e| ContainerError::Task("rewriting the bundle spec", e))??
         };
-        let applied = match container.state() {
-            ContainerState::Created | ContainerState::Running => {
-                self.apply_resources(&container, &current, &updated).await
-            }
-            ContainerState::Exited | ContainerState::Unknown => {
-                tracing::info!(id = %container.id, "container not running: resources recorded only");
-                Ok(())
-            }
+        let applied = if container.state().may_run() {
+            self.apply_resources(&container, &current, &updated).await
+        } else {
+            tracing::info!(id = %container.id, "container not running: resources recorded only");
+            Ok(())
         };
         if let (Err(_), Some(previous)) = (&applied, previous_spec) {
             let restored = tokio::task::spawn_blocking(move || {
@@ -452,10 +464,7 @@ impl ContainerService {
                 record::save(&dir, &reconciled, false)?;
             }
             let container = entry.get();
-            if matches!(
-                container.state(),
-                ContainerState::Running | ContainerState::Created
-            ) {
+            if container.state().may_run() {
                 // Read once, so that an exit while no daemon ran shows at
                 // once; from here on the watcher reports it.
                 let alive = runtime::monitor_alive(&container.state_dir);
@@ -606,6 +615,18 @@ fn remove_files(record_dir: &Path, state_dir: &Path) -> Result<Option<PathBuf>, 
     Ok(detached)
 }
 
+/// Clears the in-flight mark of a start when StartContainer ends, also
+/// when its call is dropped half-way (a cancelled request): a start whose
+/// outcome was not recorded by then is unresolved, and the container
+/// Unknown.
+struct StartInFlight<'a>(&'a Entry);
+
+impl Drop for StartInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.update(|c| c.start_in_flight = false);
+    }
+}
+
 /// What became of a requested start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StartOutcome {
@@ -690,5 +711,55 @@ async fn start_outcome(runtime: &OciRuntime, id: &str) -> StartOutcome {
             tracing::warn!(id, error = %e, "asking the runtime whether a start happened");
             StartOutcome::Unknown
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::tests::{change, container, entry};
+
+    fn requested() -> Container {
+        let mut container = container(false);
+        container.start_requested_at_ns = Some(5);
+        container
+    }
+
+    #[test]
+    fn a_resolved_start_leaves_created_for_running_or_exited() {
+        let mut started = requested();
+        StartOutcome::Started.apply(&mut started, &Ok(()));
+        assert_eq!(
+            (started.state(), started.started_at_ns),
+            (ContainerState::Running, Some(5))
+        );
+
+        let mut failed = requested();
+        let error = runtime::RuntimeError::MonitorGone {
+            state_dir: "/nonexistent".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
+        StartOutcome::NotStarted.apply(&mut failed, &Err(error));
+        assert_eq!(failed.state(), ContainerState::Exited);
+        assert!(failed.failure.is_some() && failed.start_requested_at_ns.is_none());
+
+        let mut unresolved = requested();
+        StartOutcome::Unknown.apply(&mut unresolved, &Ok(()));
+        assert_eq!(unresolved.state(), ContainerState::Unknown);
+    }
+
+    #[tokio::test]
+    async fn a_start_dropped_half_way_leaves_the_container_unknown() {
+        let (entry, mut changes) = entry(false);
+        entry.update(|c| {
+            c.start_requested_at_ns = Some(5);
+            c.start_in_flight = true;
+        });
+        let in_flight = StartInFlight(&entry);
+        assert_eq!(entry.get().state(), ContainerState::Created);
+        drop(in_flight);
+        assert_eq!(entry.get().state(), ContainerState::Unknown);
+        assert_eq!(changes.try_recv().unwrap(), change(ContainerState::Unknown));
+        assert!(changes.try_recv().is_err());
     }
 }

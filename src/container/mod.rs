@@ -481,7 +481,9 @@ mod tests {
     use super::*;
     use crate::runtime::ExitStatus;
 
-    fn container(started: bool) -> Container {
+    /// A container record as CreateContainer makes it (`started`: and as
+    /// StartContainer then records it).
+    pub(super) fn container(started: bool) -> Container {
         Container {
             id: "c1".into(),
             sandbox_id: "p1".into(),
@@ -489,6 +491,7 @@ mod tests {
             created_at_ns: 1,
             started_at_ns: started.then_some(2),
             start_requested_at_ns: None,
+            start_in_flight: false,
             image_name: "busybox".into(),
             image_id: "sha256:0".into(),
             image_ref: "sha256:0".into(),
@@ -507,13 +510,13 @@ mod tests {
         }
     }
 
-    fn entry(started: bool) -> (Arc<Entry>, broadcast::Receiver<StateChange>) {
+    pub(super) fn entry(started: bool) -> (Arc<Entry>, broadcast::Receiver<StateChange>) {
         let changes = broadcast::Sender::new(16);
         let receiver = changes.subscribe();
         (Entry::new(container(started), changes), receiver)
     }
 
-    fn change(state: ContainerState) -> StateChange {
+    pub(super) fn change(state: ContainerState) -> StateChange {
         StateChange {
             id: "c1".into(),
             sandbox_id: "p1".into(),
