@@ -454,7 +454,7 @@ fn create_log_dir(dir: &Path) -> Result<(), ContainerError> {
 /// wrote.
 fn runtime_pid(container: &Container) -> Result<i32, ContainerError> {
     if container.state() != ContainerState::Running {
-        return Err(super::lifecycle::wrong_state(
+        return Err(super::record::wrong_state(
             container,
             "sharing its PID namespace",
             "running",

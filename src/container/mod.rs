@@ -1,5 +1,9 @@
-//! Containers: create (an overlay rootfs, an OCI spec, a monitor running
-//! `runc create`), start, stop, remove, status, exec. Pods are the
+//! Containers, one file per operation, each an `impl ContainerService`
+//! block (as youki's `container_*.rs`): `create` (with `bundle`: the
+//! overlay rootfs and the OCI spec; a monitor that runs the container at
+//! the start), `start`, `stop`, `remove`, `exec`, `update` (resources and
+//! log reopening), `streaming` (exec and attach sessions) and `recover`
+//! (start-up); the record and its derived state in `record`. Pods are the
 //! [`SandboxService`]'s: a container is created while its pod is locked and
 //! Ready ([`SandboxService::while_ready`]), and stopping or removing a pod
 //! calls back into [`ContainerService::stop_all_in`] and
@@ -19,13 +23,18 @@
 
 mod bundle;
 mod create;
+mod exec;
 pub mod identity;
-mod lifecycle;
 pub mod record;
+mod recover;
+mod remove;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
+mod start;
+mod stop;
 mod streaming;
+mod update;
 pub mod user;
 
 use std::collections::HashMap;
@@ -439,6 +448,14 @@ impl ContainerService {
             .collect()
     }
 
+    pub(super) fn record_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    pub(super) fn state_dir(&self, id: &str) -> PathBuf {
+        self.state.join(id)
+    }
+
     /// Where containers' records and writable layers are.
     pub fn root(&self) -> &std::path::Path {
         &self.root
@@ -462,15 +479,6 @@ impl ContainerService {
             })
             .cloned()
             .collect()
-    }
-}
-
-fn state_name(state: ContainerState) -> &'static str {
-    match state {
-        ContainerState::Created => "created",
-        ContainerState::Running => "running",
-        ContainerState::Exited => "exited",
-        ContainerState::Unknown => "unknown",
     }
 }
 

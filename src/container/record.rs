@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::ContainerError;
 use crate::api;
 use crate::runtime::ExitStatus;
 use crate::store::{self, StoreError};
@@ -95,6 +96,28 @@ pub struct Container {
     pub exit: Option<ExitStatus>,
     #[serde(skip)]
     pub config: api::ContainerConfig,
+}
+
+pub(super) fn state_name(state: ContainerState) -> &'static str {
+    match state {
+        ContainerState::Created => "created",
+        ContainerState::Running => "running",
+        ContainerState::Exited => "exited",
+        ContainerState::Unknown => "unknown",
+    }
+}
+
+pub(super) fn wrong_state(
+    container: &Container,
+    action: &'static str,
+    needed: &'static str,
+) -> ContainerError {
+    ContainerError::WrongState {
+        id: container.id.clone(),
+        state: state_name(container.state()),
+        action,
+        needed,
+    }
 }
 
 impl Container {
