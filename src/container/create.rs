@@ -293,6 +293,7 @@ impl ContainerService {
             created_at_ns: now_nanos(),
             started_at_ns: None,
             start_requested_at_ns: None,
+            start_in_flight: false,
             image_ref: image
                 .repo_digests
                 .first()
@@ -453,7 +454,7 @@ fn create_log_dir(dir: &Path) -> Result<(), ContainerError> {
 /// wrote.
 fn runtime_pid(container: &Container) -> Result<i32, ContainerError> {
     if container.state() != ContainerState::Running {
-        return Err(super::lifecycle::wrong_state(
+        return Err(super::record::wrong_state(
             container,
             "sharing its PID namespace",
             "running",

@@ -1,5 +1,9 @@
-//! Containers: create (an overlay rootfs, an OCI spec, a monitor running
-//! `runc create`), start, stop, remove, status, exec. Pods are the
+//! Containers, one file per operation, each an `impl ContainerService`
+//! block (as youki's `container_*.rs`): `create` (with `bundle`: the
+//! overlay rootfs and the OCI spec; a monitor that runs the container at
+//! the start), `start`, `stop`, `remove`, `exec`, `update` (resources and
+//! log reopening), `streaming` (exec and attach sessions) and `recover`
+//! (start-up); the record and its derived state in `record`. Pods are the
 //! [`SandboxService`]'s: a container is created while its pod is locked and
 //! Ready ([`SandboxService::while_ready`]), and stopping or removing a pod
 //! calls back into [`ContainerService::stop_all_in`] and
@@ -19,13 +23,18 @@
 
 mod bundle;
 mod create;
+mod exec;
 pub mod identity;
-mod lifecycle;
 pub mod record;
+mod recover;
+mod remove;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
+mod start;
+mod stop;
 mod streaming;
+mod update;
 pub mod user;
 
 use std::collections::HashMap;
@@ -439,6 +448,14 @@ impl ContainerService {
             .collect()
     }
 
+    pub(super) fn record_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    pub(super) fn state_dir(&self, id: &str) -> PathBuf {
+        self.state.join(id)
+    }
+
     /// Where containers' records and writable layers are.
     pub fn root(&self) -> &std::path::Path {
         &self.root
@@ -465,15 +482,6 @@ impl ContainerService {
     }
 }
 
-fn state_name(state: ContainerState) -> &'static str {
-    match state {
-        ContainerState::Created => "created",
-        ContainerState::Running => "running",
-        ContainerState::Exited => "exited",
-        ContainerState::Unknown => "unknown",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -481,7 +489,9 @@ mod tests {
     use super::*;
     use crate::runtime::ExitStatus;
 
-    fn container(started: bool) -> Container {
+    /// A container record as CreateContainer makes it (`started`: and as
+    /// StartContainer then records it).
+    pub(super) fn container(started: bool) -> Container {
         Container {
             id: "c1".into(),
             sandbox_id: "p1".into(),
@@ -489,6 +499,7 @@ mod tests {
             created_at_ns: 1,
             started_at_ns: started.then_some(2),
             start_requested_at_ns: None,
+            start_in_flight: false,
             image_name: "busybox".into(),
             image_id: "sha256:0".into(),
             image_ref: "sha256:0".into(),
@@ -507,13 +518,13 @@ mod tests {
         }
     }
 
-    fn entry(started: bool) -> (Arc<Entry>, broadcast::Receiver<StateChange>) {
+    pub(super) fn entry(started: bool) -> (Arc<Entry>, broadcast::Receiver<StateChange>) {
         let changes = broadcast::Sender::new(16);
         let receiver = changes.subscribe();
         (Entry::new(container(started), changes), receiver)
     }
 
-    fn change(state: ContainerState) -> StateChange {
+    pub(super) fn change(state: ContainerState) -> StateChange {
         StateChange {
             id: "c1".into(),
             sandbox_id: "p1".into(),

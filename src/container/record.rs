@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::ContainerError;
 use crate::api;
 use crate::runtime::ExitStatus;
 use crate::store::{self, StoreError};
@@ -18,7 +19,23 @@ pub enum ContainerState {
     Created,
     Running,
     Exited,
+    /// A start was requested and its outcome is not known: no start is in
+    /// flight, and the runtime could not say whether it happened.
     Unknown,
+}
+
+impl ContainerState {
+    /// StartContainer needs a container never started (as youki's
+    /// `can_start`): not one whose start may have happened.
+    pub fn can_start(self) -> bool {
+        self == ContainerState::Created
+    }
+
+    /// Whether the runtime may hold a process of the container: its exit is
+    /// to be watched, a stop signals it and new resources are applied.
+    pub fn may_run(self) -> bool {
+        self != ContainerState::Exited
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +51,12 @@ pub struct Container {
     /// the start happened, and if so this is its start time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_requested_at_ns: Option<i64>,
+    /// A StartContainer of this daemon is under way: set with
+    /// `start_requested_at_ns`, cleared once its outcome is recorded (or
+    /// the call is dropped). Never saved: after a restart no start is in
+    /// flight, and a requested start left unresolved is Unknown.
+    #[serde(skip)]
+    pub start_in_flight: bool,
     /// The image as kubelet named it, its ID, and the repo digest it was
     /// pulled by (what `ContainerStatus.image_ref` reports).
     pub image_name: String,
@@ -75,12 +98,42 @@ pub struct Container {
     pub config: api::ContainerConfig,
 }
 
+pub(super) fn state_name(state: ContainerState) -> &'static str {
+    match state {
+        ContainerState::Created => "created",
+        ContainerState::Running => "running",
+        ContainerState::Exited => "exited",
+        ContainerState::Unknown => "unknown",
+    }
+}
+
+pub(super) fn wrong_state(
+    container: &Container,
+    action: &'static str,
+    needed: &'static str,
+) -> ContainerError {
+    ContainerError::WrongState {
+        id: container.id.clone(),
+        state: state_name(container.state()),
+        action,
+        needed,
+    }
+}
+
 impl Container {
+    /// An exit or a failure wins over everything; then a recorded start;
+    /// then a requested start that nothing resolves (none in flight) is
+    /// Unknown. During a StartContainer the container stays Created:
+    /// kubelet kills what it sees Unknown.
     pub fn state(&self) -> ContainerState {
-        match (&self.exit, self.started_at_ns, &self.failure) {
-            (Some(_), _, _) | (None, _, Some(_)) => ContainerState::Exited,
-            (None, Some(_), None) => ContainerState::Running,
-            (None, None, None) => ContainerState::Created,
+        if self.exit.is_some() || self.failure.is_some() {
+            ContainerState::Exited
+        } else if self.started_at_ns.is_some() {
+            ContainerState::Running
+        } else if self.start_requested_at_ns.is_some() && !self.start_in_flight {
+            ContainerState::Unknown
+        } else {
+            ContainerState::Created
         }
     }
 
@@ -119,4 +172,68 @@ pub fn load(dir: &Path) -> Result<Option<Container>, StoreError> {
         container.config = config;
         container
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::tests::container;
+
+    #[test]
+    fn created_then_running_then_exited() {
+        let mut container = container(false);
+        assert_eq!(container.state(), ContainerState::Created);
+        assert!(container.state().can_start());
+        container.started_at_ns = Some(2);
+        assert_eq!(container.state(), ContainerState::Running);
+        assert!(!container.state().can_start() && container.state().may_run());
+        container.exit = Some(ExitStatus::exited(0, 3));
+        assert_eq!(container.state(), ContainerState::Exited);
+        assert!(!container.state().may_run());
+    }
+
+    #[test]
+    fn a_failed_start_goes_from_created_to_exited() {
+        let mut container = container(false);
+        container.failure = Some("exec: no such file".into());
+        assert_eq!(container.state(), ContainerState::Exited);
+        assert!(!container.state().can_start());
+    }
+
+    #[test]
+    fn a_start_in_flight_stays_created() {
+        let mut container = container(false);
+        container.start_requested_at_ns = Some(2);
+        container.start_in_flight = true;
+        assert_eq!(container.state(), ContainerState::Created);
+    }
+
+    #[test]
+    fn an_unresolved_start_is_unknown_and_stays_so_across_a_restart() {
+        let mut container = container(false);
+        container.start_requested_at_ns = Some(2);
+        assert_eq!(container.state(), ContainerState::Unknown);
+        assert!(!container.state().can_start() && container.state().may_run());
+
+        // A start in flight when the daemon died: the record as recovery
+        // loads it has no start in flight.
+        container.start_in_flight = true;
+        let saved = serde_json::to_vec(&container).unwrap();
+        let loaded: Container = serde_json::from_slice(&saved).unwrap();
+        assert!(!loaded.start_in_flight);
+        assert_eq!(loaded.state(), ContainerState::Unknown);
+    }
+
+    #[test]
+    fn a_recorded_exit_wins_over_everything() {
+        let mut container = container(true);
+        container.start_requested_at_ns = Some(3);
+        container.start_in_flight = true;
+        container.failure = Some("lost".into());
+        container.exit = Some(ExitStatus::exited(1, 4));
+        assert_eq!(container.state(), ContainerState::Exited);
+        container.started_at_ns = None;
+        container.start_in_flight = false;
+        assert_eq!(container.state(), ContainerState::Exited);
+    }
 }

@@ -1,7 +1,8 @@
 //! Streaming sessions on a container: exec with the client's stdio, and
 //! attach to the stdio its monitor holds.
 
-use super::lifecycle::{exec_process, wrong_state, EXEC_AFTER_EXIT};
+use super::exec::{exec_process, EXEC_AFTER_EXIT};
+use super::record::wrong_state;
 use super::record::ContainerState;
 use super::{ContainerError, ContainerService};
 use crate::runtime::{self, SessionIo};

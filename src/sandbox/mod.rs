@@ -203,9 +203,8 @@ impl SandboxService {
                 .into_owned();
             match record::load(&dir) {
                 Ok(Some(mut sandbox)) => {
-                    if sandbox.state == SandboxState::Ready && !sandbox.pins_intact() {
+                    if sandbox.recover_state() {
                         tracing::warn!(id = %sandbox.id, "namespaces gone (reboot?): sandbox is not ready");
-                        sandbox.state = SandboxState::NotReady;
                     }
                     self.names.reserve(&sandbox.name, &sandbox.id).ok();
                     recovered.insert(

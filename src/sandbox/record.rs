@@ -100,6 +100,23 @@ impl Sandbox {
         .all(|pin| pin.exists())
     }
 
+    /// StopPodSandbox done: NotReady, its network deleted.
+    pub fn mark_stopped(&mut self) {
+        self.state = SandboxState::NotReady;
+        self.network_released = true;
+    }
+
+    /// At start-up: a Ready pod whose namespace pins are gone (a reboot
+    /// empties the state directory) is NotReady; its network may still
+    /// hold an address, so it is not released. Whether the state changed.
+    pub fn recover_state(&mut self) -> bool {
+        if self.state == SandboxState::Ready && !self.pins_intact() {
+            self.state = SandboxState::NotReady;
+            return true;
+        }
+        false
+    }
+
     pub fn metadata(&self) -> api::PodSandboxMetadata {
         self.config.metadata.clone().unwrap_or_default()
     }
@@ -129,4 +146,71 @@ pub fn load(dir: &Path) -> Result<Option<Sandbox>, StoreError> {
         sandbox.config = config;
         sandbox
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Ready pod with its network namespace pinned at `ns/net` under
+    /// `state_dir`.
+    fn ready_pod(state_dir: &Path) -> Sandbox {
+        let net = state_dir.join("ns").join("net");
+        std::fs::create_dir_all(net.parent().unwrap()).unwrap();
+        std::fs::write(&net, b"").unwrap();
+        Sandbox {
+            id: "p1".into(),
+            name: "pod_ns_uid_0".into(),
+            created_at_ns: 1,
+            state: SandboxState::Ready,
+            modes: NamespaceModes::default(),
+            namespaces: PinnedNamespaces {
+                net: Some(net),
+                ..Default::default()
+            },
+            pid_holder: None,
+            ips: vec!["10.88.0.2".into()],
+            hostname: "pod".into(),
+            state_dir: state_dir.to_path_buf(),
+            resolv_conf: state_dir.join("resolv.conf"),
+            hosts: state_dir.join("hosts"),
+            hostname_file: state_dir.join("hostname"),
+            shm: None,
+            userns: None,
+            runtime_handler: String::new(),
+            network_released: false,
+            config: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_stopped_pod_is_not_ready_with_its_network_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pod = ready_pod(dir.path());
+        pod.mark_stopped();
+        assert_eq!(pod.state, SandboxState::NotReady);
+        assert!(pod.network_released);
+        // Recovery leaves a stopped pod as it is.
+        assert!(!pod.recover_state());
+        assert_eq!(pod.state, SandboxState::NotReady);
+    }
+
+    #[test]
+    fn a_pod_stays_ready_across_a_restart_while_its_pins_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pod = ready_pod(dir.path());
+        assert!(!pod.recover_state());
+        assert_eq!(pod.state, SandboxState::Ready);
+    }
+
+    #[test]
+    fn a_pod_whose_state_dir_a_reboot_emptied_is_not_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pod = ready_pod(dir.path());
+        std::fs::remove_dir_all(dir.path().join("ns")).unwrap();
+        assert!(pod.recover_state());
+        assert_eq!(pod.state, SandboxState::NotReady);
+        // Its network was never deleted: RemovePodSandbox still does it.
+        assert!(!pod.network_released);
+    }
 }

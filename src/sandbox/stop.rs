@@ -95,10 +95,7 @@ impl SandboxService {
             .await
             .map_err(|e| SandboxError::Task("releasing the pod's namespaces", e))??;
         if sandbox.state != SandboxState::NotReady || !sandbox.network_released {
-            let stopped = entry.update(|s| {
-                s.state = SandboxState::NotReady;
-                s.network_released = true;
-            });
+            let stopped = entry.update(Sandbox::mark_stopped);
             let (record_dir, saved) = (self.record_dir(&stopped.id), stopped.clone());
             let save =
                 tokio::task::spawn_blocking(move || record::save_unsynced(&record_dir, &saved));
