@@ -1,9 +1,10 @@
 //! ExecSync, and the process of an exec (also for streaming exec).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::record::{wrong_state, Container, ContainerState};
-use super::{ContainerError, ContainerService};
+use super::{ContainerError, ContainerService, Entry};
 use crate::runtime::ExecOutput;
 
 /// Cap on ExecSync's stdout and stderr together (not each), so that the
@@ -22,15 +23,7 @@ impl ContainerService {
         cmd: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, ContainerError> {
-        if cmd.is_empty() {
-            return Err(ContainerError::Missing("cmd"));
-        }
-        let entry = self.get(id)?;
-        let container = entry.get();
-        if container.state() != ContainerState::Running {
-            return Err(wrong_state(&container, "exec", "running"));
-        }
-        let process = exec_process(&container, cmd, false).await?;
+        let (entry, container, process) = self.exec_target(id, cmd, false).await?;
         let exec = self.runtime_of(&container)?.exec_sync(
             &container.id,
             &process,
@@ -48,9 +41,31 @@ impl ContainerService {
     }
 }
 
+impl ContainerService {
+    /// For an exec of `cmd` in container `id`: its entry, its record (it
+    /// must be running) and the process to run.
+    pub(super) async fn exec_target(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        tty: bool,
+    ) -> Result<(Arc<Entry>, Container, oci_spec::runtime::Process), ContainerError> {
+        if cmd.is_empty() {
+            return Err(ContainerError::Missing("cmd"));
+        }
+        let entry = self.get(id)?;
+        let container = entry.get();
+        if container.state() != ContainerState::Running {
+            return Err(wrong_state(&container, "exec", "running"));
+        }
+        let process = exec_process(&container, cmd, tty).await?;
+        Ok((entry, container, process))
+    }
+}
+
 /// The process of an exec in `container`: the container's own (user,
 /// environment, capabilities, working directory) running `cmd`.
-pub(super) async fn exec_process(
+async fn exec_process(
     container: &Container,
     cmd: Vec<String>,
     tty: bool,

@@ -1,7 +1,7 @@
 //! Streaming sessions on a container: exec with the client's stdio, and
 //! attach to the stdio its monitor holds.
 
-use super::exec::{exec_process, EXEC_AFTER_EXIT};
+use super::exec::EXEC_AFTER_EXIT;
 use super::record::wrong_state;
 use super::record::ContainerState;
 use super::{ContainerError, ContainerService};
@@ -18,15 +18,7 @@ impl ContainerService {
         tty: bool,
         io: SessionIo,
     ) -> Result<i32, ContainerError> {
-        if cmd.is_empty() {
-            return Err(ContainerError::Missing("cmd"));
-        }
-        let entry = self.get(id)?;
-        let container = entry.get();
-        if container.state() != ContainerState::Running {
-            return Err(wrong_state(&container, "exec", "running"));
-        }
-        let process = exec_process(&container, cmd, tty).await?;
+        let (entry, container, process) = self.exec_target(id, cmd, tty).await?;
         let exec = self
             .runtime_of(&container)?
             .exec_session(&container.id, &process, io);
