@@ -526,16 +526,6 @@ async fn containers_and_logs_survive_a_daemon_kill() {
     remove_pod(&mut client, &pod_id).await;
 }
 
-/// A bridge network with hostPort, inside a network namespace the test
-/// made: the daemon runs in it, so the bridge and NAT rules never touch
-/// the machine's own network.
-async fn remove_container(client: &mut RuntimeServiceClient<tonic::transport::Channel>, id: &str) {
-    let request = RemoveContainerRequest {
-        container_id: id.into(),
-    };
-    client.remove_container(request).await.unwrap();
-}
-
 /// Open descriptors of process `pid`.
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -606,6 +596,9 @@ async fn a_killed_monitor_leaves_its_container_exited() {
     remove_pod(&mut client, &pod_id).await;
 }
 
+/// A bridge network with hostPort, inside a network namespace the test
+/// made: the daemon runs in it, so the bridge and NAT rules never touch
+/// the machine's own network.
 #[tokio::test]
 async fn pod_network_with_ip_and_host_port() {
     // Pull first, outside the namespace (the registry listens on the

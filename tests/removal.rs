@@ -63,12 +63,7 @@ async fn the_rootfs_goes_at_exit_and_the_writable_layer_after_removal() {
     assert_eq!(exited.state, ContainerState::ContainerExited as i32);
     assert!(record.join("upper/written").exists());
 
-    client
-        .remove_container(RemoveContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    remove_container(&mut client, &id).await;
     assert!(
         !record.exists(),
         "the record is gone when RemoveContainer answers"
@@ -139,12 +134,7 @@ async fn layers_of_a_removed_image_go_with_the_last_container_using_them() {
     assert_eq!(ran.exit_code, 0, "{ran:?}");
 
     for (id, layers_left) in [(&first, layers.clone()), (&second, vec![])] {
-        client
-            .remove_container(RemoveContainerRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .unwrap();
+        remove_container(&mut client, id).await;
         assert_eq!(
             sorted(daemon.layer_entries()),
             layers_left,

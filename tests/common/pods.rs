@@ -152,6 +152,13 @@ pub async fn remove_pod(client: &mut RuntimeServiceClient<Channel>, pod_id: &str
     client.remove_pod_sandbox(request).await.unwrap();
 }
 
+pub async fn remove_container(client: &mut RuntimeServiceClient<Channel>, id: &str) {
+    let request = RemoveContainerRequest {
+        container_id: id.into(),
+    };
+    client.remove_container(request).await.unwrap();
+}
+
 pub async fn start(client: &mut RuntimeServiceClient<Channel>, id: &str) {
     client
         .start_container(StartContainerRequest {
