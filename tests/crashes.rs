@@ -70,13 +70,7 @@ async fn a_start_interrupted_by_a_crash_is_reconciled() {
         "a refused start changes nothing"
     );
 
-    client
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 10,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut client, &id, 10).await;
     let stopped = status(&mut client, &id).await;
     assert_eq!(
         (stopped.state, stopped.exit_code, stopped.started_at),

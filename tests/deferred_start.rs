@@ -72,13 +72,7 @@ async fn a_container_created_before_a_restart_starts_after_it() {
     assert_eq!(running.state, ContainerState::ContainerRunning as i32);
     let ran = exec(&mut client, &id, &["true"]).await;
     assert_eq!(ran.exit_code, 0);
-    client
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut client, &id, 0).await;
     assert_eq!(
         status(&mut client, &id).await.exit_code,
         137,
@@ -95,13 +89,7 @@ async fn a_created_container_stopped_before_its_start_never_runs() {
     let pod_id = run_pod(&mut client, pod.clone()).await;
     let config = container_config("never", &["sleep", "3600"]);
     let id = create(&mut client, &pod_id, &pod, config).await.unwrap();
-    client
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut client, &id, 0).await;
     let stopped = status(&mut client, &id).await;
     assert_eq!(
         (stopped.state, stopped.exit_code, stopped.started_at),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::fake_registry::{FakeRegistry, LayerFault};
 use common::pods::*;
 use common::{pull_request, registry, Daemon};
-use k8s_cri::v1::{ContainerStatusRequest, StatusRequest, StopContainerRequest};
+use k8s_cri::v1::{ContainerStatusRequest, StatusRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::Code;
@@ -281,13 +281,7 @@ async fn requests_pods_and_containers_are_counted() {
     }
 
     // An exit: the gauges follow, the monitor is gone.
-    client
-        .stop_container(StopContainerRequest {
-            container_id: running.clone(),
-            timeout: 1,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut client, &running, 1).await;
     poll_scrape(&addr, "the exit in the gauges", |text| {
         (sample(text, "wharf_containers{state=\"exited\"}") == Some(1.0)
             && sample(text, "wharf_containers{state=\"running\"}") == Some(0.0)

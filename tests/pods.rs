@@ -121,24 +121,12 @@ async fn pod_and_container_lifecycle() {
     );
 
     // `sleep` as pid 1 ignores SIGTERM: killed after the timeout.
-    client
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 1,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut client, &id, 1).await;
     let stopped = status(&mut client, &id).await;
     assert_eq!(stopped.state, ContainerState::ContainerExited as i32);
     assert_eq!(stopped.exit_code, 137);
     assert_eq!(stopped.reason, "Error");
-    client
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 1,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut client, &id, 1).await;
 
     client
         .remove_container(RemoveContainerRequest {
@@ -363,13 +351,7 @@ async fn bad_requests_get_clear_codes() {
     assert_eq!(unknown.code(), Code::NotFound);
 
     // Idempotent stops and removals of unknown objects succeed.
-    client
-        .stop_container(StopContainerRequest {
-            container_id: "nope".into(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut client, "nope", 0).await;
     client
         .remove_container(RemoveContainerRequest {
             container_id: "nope".into(),
@@ -499,13 +481,7 @@ async fn containers_and_logs_survive_a_daemon_kill() {
         (ContainerState::ContainerExited as i32, 42)
     );
 
-    client
-        .stop_container(StopContainerRequest {
-            container_id: runner.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut client, &runner, 0).await;
     let log = std::fs::read_to_string(&log_path).unwrap();
     let numbers: Vec<u64> = log
         .lines()

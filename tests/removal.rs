@@ -45,13 +45,7 @@ async fn the_rootfs_goes_at_exit_and_the_writable_layer_after_removal() {
     );
     assert!(record.join("upper/written").exists());
 
-    client
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut client, &id, 0).await;
     poll_until(
         "the exited container's rootfs to be unmounted",
         WAIT,

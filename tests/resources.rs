@@ -238,13 +238,7 @@ async fn an_update_reaches_the_cgroup_and_the_status_and_bad_values_change_nothi
     assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
 
     // A stopped container's update is recorded only (as containerd).
-    client
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut client, &id, 0).await;
     wait_exited(&mut client, &id).await;
     let later = LinuxContainerResources {
         memory_limit_in_bytes: 256 * MIB,

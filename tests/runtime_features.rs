@@ -497,13 +497,7 @@ async fn a_deep_state_dir_runs_and_recovers_containers() {
     let reply = exec(&mut client, &plain, &["echo", "still here"]).await;
     assert_eq!(reply.stdout, b"still here\n");
     // Stopping waits for the exit through the control socket.
-    client
-        .stop_container(StopContainerRequest {
-            container_id: plain.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut client, &plain, 0).await;
     let stopped = wait_exited(&mut client, &plain).await;
     assert_eq!(stopped.exit_code, 137);
     // Reopening the log is a control request too.

@@ -152,6 +152,15 @@ pub async fn remove_pod(client: &mut RuntimeServiceClient<Channel>, pod_id: &str
     client.remove_pod_sandbox(request).await.unwrap();
 }
 
+/// StopContainer with `timeout` seconds before SIGKILL; it must succeed.
+pub async fn stop_container(client: &mut RuntimeServiceClient<Channel>, id: &str, timeout: i64) {
+    let request = StopContainerRequest {
+        container_id: id.into(),
+        timeout,
+    };
+    client.stop_container(request).await.unwrap();
+}
+
 pub async fn remove_container(client: &mut RuntimeServiceClient<Channel>, id: &str) {
     let request = RemoveContainerRequest {
         container_id: id.into(),
