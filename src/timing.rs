@@ -4,7 +4,7 @@
 //! the default level a step costs a disabled span and one clock read.
 
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
@@ -26,10 +26,21 @@ pub fn step_sync<T>(name: &'static str, work: impl FnOnce() -> T) -> T {
     output
 }
 
+/// Logs step `name`, nested in the current span, that another process
+/// timed (the runtime, run by the monitor).
+pub fn record_step(name: &'static str, elapsed: Duration) {
+    let span = tracing::debug_span!("step", name);
+    log_elapsed(&span, name, elapsed);
+}
+
 fn log_done(span: &tracing::Span, name: &'static str, started: Instant) {
+    log_elapsed(span, name, started.elapsed());
+}
+
+fn log_elapsed(span: &tracing::Span, name: &'static str, elapsed: Duration) {
     tracing::debug!(
         parent: span,
-        elapsed_us = started.elapsed().as_micros() as u64,
+        elapsed_us = elapsed.as_micros() as u64,
         "{name} done"
     );
 }

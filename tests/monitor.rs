@@ -180,6 +180,7 @@ async fn monitor_outlives_the_process_that_spawned_it() {
         stdin_once: false,
         tty: false,
         defer_start: false,
+        timed_start: false,
         sync_fd: 1,
     };
     // A stand-in daemon: a shell that ignores SIGTERM and SIGINT, starts

@@ -6,11 +6,13 @@
 
 mod common;
 
-use std::time::Duration;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use common::monitor_fixture::Fixture;
 use common::poll_until;
 use wharf::error::{Classify, Kind};
+use wharf::runtime::protocol::{files, ControlReply, Started};
 use wharf::runtime::{
     cancel_with_monitor, create_with_monitor, monitor_alive, read_exit, start_with_monitor,
     watch_exit, ContainerEnd, Status,
@@ -20,6 +22,19 @@ fn deferred(name: &str, script: &str, tweak: impl FnOnce(&mut serde_json::Value)
     let mut f = Fixture::new(name, script, tweak);
     f.config.defer_start = true;
     f
+}
+
+/// One control request on the monitor's socket, as the daemon sends it;
+/// the reply line and the wall time until it came.
+fn control(f: &Fixture, request: &str) -> (ControlReply, Duration) {
+    use std::io::{BufRead, BufReader, Write};
+    let started = Instant::now();
+    let mut socket = UnixStream::connect(f.config.state_dir.join(files::CONTROL_SOCKET)).unwrap();
+    socket.write_all(format!("{request}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(socket).read_line(&mut line).unwrap();
+    let reply = ControlReply::parse(&line).unwrap_or_else(|| panic!("reply {line:?}"));
+    (reply, started.elapsed())
 }
 
 async fn monitor_gone(f: &Fixture) {
@@ -98,4 +113,41 @@ async fn a_cancelled_container_never_runs_and_ends_as_killed() {
     assert!(f.log_contents("stdout").is_empty());
     let late = start_with_monitor(&f.runtime, &f.id, &f.config.state_dir).await;
     assert_eq!(late.unwrap_err().kind(), Kind::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn the_start_is_answered_with_the_runtimes_own_time() {
+    let f = deferred("timed", "sleep 5", |_| {});
+    create_with_monitor(&f.runtime, &f.config).await.unwrap();
+    let state_dir = f.config.state_dir.clone();
+    let watch = tokio::spawn(async move { watch_exit(&state_dir).await });
+
+    let (reply, wall) = control(&f, "start");
+    let ControlReply::Started(Started {
+        pid,
+        runtime_us: Some(runtime_us),
+    }) = reply
+    else {
+        panic!("{reply:?}");
+    };
+    // runc ran within the request, and took some of it.
+    assert!(
+        runtime_us > 0 && u128::from(runtime_us) <= wall.as_micros(),
+        "{runtime_us} us of {wall:?}"
+    );
+    let state = f.runtime.state(&f.id).await.unwrap().unwrap();
+    assert_eq!(state.pid, pid);
+    // A repeated start ran nothing: no time.
+    let (again, _) = control(&f, "start");
+    assert_eq!(again, ControlReply::Started(Started::repeated(pid)));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), watch)
+        .await
+        .unwrap()
+        .unwrap();
 }

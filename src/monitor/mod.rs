@@ -31,7 +31,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::error::IoError;
-use crate::runtime::protocol::{files, ControlReply, ExitStatus, MonitorArgs, SyncMessage};
+use crate::runtime::protocol::{
+    files, ControlReply, ExitStatus, MonitorArgs, Started, SyncMessage,
+};
 use crate::store::{self, StoreError};
 use attach::AttachServer;
 use control::ControlServer;
@@ -129,9 +131,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         redirect_diagnostics(&args.state_file(files::MONITOR_LOG));
         return run_deferred(&args, prepared);
     }
-    let supervisor = match create::create(&args, Launch::Create)
-        .and_then(|container| prepared.supervise(&args, container))
-    {
+    let supervisor = match create::create(&args, Launch::Create).and_then(|container| {
+        prepared
+            .supervise(&args, container)
+            .map_err(|(e, _control)| e)
+    }) {
         Ok(supervisor) => supervisor,
         Err(e) => return failed(sync, e),
     };
@@ -155,6 +159,7 @@ fn run_deferred(args: &MonitorArgs, mut prepared: Prepared) -> ExitCode {
             return finish(args, &status, prepared.control);
         }
     }
+    let runtime_started = std::time::Instant::now();
     let container = match create::create(args, Launch::Run) {
         Ok(container) => container,
         Err(e) => {
@@ -170,20 +175,29 @@ fn run_deferred(args: &MonitorArgs, mut prepared: Prepared) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let runtime_took = runtime_started.elapsed();
     let init = container.pid;
     let mut supervisor = match prepared.supervise(args, container) {
         Ok(supervisor) => supervisor,
-        Err(e) => {
-            // The container runs: kill it, record how it ended.
+        Err((e, mut control)) => {
+            // The container runs: kill it, record how it ended, and tell
+            // the start why (it finds the exit recorded).
             eprintln!("wharf-monitor: {}", crate::error::chain(&e));
             let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
             let status = ExitStatus::killed(Signal::SIGKILL as i32, store::now_nanos());
             let recorded = record_exit(args, &status);
+            control.answer_start(&ControlReply::Error(e.sync_text()));
+            control.notify_exit(&status);
+            drop(control);
             sys::kill_and_reap_children(REAP_LIMIT);
             return recorded;
         }
     };
-    supervisor.answer_start(&ControlReply::Started(init.as_raw()));
+    let runtime_us = args.timed_start.then_some(runtime_took.as_micros() as u64);
+    supervisor.answer_start(&ControlReply::Started(Started {
+        pid: init.as_raw(),
+        runtime_us,
+    }));
     let (mut status, control) = supervisor.run();
     // The runtime's container goes with its exit, as containerd's shim
     // deletes it when the task exits: RemoveContainer then has no runtime
@@ -245,15 +259,20 @@ fn prepare(args: &MonitorArgs) -> Result<Prepared, MonitorError> {
 }
 
 impl Prepared {
-    /// The supervisor of the container just created.
+    /// The supervisor of the container just created; on failure, the
+    /// control server, to answer with the error.
     fn supervise(
         self,
         args: &MonitorArgs,
         mut container: create::Container,
-    ) -> Result<Supervisor, MonitorError> {
-        let attach = self
+    ) -> Result<Supervisor, (MonitorError, ControlServer)> {
+        let attach = match self
             .attach
-            .with_input(container.stdin.take(), args.tty, args.stdin_once)?;
+            .with_input(container.stdin.take(), args.tty, args.stdin_once)
+        {
+            Ok(attach) => attach,
+            Err(e) => return Err((e, self.control)),
+        };
         let oom = OomProbe::resolve(&args.bundle, container.pid)
             .map_err(|e| eprintln!("wharf-monitor: OOM detection is off: {e}"))
             .ok();

@@ -20,7 +20,7 @@ use super::create::Container;
 use super::log::{CriLogWriter, Stream};
 use super::oom::OomProbe;
 use super::sys;
-use crate::runtime::protocol::{ControlReply, ControlRequest, ExitStatus};
+use crate::runtime::protocol::{ControlReply, ControlRequest, ExitStatus, Started};
 
 /// After the init exits, output is read for at most this long: a process
 /// sharing the pod's pid namespace may keep the pipes open forever.
@@ -255,7 +255,7 @@ fn handle(log: &mut CriLogWriter, init: Option<Pid>, request: ControlRequest) ->
         ControlRequest::WaitExit => ControlReply::Error("wait-exit is not served here".into()),
         // A start asked again (a daemon that died during it): done.
         ControlRequest::Start => match init {
-            Some(init) => ControlReply::Started(init.as_raw()),
+            Some(init) => ControlReply::Started(Started::repeated(init.as_raw())),
             None => {
                 ControlReply::Error("created without --defer-start: use the runtime's start".into())
             }

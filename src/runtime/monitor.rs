@@ -121,6 +121,8 @@ pub async fn create_with_monitor(
         stdin_once: config.stdin_once,
         tty: config.tty,
         defer_start: config.defer_start,
+        // For the step timings (debug level) of StartContainer.
+        timed_start: config.defer_start,
         sync_fd: SYNC_FD,
     };
     let mut child = Command::new(&config.monitor_binary)
@@ -282,7 +284,12 @@ pub async fn start_with_monitor(
         });
     };
     match reply? {
-        ControlReply::Started(pid) => Ok(pid),
+        ControlReply::Started(started) => {
+            if let Some(us) = started.runtime_us {
+                crate::timing::record_step("runtime run --detach", Duration::from_micros(us));
+            }
+            Ok(started.pid)
+        }
         ControlReply::Error(message) => Err(RuntimeError::failed("start", id, message)),
         other => Err(unexpected(state_dir, request, other)),
     }

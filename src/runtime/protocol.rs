@@ -132,19 +132,41 @@ impl ControlRequest {
 }
 
 /// The answer to a [`ControlRequest`]: `ok`, `error: <message>`,
-/// `exit: <ExitStatus as JSON>` or `started: <init pid>`.
+/// `exit: <ExitStatus as JSON>` or `started: <init pid>`, followed by
+/// ` runtime_us=<N>` from a monitor run with `--timed-start`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlReply {
     Ok,
     Error(String),
     Exit(ExitStatus),
-    Started(i32),
+    Started(Started),
+}
+
+/// A deferred start's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    /// The container's init.
+    pub pid: i32,
+    /// How long `runtime run --detach` took in the monitor, when asked for
+    /// (`--timed-start`) and this answer is the start's own, not a repeat.
+    pub runtime_us: Option<u64>,
+}
+
+impl Started {
+    /// The answer to a `start` asked again: the init, no timing.
+    pub fn repeated(pid: i32) -> Self {
+        Self {
+            pid,
+            runtime_us: None,
+        }
+    }
 }
 
 impl ControlReply {
     const ERROR_PREFIX: &'static str = "error: ";
     const EXIT_PREFIX: &'static str = "exit: ";
     const STARTED_PREFIX: &'static str = "started: ";
+    const RUNTIME_US: &'static str = "runtime_us=";
 
     /// The reply line, newline included; a message never spans lines.
     pub fn to_line(&self) -> String {
@@ -157,7 +179,10 @@ impl ControlReply {
                 let json = serde_json::to_string(status).unwrap_or_default();
                 format!("{}{json}\n", Self::EXIT_PREFIX)
             }
-            ControlReply::Started(pid) => format!("{}{pid}\n", Self::STARTED_PREFIX),
+            ControlReply::Started(Started { pid, runtime_us }) => match runtime_us {
+                Some(us) => format!("{}{pid} {}{us}\n", Self::STARTED_PREFIX, Self::RUNTIME_US),
+                None => format!("{}{pid}\n", Self::STARTED_PREFIX),
+            },
         }
     }
 
@@ -167,8 +192,8 @@ impl ControlReply {
             Some(ControlReply::Ok)
         } else if let Some(json) = line.strip_prefix(Self::EXIT_PREFIX) {
             serde_json::from_str(json).ok().map(ControlReply::Exit)
-        } else if let Some(pid) = line.strip_prefix(Self::STARTED_PREFIX) {
-            pid.parse().ok().map(ControlReply::Started)
+        } else if let Some(started) = line.strip_prefix(Self::STARTED_PREFIX) {
+            Self::parse_started(started).map(ControlReply::Started)
         } else {
             line.strip_prefix(Self::ERROR_PREFIX)
                 .map(|message| ControlReply::Error(message.to_owned()))
@@ -176,10 +201,26 @@ impl ControlReply {
     }
 }
 
+impl ControlReply {
+    fn parse_started(text: &str) -> Option<Started> {
+        let (pid, runtime_us) = match text.split_once(' ') {
+            Some((pid, timing)) => {
+                let us = timing.strip_prefix(Self::RUNTIME_US)?.parse().ok()?;
+                (pid, Some(us))
+            }
+            None => (text, None),
+        };
+        Some(Started {
+            pid: pid.parse().ok()?,
+            runtime_us,
+        })
+    }
+}
+
 /// The monitor's command line:
 /// `wharf-monitor run --id ID --bundle DIR --state DIR --log-path PATH
 ///  --runtime BIN --runtime-root DIR [--runtime-option OPT]... [--stdin]
-///  [--stdin-once] [--tty] [--defer-start] --sync-fd N`
+///  [--stdin-once] [--tty] [--defer-start [--timed-start]] --sync-fd N`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonitorArgs {
     pub id: String,
@@ -197,12 +238,16 @@ pub struct MonitorArgs {
     /// (`runtime run --detach`: one runtime process instead of `create`
     /// then `start`) on [`ControlRequest::Start`].
     pub defer_start: bool,
+    /// Answer the start with how long the runtime took. A flag rather than
+    /// always, so that a daemon older than it (still running while the
+    /// binaries are upgraded) gets the answer it parses.
+    pub timed_start: bool,
     pub sync_fd: RawFd,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ArgsError {
-    #[error("usage: wharf-monitor run --id ID --bundle DIR --state DIR --log-path PATH --runtime BIN --runtime-root DIR [--runtime-option OPT]... [--stdin] [--stdin-once] [--tty] [--defer-start] --sync-fd N")]
+    #[error("usage: wharf-monitor run --id ID --bundle DIR --state DIR --log-path PATH --runtime BIN --runtime-root DIR [--runtime-option OPT]... [--stdin] [--stdin-once] [--tty] [--defer-start [--timed-start]] --sync-fd N")]
     Usage,
     #[error("unknown argument {0:?}")]
     Unknown(OsString),
@@ -239,6 +284,7 @@ impl MonitorArgs {
             (self.stdin_once, "--stdin-once"),
             (self.tty, "--tty"),
             (self.defer_start, "--defer-start"),
+            (self.timed_start, "--timed-start"),
         ] {
             if set {
                 args.push(flag.into());
@@ -258,13 +304,14 @@ impl MonitorArgs {
         let (mut runtime, mut runtime_root) = (None, None);
         let mut runtime_options = Vec::new();
         let (mut stdin, mut stdin_once, mut tty) = (false, false, false);
-        let mut defer_start = false;
+        let (mut defer_start, mut timed_start) = (false, false);
         while let Some(arg) = args.next() {
             let switch = match arg.to_str() {
                 Some("--stdin") => Some(&mut stdin),
                 Some("--stdin-once") => Some(&mut stdin_once),
                 Some("--tty") => Some(&mut tty),
                 Some("--defer-start") => Some(&mut defer_start),
+                Some("--timed-start") => Some(&mut timed_start),
                 _ => None,
             };
             if let Some(switch) = switch {
@@ -306,6 +353,7 @@ impl MonitorArgs {
             stdin_once,
             tty,
             defer_start,
+            timed_start,
             sync_fd: sync_fd.ok_or(ArgsError::Missing("--sync-fd"))?,
         })
     }
@@ -359,6 +407,7 @@ mod tests {
             stdin_once: false,
             tty: true,
             defer_start: true,
+            timed_start: true,
             sync_fd: 1,
         }
     }
@@ -372,6 +421,7 @@ mod tests {
             tty: false,
             stdin_once: true,
             defer_start: false,
+            timed_start: false,
             ..sample()
         };
         assert_eq!(MonitorArgs::parse(plain.to_args()).unwrap(), plain);
@@ -444,10 +494,18 @@ mod tests {
         for request in [ControlRequest::Start, ControlRequest::Cancel] {
             assert_eq!(ControlRequest::parse(request.as_str()), Some(request));
         }
-        let started = ControlReply::Started(4321);
+        let started = ControlReply::Started(Started::repeated(4321));
         assert_eq!(started.to_line(), "started: 4321\n");
         assert_eq!(ControlReply::parse(&started.to_line()), Some(started));
-        assert_eq!(ControlReply::parse("started: x"), None);
+        let timed = ControlReply::Started(Started {
+            pid: 4321,
+            runtime_us: Some(23_456),
+        });
+        assert_eq!(timed.to_line(), "started: 4321 runtime_us=23456\n");
+        assert_eq!(ControlReply::parse(&timed.to_line()), Some(timed));
+        for bad in ["started: x", "started: 1 runtime_us=x", "started: 1 what=2"] {
+            assert_eq!(ControlReply::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]
