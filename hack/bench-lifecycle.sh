@@ -2,13 +2,15 @@
 # Pod and container lifecycle benchmark: the latency (p50/p95) of every CRI
 # call from RunPodSandbox to RemovePodSandbox for N pods, one at a time and P
 # at a time, against Wharf and beside it a private containerd; the floor of
-# raw `runc run -d` / `runc delete -f` of the same busybox and of bare
+# raw `runc run -d` / `runc delete -f` of the same busybox, of the bundle
+# Wharf wrote for a pod's container, and of bare
 # `ip netns add` / `ip netns del`; and the memory of each daemon and of its
 # helper processes (wharf-monitor, containerd-shim-runc-v2) with all N pods
 # running.
 #
 #   hack/bench-lifecycle.sh [--pods N] [--parallel P] [--rounds R]
 #                           [--big B] [--no-containerd] [--keep DIR]
+#                           [--profile]
 #
 #   --pods N          pods per run (default 20)
 #   --big B           pods of the "busy" and "restart" runs (default 100;
@@ -16,6 +18,10 @@
 #   --parallel P      pods in flight in the parallel runs (default 10)
 #   --rounds R        rounds of runs; their samples are merged (default 3)
 #   --no-containerd   measure Wharf alone
+#   --profile         run Wharf with RUST_LOG=wharf=debug and print, after
+#                     the report, where the milliseconds of its one-at-a-time
+#                     runs go (hack/bench/step_profile.py): each call's steps,
+#                     and the runtime's own time inside StartContainer
 #   --keep DIR        copy the raw results (JSON per run) and the daemons'
 #                     logs to DIR
 #
@@ -68,7 +74,7 @@ usage() {
 	exit 2
 }
 
-pods=20 parallel=10 rounds=3 big=100 daemons=(wharf containerd) keep=""
+pods=20 parallel=10 rounds=3 big=100 daemons=(wharf containerd) keep="" profile=""
 while (($#)); do
 	case $1 in
 	--pods) pods=${2:?--pods needs a number}; shift 2 ;;
@@ -77,6 +83,7 @@ while (($#)); do
 	--big) big=${2:?--big needs a number}; shift 2 ;;
 	--no-containerd) daemons=(wharf); shift ;;
 	--keep) keep=${2:?--keep needs a directory}; shift 2 ;;
+	--profile) profile=1; shift ;;
 	*) usage ;;
 	esac
 done
@@ -252,12 +259,22 @@ cri_run() {
 	tail -n 15 "${dir[$name]}/daemon.log" >&2
 }
 
+# floor_run KIND ROUND PARALLEL: hack/bench/floor.py, with one Wharf pod
+# left running meanwhile, so that runc also runs the very bundle Wharf
+# wrote for that pod's container ("runc run -d (pod bundle)").
 floor_run() {
 	log "floor $1 (round $2)"
+	local pod_spec=()
+	cri_run wharf floor-pod "$2" --pods 1 --parallel 1 --mode up
+	rm -f "$results/wharf-floor-pod-$2.json"
+	local spec
+	spec=$(find "${state[wharf]}/containers" -name config.json -print -quit 2>/dev/null || true)
+	[[ -z $spec ]] || pod_spec=(--pod-spec "$spec")
 	"${in_netns[@]}" "$python" "$hack_dir/bench/floor.py" --pods "$pods" --parallel "$3" \
 		--cgroup-parent "/$cgroup_base-floor" --work-dir "$work/floor-$1-$2" \
-		--cni-conf "$work/floor/cni/10-bench.conflist" \
+		--cni-conf "$work/floor/cni/10-bench.conflist" "${pod_spec[@]}" \
 		--json "$results/floor-$1-$2.json" >&2 || log "floor $1 had failures"
+	timeout 120 "$LIFECYCLE_BIN" cleanup --endpoint "${endpoint[wharf]}" >&2 || true
 	rm -rf "$work/floor-$1-$2"
 }
 
@@ -290,6 +307,9 @@ restart_run() {
 	timeout 300 "$LIFECYCLE_BIN" cleanup --endpoint "${endpoint[$name]}" >&2 || true
 }
 
+# Wharf's step timings are logged at debug level (containerd ignores it).
+[[ -z $profile ]] || export RUST_LOG=wharf=debug
+
 log "starting the registry in netns $netns and pushing the images"
 registry=$("${in_netns[@]}" "$hack_dir/start-registry.sh" "$work/registry")
 "${in_netns[@]}" "$python" "$hack_dir/testimages.py" --registry "$registry" push wharf >/dev/null
@@ -311,7 +331,13 @@ for name in "${daemons[@]}"; do
 done
 for round in $(seq "$rounds"); do
 	floor_run seq "$round" 1
-	for name in "${daemons[@]}"; do cri_run "$name" seq "$round" --pods "$pods" --parallel 1; done
+	for name in "${daemons[@]}"; do
+		log_size=$(stat -c %s "${dir[$name]}/daemon.log")
+		cri_run "$name" seq "$round" --pods "$pods" --parallel 1
+		# The one-at-a-time run's part of Wharf's debug log, for --profile.
+		[[ -z $profile || $name != wharf ]] ||
+			tail -c +$((log_size + 1)) "${dir[$name]}/daemon.log" >"$results/wharf-seq-$round.log"
+	done
 	floor_run par "$round" "$parallel"
 	for name in "${daemons[@]}"; do cri_run "$name" par "$round" --pods "$pods" --parallel "$parallel"; done
 	for name in "${daemons[@]}"; do
@@ -337,3 +363,8 @@ if [[ -n $keep ]]; then
 	for name in "${daemons[@]}"; do cp "${dir[$name]}/daemon.log" "$keep/$name.log"; done
 fi
 "$python" "$hack_dir/bench/lifecycle_report.py" "$results"
+if [[ -n $profile ]]; then
+	echo
+	echo "Where Wharf's milliseconds go, one pod at a time (p50 of each step):"
+	"$python" "$hack_dir/bench/step_profile.py" "$results"/wharf-seq-*.log
+fi

@@ -3,7 +3,7 @@
 
 usage: hack/bench/floor.py [--pods N] [--parallel P] [--runc PATH]
                            [--busybox PATH] [--cgroup-parent PATH]
-                           [--cni-conf FILE] [--cni-path DIR]
+                           [--pod-spec FILE] [--cni-conf FILE] [--cni-path DIR]
                            --work-dir DIR [--json FILE]
 
 N containers of a busybox root filesystem running `sleep 3600`, each in its
@@ -14,6 +14,12 @@ and cgroup below --cgroup-parent, P at a time:
   "runc delete -f" (runc polls for the container's death every 100 ms), for
   the other half what a runtime can do instead: "runc kill KILL + reap"
   (kill, wait for the init's exit) and "runc delete (exited)".
+With --pod-spec (the config.json a runtime wrote for a container of a pod
+that still runs), N more containers of that very bundle: "runc run -d
+(pod bundle)", with its mounts, devices and masked paths, on its root
+filesystem and joining its pod's namespaces as the runtime's own start
+does; each then killed and deleted. One at a time, every other one runs
+150 ms after the previous one ended: "runc run -d (pod bundle, paced)".
 Then N times "ip netns add" and "ip netns del", P at a time; with
 --cni-conf (a conflist), between the two the list's plugins run directly,
 as a runtime runs them: "CNI ADD (bridge, portmap)" (each plugin's ADD,
@@ -40,6 +46,8 @@ import time
 from lifecycle_report import print_steps
 
 PR_SET_CHILD_SUBREAPER = 36
+# The pause before every other "(pod bundle)" run, one at a time.
+PACE = 0.15
 
 
 class Recorder:
@@ -138,6 +146,35 @@ class Bundles:
                 pass  # reaped above
         shutil.rmtree(bundle, ignore_errors=True)
 
+    def run_pod_bundle(self, i, spec, recorder, paced):
+        """`runc run -d` of a copy of a pod container's bundle: its own
+        cgroup below the parent, everything else as the runtime wrote it."""
+        cid = f"wharf-bench-floor-pod-{os.getpid()}-{i}"
+        bundle = self.dir / cid
+        bundle.mkdir(parents=True)
+        spec = json.loads(json.dumps(spec))
+        spec["linux"]["cgroupsPath"] = f"{self.cgroup_parent}/{cid}"
+        (bundle / "config.json").write_text(json.dumps(spec))
+        pid_file = bundle / "pid"
+        step = "runc run -d (pod bundle)"
+        if paced and i % 2:
+            # As a runtime's start comes: after other work, not straight
+            # after the previous runc (caches and idle CPUs make that one
+            # faster than any start in a pod's life).
+            time.sleep(PACE)
+            step = "runc run -d (pod bundle, paced)"
+        with open(bundle / "runc.stderr", "w+b") as stderr:
+            made = ["--bundle", str(bundle), "--pid-file", str(pid_file), cid]
+            timed(recorder, step, cid, self.runc + ["run", "-d"] + made, stderr)
+        subprocess.run(self.runc + ["kill", cid, "KILL"], capture_output=True)
+        if pid_file.exists():
+            try:
+                os.waitpid(int(pid_file.read_text()), 0)
+            except ChildProcessError:
+                pass
+        subprocess.run(self.runc + ["delete", "-f", cid], capture_output=True)
+        shutil.rmtree(bundle, ignore_errors=True)
+
 
 def cni_exec(conflist, cni_path, command, cid, netns, recorder):
     """Runs the list's plugins for `command` (ADD in order, passing each
@@ -199,6 +236,7 @@ def main() -> int:
     parser.add_argument("--busybox", default="/bin/busybox")
     parser.add_argument("--cgroup-parent", default="/wharf-bench-floor")
     parser.add_argument("--work-dir", type=pathlib.Path, required=True)
+    parser.add_argument("--pod-spec", type=pathlib.Path)
     parser.add_argument("--cni-conf", type=pathlib.Path)
     parser.add_argument("--cni-path", default="/usr/lib/cni")
     parser.add_argument("--json", type=pathlib.Path)
@@ -215,6 +253,9 @@ def main() -> int:
     start = time.perf_counter()
     try:
         on_threads(args.pods, args.parallel, lambda i: bundles.run_and_delete(i, recorder))
+        if args.pod_spec:
+            spec = json.loads(args.pod_spec.read_text())
+            on_threads(args.pods, args.parallel, lambda i: bundles.run_pod_bundle(i, spec, recorder, args.parallel == 1))
     finally:
         remove_cgroup_parent(args.cgroup_parent)
     runc_wall = time.perf_counter() - start
