@@ -155,11 +155,13 @@ pub struct StateChange {
 }
 
 /// One container: `op` serialises lifecycle operations; `record` is held
-/// only for a moment so that listing never waits behind a slow stop.
+/// only for a moment so that listing never waits behind a slow stop, and
+/// shared: a listing takes a reference, not a copy, and a change made
+/// while one is held copies the record first (copy on write).
 /// `state` follows the record's derived state, for waiters.
 pub struct Entry {
     op: tokio::sync::Mutex<()>,
-    record: RwLock<Container>,
+    record: RwLock<Arc<Container>>,
     state: watch::Sender<ContainerState>,
     changes: broadcast::Sender<StateChange>,
     /// The exit watcher, while one runs; aborted when the entry goes.
@@ -171,7 +173,7 @@ impl Entry {
         Arc::new(Entry {
             op: Default::default(),
             state: watch::Sender::new(container.state()),
-            record: RwLock::new(container),
+            record: RwLock::new(Arc::new(container)),
             changes,
             watcher: Mutex::new(None),
         })
@@ -179,17 +181,20 @@ impl Entry {
 
     /// The record, from memory: exits are recorded as they happen.
     pub fn get(&self) -> Container {
-        self.record
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        Container::clone(&self.snapshot())
+    }
+
+    /// The record as it is now, shared: nothing is copied.
+    pub fn snapshot(&self) -> Arc<Container> {
+        Arc::clone(&self.record.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Changes the record; a change of state wakes the waiters and is
     /// announced (under the record's lock, so in the order it happened).
     fn update(&self, change: impl FnOnce(&mut Container)) -> Container {
-        let mut record = self.record.write().unwrap_or_else(|e| e.into_inner());
-        change(&mut record);
+        let mut shared = self.record.write().unwrap_or_else(|e| e.into_inner());
+        let record = Arc::make_mut(&mut shared);
+        change(record);
         let state = record.state();
         let changed = self.state.send_if_modified(|current| {
             let changed = *current != state;
@@ -416,14 +421,14 @@ impl ContainerService {
         })
     }
 
-    pub fn list(&self, filter: &ContainerFilter) -> Vec<Container> {
+    pub fn list(&self, filter: &ContainerFilter) -> Vec<Arc<Container>> {
         let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
         let sandbox_prefix = filter.sandbox_id.as_deref().unwrap_or("");
         let id_prefix = filter.id.as_deref().unwrap_or("");
         containers
             .iter()
             .filter(|(id, _)| id.starts_with(id_prefix))
-            .map(|(_, entry)| entry.get())
+            .map(|(_, entry)| entry.snapshot())
             .filter(|c| c.sandbox_id.starts_with(sandbox_prefix))
             .filter(|c| filter.state.is_none_or(|s| c.state() == s))
             .filter(|c| {

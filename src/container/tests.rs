@@ -120,3 +120,18 @@ async fn dropping_the_entry_ends_its_watcher() {
     }
     panic!("the watcher outlived its entry");
 }
+
+#[test]
+fn a_listing_keeps_the_record_it_took_and_a_change_copies_only_a_shared_one() {
+    let (entry, _changes) = entry(false);
+    let listed = entry.snapshot();
+    entry.update(|c| c.start_requested_at_ns = Some(5));
+    assert_eq!(listed.start_requested_at_ns, None);
+    assert_eq!(entry.snapshot().start_requested_at_ns, Some(5));
+
+    drop(listed);
+    let unshared = Arc::as_ptr(&entry.snapshot());
+    entry.update(|c| c.start_requested_at_ns = Some(6));
+    assert_eq!(Arc::as_ptr(&entry.snapshot()), unshared, "changed in place");
+    assert_eq!(entry.get().start_requested_at_ns, Some(6));
+}

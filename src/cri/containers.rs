@@ -1,6 +1,7 @@
 //! Container RPCs: validate, translate, call the services.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::Status;
@@ -80,7 +81,7 @@ pub fn list(
         .containers
         .list(&filter)
         .iter()
-        .map(convert::container)
+        .map(|container| convert::container(container))
         .collect())
 }
 
@@ -89,7 +90,7 @@ pub async fn status(
     request: ContainerStatusRequest,
 ) -> Result<ContainerStatusResponse, Status> {
     let id = validate::id(&request.container_id, "container_id")?;
-    let container = services.containers.get(id).map_err(status_of)?.get();
+    let container = services.containers.get(id).map_err(status_of)?.snapshot();
     let mut info = HashMap::new();
     if request.verbose {
         // Reads and parses the bundle's spec: off the async workers.
@@ -97,7 +98,7 @@ pub async fn status(
             services.containers.handlers(),
             &container.runtime_handler,
         );
-        let record = container.clone();
+        let record = Arc::clone(&container);
         let encoded =
             tokio::task::spawn_blocking(move || super::verbose::container_info(&record, &runtime))
                 .await

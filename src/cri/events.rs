@@ -165,7 +165,10 @@ fn event(
         container_event_type: kind as i32,
         created_at: crate::store::now_nanos(),
         pod_sandbox_status,
-        containers_statuses: containers.iter().map(convert::container_status).collect(),
+        containers_statuses: containers
+            .iter()
+            .map(|container| convert::container_status(container))
+            .collect(),
     }
 }
 

@@ -75,7 +75,7 @@ pub async fn status(
     request: PodSandboxStatusRequest,
 ) -> Result<PodSandboxStatusResponse, Status> {
     let id = validate::id(&request.pod_sandbox_id, "pod_sandbox_id")?;
-    let sandbox = services.sandboxes.get(id).map_err(status_of)?.get();
+    let sandbox = services.sandboxes.get(id).map_err(status_of)?.snapshot();
     let mut info = HashMap::new();
     if request.verbose {
         let runtime = super::verbose::runtime_binary(
@@ -109,7 +109,7 @@ pub fn list(
         .filter(|s| s.id.starts_with(id_prefix))
         .filter(|s| state.is_none_or(|wanted| convert::sandbox_state(s.state) as i32 == wanted))
         .filter(|s| labels.is_none_or(|l| l.iter().all(|(k, v)| s.config.labels.get(k) == Some(v))))
-        .map(convert::sandbox)
+        .map(|sandbox| convert::sandbox(sandbox))
         .collect();
     Ok(sandboxes)
 }

@@ -23,7 +23,7 @@ pub async fn container(
     request: ContainerStatsRequest,
 ) -> Result<ContainerStatsResponse, Status> {
     let id = validate::id(&request.container_id, "container_id")?;
-    let record = services.containers.get(id).map_err(status_of)?.get();
+    let record = services.containers.get(id).map_err(status_of)?.snapshot();
     let stats = containers(services, collector, vec![record]).await;
     Ok(ContainerStatsResponse {
         stats: stats.into_iter().next(),
@@ -90,7 +90,7 @@ fn container_target(
 async fn containers(
     services: &Services,
     collector: &Arc<StatsCollector>,
-    records: Vec<container::Container>,
+    records: Vec<Arc<container::Container>>,
 ) -> Vec<ContainerStats> {
     let parents = cgroup_parents(services);
     let targets = records
@@ -112,7 +112,7 @@ pub async fn pod(
     request: PodSandboxStatsRequest,
 ) -> Result<PodSandboxStatsResponse, Status> {
     let id = validate::id(&request.pod_sandbox_id, "pod_sandbox_id")?;
-    let sandbox = services.sandboxes.get(id).map_err(status_of)?.get();
+    let sandbox = services.sandboxes.get(id).map_err(status_of)?.snapshot();
     let stats = pods(services, collector, vec![sandbox]).await;
     Ok(PodSandboxStatsResponse {
         stats: stats.into_iter().next(),
@@ -140,16 +140,16 @@ pub async fn list_pods(
 /// One pod's reading: its own sample (or its containers' sum), each
 /// container's, and its network interfaces when it has a namespace.
 pub(super) struct PodReading {
-    pub sandbox: Sandbox,
+    pub sandbox: Arc<Sandbox>,
     pub sample: Sample,
-    pub containers: Vec<(container::Container, Sample)>,
+    pub containers: Vec<(Arc<container::Container>, Sample)>,
     pub interfaces: Option<Vec<InterfaceCounters>>,
 }
 
 async fn pods(
     services: &Services,
     collector: &Arc<StatsCollector>,
-    sandboxes: Vec<Sandbox>,
+    sandboxes: Vec<Arc<Sandbox>>,
 ) -> Vec<PodSandboxStats> {
     let mountpoint = services.containers.root().display().to_string();
     read_pods(services, collector, sandboxes, |_| true)
@@ -176,11 +176,11 @@ async fn pods(
 pub(super) async fn read_pods(
     services: &Services,
     collector: &Arc<StatsCollector>,
-    sandboxes: Vec<Sandbox>,
+    sandboxes: Vec<Arc<Sandbox>>,
     wanted: fn(&container::Container) -> bool,
 ) -> Vec<PodReading> {
     let parents = cgroup_parents(services);
-    let mut by_pod: HashMap<String, Vec<container::Container>> = sandboxes
+    let mut by_pod: HashMap<String, Vec<Arc<container::Container>>> = sandboxes
         .iter()
         .map(|s| (s.id.clone(), Vec::new()))
         .collect();
@@ -232,7 +232,7 @@ pub(super) async fn read_pods(
             let own =
                 (!cgroup_parent(&sandbox).is_empty()).then(|| samples.next().unwrap_or_default());
             let records = by_pod.remove(&sandbox.id).unwrap_or_default();
-            let containers: Vec<(container::Container, Sample)> = records
+            let containers: Vec<(Arc<container::Container>, Sample)> = records
                 .into_iter()
                 .map(|r| (r, samples.next().unwrap_or_default()))
                 .collect();

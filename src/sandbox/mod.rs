@@ -93,23 +93,34 @@ impl Classify for SandboxError {
 
 /// One sandbox: `op` serialises lifecycle operations (which may wait on
 /// CNI plugins), while `record` is only held for a moment, so listing never
-/// waits behind a slow stop.
+/// waits behind a slow stop; shared, so a listing takes a reference, not a
+/// copy (a change made while one is held copies the record first).
 pub struct Entry {
     op: tokio::sync::Mutex<()>,
-    record: RwLock<Sandbox>,
+    record: RwLock<Arc<Sandbox>>,
 }
 
 impl Entry {
+    fn new(sandbox: Sandbox) -> Self {
+        Self {
+            op: Default::default(),
+            record: RwLock::new(Arc::new(sandbox)),
+        }
+    }
+
     pub fn get(&self) -> Sandbox {
-        self.record
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        Sandbox::clone(&self.snapshot())
+    }
+
+    /// The record as it is now, shared: nothing is copied.
+    pub fn snapshot(&self) -> Arc<Sandbox> {
+        Arc::clone(&self.record.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn update(&self, change: impl FnOnce(&mut Sandbox)) -> Sandbox {
-        let mut record = self.record.write().unwrap_or_else(|e| e.into_inner());
-        change(&mut record);
+        let mut shared = self.record.write().unwrap_or_else(|e| e.into_inner());
+        let record = Arc::make_mut(&mut shared);
+        change(record);
         record.clone()
     }
 }
@@ -207,13 +218,7 @@ impl SandboxService {
                         tracing::warn!(id = %sandbox.id, "namespaces gone (reboot?): sandbox is not ready");
                     }
                     self.names.reserve(&sandbox.name, &sandbox.id).ok();
-                    recovered.insert(
-                        id,
-                        Arc::new(Entry {
-                            op: Default::default(),
-                            record: RwLock::new(sandbox),
-                        }),
-                    );
+                    recovered.insert(id, Arc::new(Entry::new(sandbox)));
                 }
                 Ok(None) | Err(_) => {
                     tracing::warn!(id = %id, "removing incomplete sandbox record");
@@ -286,9 +291,9 @@ impl SandboxService {
             .collect()
     }
 
-    pub fn list(&self) -> Vec<Sandbox> {
+    pub fn list(&self) -> Vec<Arc<Sandbox>> {
         let sandboxes = self.sandboxes.read().unwrap_or_else(|e| e.into_inner());
-        sandboxes.values().map(|e| e.get()).collect()
+        sandboxes.values().map(|e| e.snapshot()).collect()
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use super::namespaces::{self, NamespaceKind, PidHolder, PinRequest, PinnedNamespaces};
 use super::record::{self, NamespaceModes};
@@ -68,10 +68,7 @@ impl SandboxService {
         });
         let made = self.run_steps(&plan, &mut undo).await;
         let sandbox = undo.finish(made).await?;
-        let entry = Arc::new(Entry {
-            op: Default::default(),
-            record: RwLock::new(sandbox.clone()),
-        });
+        let entry = Arc::new(Entry::new(sandbox.clone()));
         self.sandboxes
             .write()
             .unwrap_or_else(|e| e.into_inner())
