@@ -27,7 +27,8 @@
 #
 # Environment:
 #   WHARF_BIN      wharf binary to measure (wharf-monitor must sit beside
-#                  it); without it the script runs cargo build --release --bins
+#                  it); without it the script builds both as hack/setup.sh
+#                  does (the monitor linked statically, as installed)
 #   LIFECYCLE_BIN  the benchmark binary (benches/lifecycle.rs); without it
 #                  the script runs cargo bench --bench lifecycle --no-run
 #   BENCH_TMPDIR   where the registry, the daemons' roots and the pods' logs
@@ -105,7 +106,9 @@ fi
 
 if [[ -z ${WHARF_BIN:-} ]]; then
 	log "building wharf"
-	(cd "$repo_dir" && cargo build --release --bins) >&2
+	# As hack/setup.sh installs them: the monitor linked statically.
+	(cd "$repo_dir" && cargo build --release --bin wharf &&
+		cargo rustc --release --bin wharf-monitor -- -C target-feature=+crt-static) >&2
 	WHARF_BIN=${CARGO_TARGET_DIR:-$repo_dir/target}/release/wharf
 fi
 [[ -x $WHARF_BIN && -x $(dirname "$WHARF_BIN")/wharf-monitor ]] ||
