@@ -225,3 +225,109 @@ mod registrar_tests {
         assert_ne!(a, b);
     }
 }
+
+/// An error that can tell that a task it was waiting on failed (panicked
+/// or was aborted): work sent off the caller's task then comes back as one
+/// `Result` of that error, with what the work was.
+pub trait TaskFailure: Sized + Send + 'static {
+    fn task_failed(what: &'static str, error: tokio::task::JoinError) -> Self;
+
+    /// `work` on a blocking thread (file system, fsyncs, namespaces), in
+    /// the current tracing span, so that it never holds an async worker.
+    /// It is spawned at once; the future only collects its result.
+    fn blocking<T, W>(
+        what: &'static str,
+        work: impl FnOnce() -> Result<T, W> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, Self>> + Send
+    where
+        T: Send + 'static,
+        W: Send + 'static,
+        Self: From<W>,
+    {
+        let span = tracing::Span::current();
+        let task = tokio::task::spawn_blocking(move || span.in_scope(work));
+        collect(what, task)
+    }
+
+    /// `work` as a task of its own, in the current tracing span: it runs to
+    /// completion even if the caller goes away half-way (a cancelled
+    /// request), which a half-done network set-up or teardown must.
+    fn to_completion<T, W>(
+        what: &'static str,
+        work: impl std::future::Future<Output = Result<T, W>> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, Self>> + Send
+    where
+        T: Send + 'static,
+        W: Send + 'static,
+        Self: From<W>,
+    {
+        let task = tokio::spawn(tracing::Instrument::in_current_span(work));
+        collect(what, task)
+    }
+}
+
+async fn collect<T, W, E: TaskFailure + From<W>>(
+    what: &'static str,
+    task: tokio::task::JoinHandle<Result<T, W>>,
+) -> Result<T, E> {
+    match task.await {
+        Ok(result) => result.map_err(E::from),
+        Err(error) => Err(E::task_failed(what, error)),
+    }
+}
+
+#[cfg(test)]
+mod task_failure_tests {
+    use super::TaskFailure;
+
+    #[derive(Debug, PartialEq)]
+    enum TestError {
+        Work(&'static str),
+        Task(&'static str, bool),
+    }
+
+    impl TaskFailure for TestError {
+        fn task_failed(what: &'static str, error: tokio::task::JoinError) -> Self {
+            TestError::Task(what, error.is_panic())
+        }
+    }
+
+    #[derive(Debug)]
+    struct Inner;
+
+    impl From<Inner> for TestError {
+        fn from(_: Inner) -> Self {
+            TestError::Work("inner")
+        }
+    }
+
+    #[tokio::test]
+    async fn blocking_work_comes_back_as_one_result() {
+        assert_eq!(
+            TestError::blocking("adding", || Ok::<_, Inner>(2 + 2)).await,
+            Ok(4)
+        );
+        let failed = TestError::blocking("failing", || Err::<(), _>(Inner)).await;
+        assert_eq!(failed, Err(TestError::Work("inner")));
+        let panicked = TestError::blocking("panicking", || -> Result<(), Inner> {
+            panic!("on purpose")
+        })
+        .await;
+        assert_eq!(panicked, Err(TestError::Task("panicking", true)));
+    }
+
+    #[tokio::test]
+    async fn work_to_completion_outlives_its_caller() {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let work = TestError::to_completion("finishing", async move {
+            let _ = wait.await;
+            let _ = done.send(());
+            Ok::<_, TestError>(())
+        });
+        // The caller goes away before the work is done: it still finishes.
+        drop(work);
+        go.send(()).unwrap();
+        finished.await.expect("the work ran to its end");
+    }
+}

@@ -24,6 +24,7 @@ use crate::image::metadata::ImageRecord;
 use crate::runtime::{self, Created, MonitorConfig, RuntimeHandler};
 use crate::sandbox::Sandbox;
 use crate::store::now_nanos;
+use crate::sync::TaskFailure;
 use crate::timing::step;
 use crate::undo::Undo;
 
@@ -39,9 +40,7 @@ impl ContainerService {
         let service = Arc::clone(self);
         let sandbox_id = sandbox_id.to_string();
         let create = async move { service.create_to_completion(&sandbox_id, config).await };
-        tokio::spawn(tracing::Instrument::in_current_span(create))
-            .await
-            .map_err(|e| ContainerError::Task("CreateContainer", e))?
+        ContainerError::to_completion("CreateContainer", create).await
     }
 
     async fn create_to_completion(
@@ -141,10 +140,10 @@ impl ContainerService {
         let container = self.record_of(plan, bundle, created).await?;
         // Its CRI config was saved meanwhile (see prepare_bundle_and_monitor).
         let (record_dir, saved) = (plan.record_dir.clone(), container.clone());
-        let save = tokio::task::spawn_blocking(move || record::save(&record_dir, &saved, false));
-        step("saving the record", save)
-            .await
-            .map_err(|e| ContainerError::Task("saving the record", e))??;
+        let save = ContainerError::blocking("saving the record", move || {
+            record::save(&record_dir, &saved, false)
+        });
+        step("saving the record", save).await?;
         Ok(container)
     }
 
@@ -197,14 +196,14 @@ impl ContainerService {
         undo.push_async("deleting the runtime's container", || {
             plan.handler.runtime.delete(&plan.id, true)
         });
-        let span = tracing::Span::current();
-        let prepare = tokio::task::spawn_blocking(move || span.in_scope(|| request.prepare()));
+        let prepare = ContainerError::blocking("preparing the bundle", move || request.prepare());
         let monitor_config = self.monitor_config(plan);
         // The record's first half, whose fsync (a journal commit, on a
         // directory just made) would otherwise follow the monitor's start.
         let (record_dir, config) = (plan.record_dir.clone(), plan.config.clone());
-        let save_config =
-            tokio::task::spawn_blocking(move || record::save_config(&record_dir, &config));
+        let save_config = ContainerError::blocking("saving the CRI config", move || {
+            record::save_config(&record_dir, &config)
+        });
         let (prepared, created, config_saved) = tokio::join!(
             step("preparing the bundle", prepare),
             step(
@@ -213,8 +212,7 @@ impl ContainerService {
             ),
             step("saving the CRI config", save_config)
         );
-        let prepared = prepared.map_err(|e| ContainerError::Task("preparing the bundle", e));
-        if let Ok(Ok(bundle)) = &prepared {
+        if let Ok(bundle) = &prepared {
             let bundle = bundle.clone();
             undo.push("unmounting the rootfs", move || {
                 spec::remove_created_host_paths(&bundle.created_host_paths);
@@ -231,8 +229,8 @@ impl ContainerService {
             });
         }
         // Checked once the undo holds what the other two left.
-        config_saved.map_err(|e| ContainerError::Task("saving the CRI config", e))??;
-        Ok((prepared??, created?))
+        config_saved?;
+        Ok((prepared?, created?))
     }
 
     fn bundle_request(&self, plan: &CreatePlan<'_>) -> BundleRequest {

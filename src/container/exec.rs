@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::record::{wrong_state, Container, ContainerState};
 use super::{ContainerError, ContainerService, Entry};
 use crate::runtime::ExecOutput;
+use crate::sync::TaskFailure;
 
 /// Cap on ExecSync's stdout and stderr together (not each), so that the
 /// reply fits in one gRPC message; what is cut ends with a marker.
@@ -73,11 +74,11 @@ async fn exec_process(
     // Wharf's own file (a fault reading it is Internal, not the
     // caller's), read off the async workers.
     let bundle = container.state_dir.join("config.json");
-    let spec: oci_spec::runtime::Spec =
-        tokio::task::spawn_blocking(move || crate::store::read_json(&bundle))
-            .await
-            .map_err(|e| ContainerError::Task("reading the bundle", e))??
-            .ok_or_else(|| ContainerError::NotFound(container.id.clone()))?;
+    let spec: oci_spec::runtime::Spec = ContainerError::blocking("reading the bundle", move || {
+        crate::store::read_json(&bundle)
+    })
+    .await?
+    .ok_or_else(|| ContainerError::NotFound(container.id.clone()))?;
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_args(Some(cmd));
     process.set_terminal(Some(tty));

@@ -114,6 +114,12 @@ impl crate::undo::Undone for ContainerError {
     }
 }
 
+impl crate::sync::TaskFailure for ContainerError {
+    fn task_failed(what: &'static str, error: tokio::task::JoinError) -> Self {
+        ContainerError::Task(what, error)
+    }
+}
+
 impl Classify for ContainerError {
     fn kind(&self) -> Kind {
         match self {

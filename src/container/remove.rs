@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{rootfs, ContainerError, ContainerService, Entry};
+use crate::sync::TaskFailure;
 use crate::timing::{step, step_sync};
 
 impl ContainerService {
@@ -39,14 +40,12 @@ impl ContainerService {
         })?;
         let (record_dir, state_dir) = (self.record_dir(&container.id), container.state_dir.clone());
         let (images, id) = (std::sync::Arc::clone(&self.images), container.id.clone());
-        let remove = tokio::task::spawn_blocking(move || {
+        let remove = ContainerError::blocking("removing the container's files", move || {
             let detached = remove_files(&record_dir, &state_dir)?;
             images.release_layers(&id)?;
             Ok::<_, ContainerError>(detached)
         });
-        let detached = step("removing the files", remove)
-            .await
-            .map_err(|e| ContainerError::Task("removing the container's files", e))??;
+        let detached = step("removing the files", remove).await?;
         if let Some(detached) = detached {
             layer_deletion.delete(detached).await?;
         }
@@ -90,17 +89,15 @@ enum LayerDeletion {
 impl LayerDeletion {
     async fn delete(self, detached: PathBuf) -> Result<(), ContainerError> {
         let delete = move || {
-            std::fs::remove_dir_all(&detached)
-                .map_err(|e| crate::error::IoError::new("removing", detached, e))
+            std::fs::remove_dir_all(&detached).map_err(|e| {
+                ContainerError::Store(crate::error::IoError::new("removing", detached, e).into())
+            })
         };
         match self {
-            LayerDeletion::Inline => step(
-                "deleting the writable layer",
-                tokio::task::spawn_blocking(delete),
-            )
-            .await
-            .map_err(|e| ContainerError::Task("deleting the writable layer", e))?
-            .map_err(|e| ContainerError::Store(e.into())),
+            LayerDeletion::Inline => {
+                let delete = ContainerError::blocking("deleting the writable layer", delete);
+                step("deleting the writable layer", delete).await
+            }
             LayerDeletion::Background => {
                 tokio::task::spawn_blocking(move || {
                     if let Err(e) = delete() {

@@ -8,6 +8,7 @@ use super::record::{self, wrong_state, Container};
 use super::{ContainerError, ContainerService, Entry};
 use crate::runtime::{self, OciRuntime};
 use crate::store::now_nanos;
+use crate::sync::TaskFailure;
 use crate::timing::step;
 
 impl ContainerService {
@@ -139,10 +140,10 @@ impl ContainerService {
 /// that other calls' fsyncs started.
 async fn save_unsynced(record_dir: &Path, container: &Container) -> Result<(), ContainerError> {
     let (record_dir, container) = (record_dir.to_path_buf(), container.clone());
-    tokio::task::spawn_blocking(move || record::save_unsynced(&record_dir, &container))
-        .await
-        .map_err(|e| ContainerError::Task("saving the record", e))??;
-    Ok(())
+    ContainerError::blocking("saving the record", move || {
+        record::save_unsynced(&record_dir, &container)
+    })
+    .await
 }
 
 /// Clears the in-flight mark of a start when StartContainer ends, also

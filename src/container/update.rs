@@ -8,6 +8,7 @@ use super::spec;
 use super::{ContainerError, ContainerService};
 use crate::api;
 use crate::runtime;
+use crate::sync::TaskFailure;
 
 impl ContainerService {
     /// UpdateContainerResources, as containerd does it: the request is laid
@@ -33,9 +34,10 @@ impl ContainerService {
         let config_json = container.state_dir.join("config.json");
         let previous_spec = {
             let (path, resources) = (config_json.clone(), updated.clone());
-            tokio::task::spawn_blocking(move || spec::rewrite_bundle_resources(&path, &resources))
-                .await
-                .map_err(|e| ContainerError::Task("rewriting the bundle spec", e))??
+            ContainerError::blocking("rewriting the bundle spec", move || {
+                spec::rewrite_bundle_resources(&path, &resources)
+            })
+            .await?
         };
         let applied = if container.state().may_run() {
             self.apply_resources(&container, &current, &updated).await
@@ -100,14 +102,14 @@ impl ContainerService {
             .as_ref()
             .map_or("", |l| l.cgroup_parent.as_str());
         let cgroup = PathBuf::from(super::cgroups_path(parent, &container.id));
-        tokio::task::spawn_blocking(move || {
+        ContainerError::blocking("reading the cgroup limits", move || {
             // Without cgroups mounted nothing is enforced: nothing to read.
-            crate::cgroup::Hierarchies::detect()
+            let enforced = crate::cgroup::Hierarchies::detect()
                 .map(|hierarchies| crate::stats::limits::enforced(&hierarchies, &cgroup))
-                .unwrap_or_default()
+                .unwrap_or_default();
+            Ok::<_, ContainerError>(enforced)
         })
         .await
-        .map_err(|e| ContainerError::Task("reading the cgroup limits", e))
     }
 
     /// ReopenContainerLog: returns once the monitor writes to a fresh file.

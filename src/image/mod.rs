@@ -88,6 +88,12 @@ pub enum ImageError {
     Task(String),
 }
 
+impl crate::sync::TaskFailure for ImageError {
+    fn task_failed(what: &'static str, error: tokio::task::JoinError) -> Self {
+        ImageError::Task(format!("{what} did not finish: {error}"))
+    }
+}
+
 impl Classify for ImageError {
     fn kind(&self) -> Kind {
         match self {

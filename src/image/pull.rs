@@ -26,6 +26,7 @@ use super::registry::{Credentials, Repository};
 use super::unpack::{self, Cancel, ImageBudget, LayerControl, UnpackOptions};
 use super::{ImageError, ImageService};
 use crate::metrics::{self, PullResult};
+use crate::sync::TaskFailure;
 
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 /// Channel depth between the download and the unpacker: enough to keep the
@@ -249,9 +250,10 @@ impl ImageService {
         // Flushes the layer's filesystem: seconds for a big layer, so not
         // on an async worker.
         let (layers, committed_id) = (Arc::clone(&self.layers), diff_id.clone());
-        tokio::task::spawn_blocking(move || layers.commit(pending, &committed_id, usage))
-            .await
-            .map_err(|e| ImageError::Task(e.to_string()))??;
+        ImageError::blocking("committing the layer", move || {
+            layers.commit(pending, &committed_id, usage)
+        })
+        .await?;
         metrics::global().layer_unpacked(usage.bytes);
         progress.layers.fetch_add(1, Ordering::Relaxed);
         Ok(())

@@ -72,6 +72,12 @@ impl crate::undo::Undone for SandboxError {
     }
 }
 
+impl crate::sync::TaskFailure for SandboxError {
+    fn task_failed(what: &'static str, error: tokio::task::JoinError) -> Self {
+        SandboxError::Task(what, error)
+    }
+}
+
 impl Classify for SandboxError {
     fn kind(&self) -> Kind {
         match self {

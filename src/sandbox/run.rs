@@ -21,6 +21,7 @@ use crate::api;
 use crate::error::shown;
 use crate::idmap::UsernsMappings;
 use crate::sync::new_id;
+use crate::sync::TaskFailure;
 use crate::timing::step;
 use crate::undo::Undo;
 
@@ -178,7 +179,7 @@ impl SandboxService {
             plan.sysctls.clone(),
         );
         let hostname = (!plan.modes.host_network).then(|| plan.hostname.clone());
-        let pins = tokio::task::spawn_blocking(move || {
+        let pins = SandboxError::blocking("creating the pod's user namespace", move || {
             let request = PinRequest {
                 dir: &dir,
                 kinds: &kinds,
@@ -187,8 +188,7 @@ impl SandboxService {
             };
             namespaces::pin_in_userns(&request, &mappings, holder.as_ref())
         })
-        .await
-        .map_err(|e| SandboxError::Task("creating the pod's user namespace", e))??;
+        .await?;
         undo.push("unpinning namespaces", || namespaces::unpin(&plan.ns_dir));
         if let Some(holder) = &pins.pid_holder {
             let stop = holder.clone();
@@ -205,10 +205,10 @@ impl SandboxService {
         let mut holder = std::process::Command::new(&self.pid_holder);
         holder.arg("pause");
         let dir = plan.ns_dir.clone();
-        let holder =
-            tokio::task::spawn_blocking(move || namespaces::spawn_pid_holder(&dir, holder))
-                .await
-                .map_err(|e| SandboxError::Task("starting the PID namespace holder", e))??;
+        let holder = SandboxError::blocking("starting the PID namespace holder", move || {
+            namespaces::spawn_pid_holder(&dir, holder)
+        })
+        .await?;
         let stop = holder.clone();
         undo.push("stopping the PID namespace holder", move || stop.stop());
         Ok(holder)
@@ -226,10 +226,8 @@ impl SandboxService {
         // is undone by `setup` itself only if it finishes.
         let cni = Arc::clone(&self.cni);
         let setup = async move { cni.setup(&pod).await.map(|status| (status, pod)) };
-        let setup = tokio::spawn(tracing::Instrument::in_current_span(setup));
-        let (status, pod) = step("CNI ADD", setup)
-            .await
-            .map_err(|e| SandboxError::Task("setting up the pod network", e))??;
+        let setup = SandboxError::to_completion("setting up the pod network", setup);
+        let (status, pod) = step("CNI ADD", setup).await?;
         undo.push_async("tearing down the pod network", async move || {
             self.cni.teardown(&pod).await
         });
@@ -252,7 +250,7 @@ async fn pin_on_host<'a>(
         plan.sysctls.clone(),
     );
     let hostname = (!plan.modes.host_network).then(|| plan.hostname.clone());
-    let pin = tokio::task::spawn_blocking(move || {
+    let pin = SandboxError::blocking("pinning namespaces", move || {
         namespaces::pin(&PinRequest {
             dir: &dir,
             kinds: &kinds,
@@ -260,9 +258,7 @@ async fn pin_on_host<'a>(
             sysctls: &sysctls,
         })
     });
-    let pinned = step("pinning namespaces", pin)
-        .await
-        .map_err(|e| SandboxError::Task("pinning namespaces", e))??;
+    let pinned = step("pinning namespaces", pin).await?;
     undo.push("unpinning namespaces", || namespaces::unpin(&plan.ns_dir));
     Ok(pinned)
 }
@@ -326,10 +322,10 @@ async fn save_record<'a>(
     };
     // Its fsyncs off the async workers.
     let (record_dir, saved) = (plan.record_dir.clone(), sandbox.clone());
-    let save = tokio::task::spawn_blocking(move || record::save(&record_dir, &saved, true));
-    step("saving the record", save)
-        .await
-        .map_err(|e| SandboxError::Task("saving the record", e))??;
+    let save = SandboxError::blocking("saving the record", move || {
+        record::save(&record_dir, &saved, true)
+    });
+    step("saving the record", save).await?;
     Ok(sandbox)
 }
 

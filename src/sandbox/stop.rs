@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use tracing::Instrument;
-
+use crate::sync::TaskFailure;
 use crate::timing::{step, step_sync};
 
 use super::{files, namespaces, pod_network, record, Entry, Sandbox, SandboxError, SandboxService};
@@ -83,25 +82,22 @@ impl SandboxService {
             let pod = pod_network(&sandbox.id, &sandbox.config, netns);
             let cni = Arc::clone(&self.cni);
             let teardown = async move { cni.teardown(&pod).await };
-            step("CNI DEL", tokio::spawn(teardown.in_current_span()))
-                .await
-                .map_err(|e| SandboxError::Task("tearing down the pod network", e))??;
+            let teardown = SandboxError::to_completion("tearing down the pod network", teardown);
+            step("CNI DEL", teardown).await?;
         }
         // A reap and unmounts: off the async workers.
-        let (span, released) = (tracing::Span::current(), sandbox.clone());
-        let release =
-            tokio::task::spawn_blocking(move || span.in_scope(|| release_namespaces(&released)));
-        step("releasing the namespaces", release)
-            .await
-            .map_err(|e| SandboxError::Task("releasing the pod's namespaces", e))??;
+        let released = sandbox.clone();
+        let release = SandboxError::blocking("releasing the pod's namespaces", move || {
+            release_namespaces(&released)
+        });
+        step("releasing the namespaces", release).await?;
         if sandbox.state != SandboxState::NotReady || !sandbox.network_released {
             let stopped = entry.update(Sandbox::mark_stopped);
             let (record_dir, saved) = (self.record_dir(&stopped.id), stopped.clone());
-            let save =
-                tokio::task::spawn_blocking(move || record::save_unsynced(&record_dir, &saved));
-            step("recording NotReady", save)
-                .await
-                .map_err(|e| SandboxError::Task("recording NotReady", e))??;
+            let save = SandboxError::blocking("recording NotReady", move || {
+                record::save_unsynced(&record_dir, &saved)
+            });
+            step("recording NotReady", save).await?;
             if sandbox.state != SandboxState::NotReady {
                 self.announce(&stopped.id, PodEvent::Stopped);
             }
@@ -116,11 +112,10 @@ impl SandboxService {
         let sandbox = entry.get();
         // An fsync and a recursive removal: off the async workers.
         let record_dir = self.record_dir(&sandbox.id);
-        let remove =
-            tokio::task::spawn_blocking(move || crate::store::remove_dir_atomic(&record_dir));
-        step("removing the record", remove)
-            .await
-            .map_err(|e| SandboxError::Task("removing the pod's record", e))??;
+        let remove = SandboxError::blocking("removing the pod's record", move || {
+            crate::store::remove_dir_atomic(&record_dir)
+        });
+        step("removing the record", remove).await?;
         self.clean_state(&sandbox.id);
         self.names.release(&sandbox.name);
         self.sandboxes
