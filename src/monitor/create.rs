@@ -21,7 +21,8 @@ use crate::runtime::protocol::{files, MonitorArgs};
 use crate::runtime::socket_path::SocketPath;
 use crate::runtime::{CreateOptions, OciRuntime};
 
-/// How often the terminal hand-over checks whether the runtime is gone.
+/// How often the terminal hand-over checks whether the runtime is gone,
+/// when the kernel cannot tell it at once (no pidfd).
 const CONSOLE_POLL: Duration = Duration::from_millis(100);
 
 /// A created container: its init and the monitor's ends of its stdio.
@@ -162,7 +163,8 @@ fn run_with_terminal(
 /// How long `runtime delete` may take at the container's exit: the exit is
 /// recorded after it, so a hung runtime must not hold the record back.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often a running `runtime delete` is checked on.
+/// How often a running `runtime delete` is checked on when the kernel
+/// cannot say when it exits (no pidfd).
 const DELETE_POLL: Duration = Duration::from_millis(10);
 
 /// `runtime delete` of the exited container, within [`DELETE_TIMEOUT`];
@@ -178,10 +180,23 @@ pub fn delete(args: &MonitorArgs) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("starting {}: {e}", runtime.binary().display()))?;
     let deadline = Instant::now() + DELETE_TIMEOUT;
+    // StopContainer waits for the exit record, which waits for this: woken
+    // by the exit itself, not on the next poll interval.
+    let exited = sys::child_exit_fd(child.id()).ok();
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(DELETE_POLL),
+            Ok(None) if Instant::now() < deadline => match &exited {
+                Some(fd) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                    let _ = poll(
+                        &mut fds,
+                        PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+                    );
+                }
+                None => std::thread::sleep(DELETE_POLL),
+            },
             Ok(None) | Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -257,6 +272,9 @@ fn receive_terminal(
     listener: &UnixListener,
 ) -> Result<(std::process::ExitStatus, Option<OwnedFd>), MonitorError> {
     let mut master = None;
+    // The runtime exits once it has sent the terminal: polled with the
+    // listener so that its exit ends the wait, not the poll interval.
+    let exited = sys::child_exit_fd(child.id()).ok();
     loop {
         if master.is_none() {
             master = accept_terminal(listener)?;
@@ -271,7 +289,10 @@ fn receive_terminal(
             }
             return Ok((status, master));
         }
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        if let Some(fd) = &exited {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
         let timeout = PollTimeout::try_from(CONSOLE_POLL).unwrap_or(PollTimeout::MAX);
         let _ = poll(&mut fds, timeout);
     }

@@ -51,6 +51,25 @@ pub fn reset_signal_dispositions() {
     }
 }
 
+/// A descriptor that turns readable when child `pid` exits (pidfd_open,
+/// Linux 5.3): a wait with a timeout can sleep in poll instead of polling
+/// the child on an interval. The child must not be reaped meanwhile, or
+/// its pid could be someone else's.
+#[allow(unsafe_code)]
+pub fn child_exit_fd(pid: u32) -> io::Result<OwnedFd> {
+    let pid = nix::libc::pid_t::try_from(pid).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: a syscall with plain integer arguments that touches no
+    // memory of ours.
+    let raw = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let raw = RawFd::try_from(raw).map_err(|_| io::ErrorKind::InvalidData)?;
+    // SAFETY: the kernel just installed this descriptor for us; nothing
+    // else refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// The sync descriptor the daemon passed, by number.
 pub fn adopt_inherited_fd(raw: RawFd) -> io::Result<OwnedFd> {
     own_fd(raw)
