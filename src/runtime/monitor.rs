@@ -39,6 +39,10 @@ use super::{socket_path, OciRuntime};
 const SYNC_FD: i32 = 1;
 /// Longest sync line or control reply accepted.
 const MAX_LINE: u64 = 64 * 1024;
+/// The read buffer of a control reply (one short line; a longer one takes
+/// more reads). Small, because every container's `wait-exit` holds one
+/// for as long as the container runs.
+const REPLY_BUFFER: usize = 512;
 /// How much of the monitor's stderr is kept when it fails.
 const MAX_STDERR: u64 = 16 * 1024;
 /// How long a control request may take.
@@ -371,7 +375,7 @@ async fn send_control(
         });
     }
     let mut reply = String::new();
-    match BufReader::new(stream.take(MAX_LINE))
+    match BufReader::with_capacity(REPLY_BUFFER, stream.take(MAX_LINE))
         .read_line(&mut reply)
         .await
     {
