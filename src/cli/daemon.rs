@@ -36,8 +36,17 @@ fn start(source: ConfigSource, format: LogFormat, notifier: Notifier) -> Result<
         .enable_all()
         .build()
         .map_err(|e| format!("starting async runtime: {e}"))?;
-    runtime.block_on(serve(source, config, log, notifier))
+    let served = runtime.block_on(serve(source, config, log, notifier));
+    // Work still on blocking threads by now is a removed container's
+    // writable layer being deleted (or a stats walk): not waited for, or a
+    // stop would last as long as the deletion. What is left of it is a
+    // `.tmp-*` directory, which the next start deletes.
+    runtime.shutdown_timeout(BLOCKING_WORK_AT_EXIT);
+    served
 }
+
+/// How long the daemon's exit waits for work left on blocking threads.
+const BLOCKING_WORK_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn serve(
     source: ConfigSource,
