@@ -1,4 +1,4 @@
-//! The daemon killed, or its runtime hung, at each step of a container's
+//! The daemon killed, its runtime hung, or its caller gone, at each step of a container's
 //! life: after a restart, state matches what really runs, and nothing
 //! leaks.
 
@@ -413,4 +413,67 @@ async fn a_crash_during_pod_network_setup_is_undone() {
     .unwrap();
     let pod_id = run_pod(&mut client, pod).await;
     remove_pod(&mut client, &pod_id).await;
+}
+
+/// A RunPodSandbox whose caller goes away during CNI ADD (kubelet's
+/// deadline passed) still runs to its end: the pod is made and listed,
+/// and it stops and goes like any other. Cut short, it would skip its undo
+/// and leave the pinned namespaces, the state directory and the name behind.
+#[tokio::test]
+async fn a_cancelled_run_pod_sandbox_runs_to_its_end() {
+    let plugins = tempfile::tempdir().unwrap();
+    let (entered, gate) = (plugins.path().join("entered"), plugins.path().join("gate"));
+    let plugin = plugins.path().join("wharf-gated");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = ADD ] || exit 0\ntouch {entered:?}\nwhile [ ! -e {gate:?} ]; do sleep 0.02; done\necho '{{\"cniVersion\": \"1.0.0\", \"interfaces\": [{{\"name\": \"eth0\"}}], \"ips\": [{{\"address\": \"10.99.0.5/24\", \"interface\": 0}}]}}'\n"
+        ),
+    )
+    .unwrap();
+    set_mode(&plugin, 0o755);
+    let daemon = daemon_with(&format!("bin_dirs = [{:?}]", plugins.path())).await;
+    let conflist =
+        r#"{"cniVersion": "1.0.0", "name": "gated", "plugins": [{"type": "wharf-gated"}]}"#;
+    std::fs::write(daemon.cni_dir().join("10-gated.conflist"), conflist).unwrap();
+    let mut client = daemon.runtime().await;
+    let pod = pod_config(&daemon, "cancelled");
+
+    let mut caller = client.clone();
+    let request = RunPodSandboxRequest {
+        config: Some(pod.clone()),
+        runtime_handler: String::new(),
+    };
+    let call = tokio::spawn(async move { caller.run_pod_sandbox(request).await });
+    poll_until("CNI ADD to begin", Duration::from_secs(10), || {
+        entered.exists().then_some(())
+    })
+    .await;
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    std::fs::write(&gate, "").unwrap();
+
+    let mut pods = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pods.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled run never finished: {}",
+            std::fs::read_to_string(daemon.dir.path().join("wharf.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pods = client
+            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+    }
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(pods[0].metadata.as_ref().unwrap().name, "cancelled");
+    remove_pod(&mut client, &pods[0].id).await;
+    assert!(std::fs::read_dir(daemon.state_dir().join("sandboxes"))
+        .map(|dir| dir.count() == 0)
+        .unwrap_or(true));
 }

@@ -54,8 +54,21 @@ struct PodFiles {
 impl SandboxService {
     /// RunPodSandbox: everything is created or nothing is left behind.
     /// `runtime_handler` is one the caller found configured; the pod's
-    /// containers run with its runtime.
+    /// containers run with its runtime. Runs to completion even when the
+    /// caller goes away (a cancelled gRPC call drops its future): a run cut
+    /// short between two steps would skip their undo, leaving a pinned
+    /// network namespace and its IP behind.
     pub async fn run(
+        self: &Arc<Self>,
+        config: api::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<Sandbox, SandboxError> {
+        let (service, handler) = (Arc::clone(self), runtime_handler.to_string());
+        let run = async move { service.run_to_completion(config, &handler).await };
+        SandboxError::to_completion("RunPodSandbox", run).await
+    }
+
+    async fn run_to_completion(
         &self,
         config: api::PodSandboxConfig,
         runtime_handler: &str,
