@@ -14,7 +14,7 @@ pub const EXEC_OUTPUT_CAP: usize = crate::cri::MAX_EXEC_OUTPUT_BYTES;
 /// How long an ExecSync may still finish on its own once the container
 /// exited (an exec in the container's own PID namespace dies with its
 /// init and reports that); then it is cancelled, and its process killed.
-pub(super) const EXEC_AFTER_EXIT: Duration = Duration::from_secs(2);
+const EXEC_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 impl ContainerService {
     /// ExecSync: runs `cmd` in the container with its process settings.
@@ -31,15 +31,20 @@ impl ContainerService {
             timeout,
             EXEC_OUTPUT_CAP,
         );
-        let container_gone = async {
-            entry.exited().await;
-            tokio::time::sleep(EXEC_AFTER_EXIT).await;
-        };
         tokio::select! {
             output = exec => Ok(output?),
-            () = container_gone => Err(wrong_state(&entry.get(), "exec", "running")),
+            gone = exec_outlived(&entry) => Err(gone),
         }
     }
+}
+
+/// Resolves [`EXEC_AFTER_EXIT`] after the container exited, with the error
+/// of an exec still running then: a process that outlives its container
+/// (it kept the pipes open) must not hold the call forever.
+pub(super) async fn exec_outlived(entry: &Entry) -> ContainerError {
+    entry.exited().await;
+    tokio::time::sleep(EXEC_AFTER_EXIT).await;
+    wrong_state(&entry.get(), "exec", "running")
 }
 
 impl ContainerService {

@@ -1,7 +1,7 @@
 //! Streaming sessions on a container: exec with the client's stdio, and
 //! attach to the stdio its monitor holds.
 
-use super::exec::EXEC_AFTER_EXIT;
+use super::exec::exec_outlived;
 use super::record::wrong_state;
 use super::record::ContainerState;
 use super::{ContainerError, ContainerService};
@@ -22,13 +22,9 @@ impl ContainerService {
         let exec = self
             .runtime_of(&container)?
             .exec_session(&container.id, &process, io);
-        let container_gone = async {
-            entry.exited().await;
-            tokio::time::sleep(EXEC_AFTER_EXIT).await;
-        };
         tokio::select! {
             exit_code = exec => Ok(exit_code?),
-            () = container_gone => Err(wrong_state(&entry.get(), "exec", "running")),
+            gone = exec_outlived(&entry) => Err(gone),
         }
     }
 
