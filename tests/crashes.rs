@@ -92,15 +92,13 @@ async fn a_hung_runtime_command_times_out() {
     let wrapper_dir = tempfile::tempdir().unwrap();
     let hang_marker = wrapper_dir.path().join("hang-in-start");
     let wrapper = wrapper_dir.path().join("runc-wrapper");
-    std::fs::write(
+    write_script(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\nif [ -s {marker:?} ]; then\n  step=$(cat {marker:?})\n  for arg; do [ \"$arg\" = \"$step\" ] && exec sleep 3600; done\nfi\nexec runc \"$@\"\n",
             marker = hang_marker
         ),
-    )
-    .unwrap();
-    set_mode(&wrapper, 0o755);
+    );
     let daemon = daemon_with(&format!(
         "[runtime]\npath = {wrapper:?}\ncommand_timeout_secs = 1\n"
     ))
@@ -178,14 +176,12 @@ fn sleeping_runtime_running() -> bool {
 fn crashing_runtime(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let marker = dir.join("crash");
     let wrapper = dir.join("runc-wrapper");
-    std::fs::write(
+    write_script(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\nrunc \"$@\"; rc=$?\nif [ $rc -eq 0 ] && [ -s {marker:?} ]; then\n  step=$(sed -n 1p {marker:?}); pid=$(sed -n 2p {marker:?})\n  for arg; do [ \"$arg\" = \"$step\" ] && rm -f {marker:?} && kill -9 \"$pid\"; done\nfi\nexit $rc\n"
         ),
-    )
-    .unwrap();
-    set_mode(&wrapper, 0o755);
+    );
     (wrapper, marker)
 }
 
@@ -352,14 +348,12 @@ async fn a_crash_during_pod_network_setup_is_undone() {
     let marker = plugins.path().join("crash-in-add");
     let deletes = plugins.path().join("deletes.log");
     let plugin = plugins.path().join("wharf-crash");
-    std::fs::write(
+    write_script(
         &plugin,
-        format!(
+        &format!(
             "#!/bin/sh\ncat >/dev/null\ncase \"$CNI_COMMAND\" in\nADD) if [ -s {marker:?} ]; then pid=$(cat {marker:?}); rm -f {marker:?}; kill -9 \"$pid\"; fi\n    echo '{{\"cniVersion\":\"1.0.0\"}}';;\nDEL) echo \"$CNI_CONTAINERID\" >> {deletes:?};;\nVERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.4.0\",\"1.0.0\"]}}';;\nesac\n"
         ),
-    )
-    .unwrap();
-    set_mode(&plugin, 0o755);
+    );
     let mut daemon = Daemon::start(&format!(
         "bin_dirs = [{:?}, \"/usr/lib/cni\", \"/opt/cni/bin\"]\n",
         plugins.path()
@@ -384,12 +378,7 @@ async fn a_crash_during_pod_network_setup_is_undone() {
     daemon.spawn().await;
     let mut client = daemon.runtime().await;
 
-    let pods = client
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut client).await;
     assert!(pods.is_empty(), "the unrecorded pod is gone: {pods:?}");
     let deleted = std::fs::read_to_string(&deletes).unwrap_or_default();
     assert_eq!(
@@ -424,14 +413,12 @@ async fn a_cancelled_run_pod_sandbox_runs_to_its_end() {
     let plugins = tempfile::tempdir().unwrap();
     let (entered, gate) = (plugins.path().join("entered"), plugins.path().join("gate"));
     let plugin = plugins.path().join("wharf-gated");
-    std::fs::write(
+    write_script(
         &plugin,
-        format!(
+        &format!(
             "#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = ADD ] || exit 0\ntouch {entered:?}\nwhile [ ! -e {gate:?} ]; do sleep 0.02; done\necho '{{\"cniVersion\": \"1.0.0\", \"interfaces\": [{{\"name\": \"eth0\"}}], \"ips\": [{{\"address\": \"10.99.0.5/24\", \"interface\": 0}}]}}'\n"
         ),
-    )
-    .unwrap();
-    set_mode(&plugin, 0o755);
+    );
     let daemon = daemon_with(&format!("bin_dirs = [{:?}]", plugins.path())).await;
     let conflist =
         r#"{"cniVersion": "1.0.0", "name": "gated", "plugins": [{"type": "wharf-gated"}]}"#;
@@ -462,12 +449,7 @@ async fn a_cancelled_run_pod_sandbox_runs_to_its_end() {
             std::fs::read_to_string(daemon.dir.path().join("wharf.log")).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-        pods = client
-            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+        pods = list_pods(&mut client).await;
     }
     assert_eq!(pods.len(), 1);
     assert_eq!(pods[0].state, PodSandboxState::SandboxReady as i32);

@@ -118,14 +118,12 @@ async fn a_stop_while_the_monitor_deletes_an_exited_container_succeeds() {
     let marker = |name: &str| dir.path().join(name);
     let (hold, deleting, refused) = (marker("hold"), marker("deleting"), marker("refused"));
     let wrapper = marker("runc-wrapper");
-    std::fs::write(
+    write_script(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\nfor arg; do\n  if [ \"$arg\" = delete ] && [ -e {hold:?} ]; then\n    touch {deleting:?}\n    while [ -e {hold:?} ]; do sleep 0.05; done\n  fi\n  if [ \"$arg\" = kill ] && [ -e {hold:?} ] && [ -e {deleting:?} ]; then\n    touch {refused:?}\n    echo 'lstat /sys/fs/cgroup/devices/x: no such file or directory' >&2; exit 1\n  fi\ndone\nexec runc \"$@\"\n"
         ),
-    )
-    .unwrap();
-    set_mode(&wrapper, 0o755);
+    );
     let daemon = daemon_with(&format!("[runtime]\npath = {wrapper:?}\n")).await;
     let mut client = daemon.runtime().await;
     let pod = pod_config(&daemon, "stop-while-deleting");

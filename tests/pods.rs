@@ -161,12 +161,7 @@ async fn pod_and_container_lifecycle() {
         })
         .await
         .unwrap();
-    let pods = client
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut client).await;
     assert_eq!(pods[0].state, PodSandboxState::SandboxNotready as i32);
     client
         .remove_pod_sandbox(RemovePodSandboxRequest {
@@ -396,12 +391,7 @@ async fn fifty_pods_at_once() {
     let unique: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), 50);
     let mut client = daemon.runtime().await;
-    let pods = client
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut client).await;
     assert_eq!(pods.len(), 50);
     let removals = ids.iter().map(|id| {
         let channel = daemon.channel();
@@ -461,12 +451,7 @@ async fn containers_and_logs_survive_a_daemon_kill() {
     daemon.spawn().await;
     let mut client = daemon.runtime().await;
 
-    let pods = client
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut client).await;
     assert_eq!(
         (pods.len(), pods[0].state),
         (1, PodSandboxState::SandboxReady as i32)

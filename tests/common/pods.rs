@@ -239,3 +239,20 @@ pub fn set_mode(path: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
+
+/// Every pod the daemon lists.
+pub async fn list_pods(client: &mut RuntimeServiceClient<Channel>) -> Vec<PodSandbox> {
+    client
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+}
+
+/// `text` as an executable script at `path`: a fake CNI plugin or a
+/// wrapper around the runtime.
+pub fn write_script(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    set_mode(path, 0o755);
+}
